@@ -1,0 +1,52 @@
+#include "checks.h"
+
+namespace deblur_ops {
+
+void check_wiener_inputs(const at::Tensor& image, const at::Tensor& psf, const at::Tensor& snr_db,
+                         const char* image_name, int64_t leading_dims) {
+  const int64_t nd = image.dim();
+  TORCH_CHECK(nd == leading_dims + 2 || nd == leading_dims + 3, image_name, " must have ",
+              leading_dims, " leading dims followed by 2 or 3 spatial dims, got shape ",
+              image.sizes());
+  TORCH_CHECK(at::isFloatingType(image.scalar_type()), image_name,
+              " must be float32 or float64, got ", image.scalar_type());
+  const int64_t spatial = nd - leading_dims;
+  TORCH_CHECK(psf.dim() == spatial + 1, "psf must have shape (P, ", spatial,
+              " kernel dims) with P = 1 or the batch size, got shape ", psf.sizes());
+  TORCH_CHECK(psf.scalar_type() == image.scalar_type(), "psf dtype ", psf.scalar_type(),
+              " must match ", image_name, " dtype ", image.scalar_type());
+  TORCH_CHECK(psf.device() == image.device(), "psf is on ", psf.device(), " but ", image_name,
+              " is on ", image.device());
+  TORCH_CHECK(psf.size(0) == 1 || psf.size(0) == image.size(0), "psf batch size ", psf.size(0),
+              " must be 1 or the batch size ", image.size(0));
+  for (int64_t d = 0; d < spatial; ++d) {
+    const int64_t k = psf.size(d + 1);
+    const int64_t n = image.size(leading_dims + d);
+    TORCH_CHECK(k % 2 == 1, "psf sizes must be odd so that the centre is a pixel, got ",
+                psf.sizes());
+    TORCH_CHECK(k <= n, "psf size ", k, " exceeds the ", image_name, " size ", n,
+                " along spatial dim ", d);
+  }
+  TORCH_CHECK(snr_db.dim() == 1 && snr_db.numel() >= 1,
+              "snr_db must be a non-empty 1-D tensor, got shape ", snr_db.sizes());
+  TORCH_CHECK(at::isFloatingType(snr_db.scalar_type()), "snr_db must be floating point, got ",
+              snr_db.scalar_type());
+  TORCH_CHECK(snr_db.device() == image.device(), "snr_db is on ", snr_db.device(), " but ",
+              image_name, " is on ", image.device());
+}
+
+void check_shrink_inputs(const at::Tensor& x, const at::Tensor& values, double xmin, double xmax) {
+  TORCH_CHECK(x.dim() >= 2, "x must have shape (B, C, ...), got ", x.sizes());
+  TORCH_CHECK(at::isFloatingType(x.scalar_type()), "x must be float32 or float64, got ",
+              x.scalar_type());
+  TORCH_CHECK(values.dim() == 2 && values.size(0) == x.size(1) && values.size(1) >= 2,
+              "values must have shape (C, n_knots) = (", x.size(1), ", n>=2), got ",
+              values.sizes());
+  TORCH_CHECK(values.scalar_type() == x.scalar_type(), "values dtype ", values.scalar_type(),
+              " must match x dtype ", x.scalar_type());
+  TORCH_CHECK(values.device() == x.device(), "values is on ", values.device(), " but x is on ",
+              x.device());
+  TORCH_CHECK(xmax > xmin, "value_range must satisfy xmin < xmax, got (", xmin, ", ", xmax, ")");
+}
+
+}  // namespace deblur_ops

@@ -1,0 +1,26 @@
+// Every deblur_ops schema lives here; backend files only add TORCH_LIBRARY_IMPL kernels.
+#include <Python.h>
+#include <torch/library.h>
+
+extern "C" {
+// `import deblur_ops._C` loads this shared object, which runs the static registrations below.
+PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {
+      PyModuleDef_HEAD_INIT, "_C", "deblur_ops compiled kernels (registered as torch.ops.deblur_ops)",
+      -1, nullptr};
+  return PyModule_Create(&module_def);
+}
+}
+
+TORCH_LIBRARY(deblur_ops, m) {
+  // Paper 001: N Wiener filters of one image in one pass. image (B,C,*S) already padded,
+  // psf (P,*k) with P in {1,B}, snr_db (N). Returns (B,N,C,*S).
+  m.def("wiener_stack(Tensor image, Tensor psf, Tensor snr_db, str regularizer) -> Tensor");
+  // Adjoint of the above (the forward is linear in image): grad (B,N,C,*S) -> (B,C,*S).
+  m.def("wiener_stack_backward(Tensor grad, Tensor psf, Tensor snr_db, str regularizer) -> Tensor");
+  // Paper 004 §3.2: piecewise-linear shrinkage; values (C,n_knots) on linspace(xmin, xmax, n_knots).
+  m.def("learnable_shrink(Tensor x, Tensor values, float xmin, float xmax) -> Tensor");
+  m.def(
+      "learnable_shrink_backward(Tensor grad, Tensor x, Tensor values, float xmin, float xmax) "
+      "-> (Tensor, Tensor)");
+}

@@ -1,0 +1,31 @@
+// Device-independent half of the fused Wiener stack (paper 001): FFTs, OTF, regulariser spectrum.
+// Each backend supplies only the per-frequency kernel that forms all N filtered spectra at once.
+#pragma once
+#include <ATen/core/Tensor.h>
+
+#include <string_view>
+
+namespace deblur_ops {
+
+struct WienerSpectra {
+  at::Tensor otf;        // (P, F) complex, P in {1, B}
+  at::Tensor reg_power;  // (F) real |R|^2, undefined for the identity regulariser
+  at::Tensor lambdas;    // (N) real, lambda_j = 10^(-snr_db_j / 10)
+};
+
+// out[b,j,c,f] = conj(K[f]) Y[b,c,f] / (|K[f]|^2 + lambda_j |R[f]|^2); image_f (B,C,F), out (B,N,C,F).
+using WienerForwardFn = void (*)(const at::Tensor& image_f, const WienerSpectra& spectra,
+                                 at::Tensor& out);
+// out[b,c,f] = sum_j conj(G_j[f]) grad_f[b,j,c,f]; grad_f (B,N,C,F), out (B,C,F).
+using WienerBackwardFn = void (*)(const at::Tensor& grad_f, const WienerSpectra& spectra,
+                                  at::Tensor& out);
+
+at::Tensor wiener_stack_impl(const at::Tensor& image, const at::Tensor& psf,
+                             const at::Tensor& snr_db, std::string_view regularizer,
+                             WienerForwardFn spectra_fn);
+
+at::Tensor wiener_stack_backward_impl(const at::Tensor& grad, const at::Tensor& psf,
+                                      const at::Tensor& snr_db, std::string_view regularizer,
+                                      WienerBackwardFn spectra_fn);
+
+}  // namespace deblur_ops

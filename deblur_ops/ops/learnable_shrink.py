@@ -1,0 +1,123 @@
+"""Learnable piecewise-linear shrinkage (paper 004 §3.2, after ADMM-Net)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .. import _extension
+from .. import _validation as v
+from .. import reference as ref
+
+_OP = "deblur_ops::learnable_shrink"
+
+
+def learnable_shrink(x: torch.Tensor, values: torch.Tensor, value_range) -> torch.Tensor:
+    r"""Apply a per-channel piecewise-linear function given by its values at uniform knots.
+
+    Knots lie at ``linspace(xmin, xmax, n_knots)``; between knots the function interpolates
+    ``values[c]`` linearly; outside ``[xmin, xmax]`` it continues with slope 1 from the end knot:
+    :math:`f(x) = v_{c,n-1} + x - x_{max}` above and :math:`v_{c,0} + x - x_{min}` below.
+
+    Args:
+        x: (B, C, ...) float32/float64.
+        values: (C, n_knots), n_knots >= 2, x's dtype and device.
+        value_range: (xmin, xmax), finite, xmin < xmax.
+
+    Returns:
+        Tensor of x's shape. Differentiable w.r.t. ``x`` and ``values`` (the values gradient is a
+        histogram-style reduction over the pixels of each channel).
+
+    Raises:
+        ValueError: wrong shapes, dtypes or devices, NaN/Inf, or an empty/inverted range.
+
+    Examples:
+        >>> import torch, deblur_ops
+        >>> values = torch.tensor([[-1.0, 0.0, 1.0]])  # identity on [-1, 1]
+        >>> deblur_ops.learnable_shrink(torch.tensor([[0.25, 3.0]]), values, (-1, 1))
+        tensor([[0.2500, 3.0000]])
+    """
+    xmin, xmax = ref.validate_shrink(x, values, value_range)
+    if _extension.has_kernel("learnable_shrink", x.device):
+        return torch.ops.deblur_ops.learnable_shrink(x, values, xmin, xmax)
+    return ref.learnable_shrink_core(x, values, xmin, xmax)
+
+
+def soft_threshold_values(knots: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Soft-thresholding sign(t) max(|t| - threshold, 0) sampled at ``knots``."""
+    return torch.sign(knots) * torch.clamp(knots.abs() - threshold, min=0)
+
+
+class LearnableShrink(nn.Module):
+    """Per-channel learnable shrinkage, initialised to soft-thresholding at ``threshold``.
+
+    Args:
+        channels: number of channels C of the input (B, C, ...).
+        n_knots: number of uniformly spaced knots (paper 004 uses many; default 101).
+        value_range: (xmin, xmax) covered by the knots.
+        threshold: soft-threshold of the initial values.
+
+    Examples:
+        >>> import torch, deblur_ops
+        >>> shrink = deblur_ops.LearnableShrink(2, threshold=0.1)
+        >>> shrink(torch.tensor([[[0.05], [0.5]]])).flatten()
+        tensor([0.0000, 0.4000], grad_fn=<ViewBackward0>)
+    """
+
+    def __init__(self, channels: int, n_knots: int = 101, value_range=(-1.0, 1.0),
+                 threshold: float = 0.1):
+        super().__init__()
+        if int(channels) < 1:
+            raise ValueError(f"channels must be >= 1, got {channels}")
+        if int(n_knots) < 2:
+            raise ValueError(f"n_knots must be >= 2, got {n_knots}")
+        if threshold < 0:
+            raise ValueError(f"threshold must be >= 0, got {threshold}")
+        self.value_range = v.value_range_pair(value_range)
+        knots = torch.linspace(*self.value_range, int(n_knots), dtype=torch.float64)
+        init = soft_threshold_values(knots, threshold).to(torch.get_default_dtype())
+        self.values = nn.Parameter(init.expand(int(channels), -1).clone())
+
+    @property
+    def knots(self) -> torch.Tensor:
+        return torch.linspace(*self.value_range, self.values.shape[1], dtype=self.values.dtype,
+                              device=self.values.device)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return learnable_shrink(x, self.values, self.value_range)
+
+    def extra_repr(self) -> str:
+        return f"channels={self.values.shape[0]}, n_knots={self.values.shape[1]}, value_range={self.value_range}"
+
+
+if _extension.LOADED:
+
+    @torch.library.register_fake(_OP)
+    def _learnable_shrink_fake(x, values, xmin, xmax):
+        torch._check(x.dim() >= 2, lambda: "x must have shape (B, C, ...)")
+        torch._check(values.dim() == 2 and values.shape[0] == x.shape[1],
+                     lambda: "values must have shape (C, n_knots)")
+        return x.new_empty(x.shape)
+
+    @torch.library.register_fake("deblur_ops::learnable_shrink_backward")
+    def _learnable_shrink_backward_fake(grad, x, values, xmin, xmax):
+        torch._check(grad.shape == x.shape, lambda: "grad must have the shape of x")
+        return x.new_empty(x.shape), values.new_empty(values.shape)
+
+    def _setup_context(ctx, inputs, output):
+        x, values, xmin, xmax = inputs
+        ctx.save_for_backward(x, values)
+        ctx.value_range = (xmin, xmax)
+
+    def _backward(ctx, grad):
+        x, values = ctx.saved_tensors
+        grad_x, grad_values = torch.ops.deblur_ops.learnable_shrink_backward(
+            grad.contiguous(), x, values, *ctx.value_range
+        )
+        return (
+            grad_x if ctx.needs_input_grad[0] else None,
+            grad_values if ctx.needs_input_grad[1] else None,
+            None,
+            None,
+        )
+
+    torch.library.register_autograd(_OP, _backward, setup_context=_setup_context)

@@ -1,0 +1,102 @@
+"""Fused Wiener stack (paper 001): N Wiener deconvolutions of one image in one pass."""
+from __future__ import annotations
+
+import torch
+
+from .. import _extension
+from .. import reference as ref
+
+_OP = "deblur_ops::wiener_stack"
+
+
+def _extension_core(image, psf, snr_db, regularizer):
+    return torch.ops.deblur_ops.wiener_stack(image.contiguous(), psf.contiguous(), snr_db, regularizer)
+
+
+def _core(image, psf, snr_db, regularizer):
+    # The compiled op differentiates w.r.t. the image only; a PSF or SNR that needs a gradient is
+    # routed to the reference, which autograd differentiates w.r.t. everything.
+    wants_other_grads = torch.is_grad_enabled() and (psf.requires_grad or snr_db.requires_grad)
+    if _extension.has_kernel("wiener_stack", image.device) and not wants_other_grads:
+        return _extension_core(image, psf, snr_db, regularizer)
+    return ref.wiener_stack_core(image, psf, snr_db, regularizer)
+
+
+def wiener_stack(image: torch.Tensor, psf: torch.Tensor, snr_db=None, *,
+                 regularizer: str = "identity", padding: str = "reflect") -> torch.Tensor:
+    r"""Deconvolve ``image`` with N Wiener filters of different SNRs at once (paper 001).
+
+    Filter j is :math:`X_j = \overline{K} Y / (|K|^2 + \lambda_j |R|^2)` with
+    :math:`\lambda_j = 10^{-\mathrm{snr}_j/10}`, K the OTF of ``psf`` (centre ``k//2`` at the
+    origin, so a centred PSF causes no shift) and R the identity or the discrete Laplacian. One
+    forward FFT of the image and of the PSF, one fused kernel for all N spectra, one batched
+    inverse FFT.
+
+    Args:
+        image: (B, C, H, W) or (B, C, D, H, W), float32/float64.
+        psf: (kh, kw) / (kd, kh, kw), or one per batch item (B, kh, kw) / (B, kd, kh, kw); odd
+            sizes, not larger than the image. Used as given (not renormalised).
+        snr_db: 1-D tensor or sequence of N SNRs in dB; default the 15 values 9, 13, ..., 65.
+        regularizer: ``"identity"`` or ``"laplacian"``.
+        padding: ``"reflect"`` (pad by the PSF size to a fast FFT length, then crop),
+            ``"edge_taper"`` (blend the borders with a blurred copy) or ``"circular"`` (none:
+            exactly the textbook circular Wiener filter).
+
+    Returns:
+        (B, N, C, *spatial), the image's dtype. Differentiable w.r.t. ``image`` (and, through the
+        reference path, w.r.t. ``psf`` and ``snr_db`` when they require grad).
+
+    Raises:
+        ValueError: wrong shapes or ndim, non-float dtypes, an even, all-zero or too large PSF,
+            NaN/Inf values, mismatched devices, empty tensors, unknown options.
+
+    Examples:
+        >>> import torch, deblur_ops
+        >>> image = torch.rand(1, 1, 64, 64)
+        >>> psf = torch.ones(5, 5) / 25
+        >>> deblur_ops.wiener_stack(image, psf).shape
+        torch.Size([1, 15, 1, 64, 64])
+    """
+    return ref.wiener_stack_pipeline(image, psf, snr_db, regularizer, padding, _core)
+
+
+if _extension.LOADED:
+
+    @torch.library.register_fake(_OP)
+    def _wiener_stack_fake(image, psf, snr_db, regularizer):
+        torch._check(image.dim() in (4, 5), lambda: f"image must be 4-D or 5-D, got {image.dim()}-D")
+        torch._check(snr_db.dim() == 1, lambda: "snr_db must be 1-D")
+        torch._check(psf.dim() == image.dim() - 1, lambda: "psf must have shape (P, *kernel)")
+        return image.new_empty((image.shape[0], snr_db.shape[0]) + tuple(image.shape[1:]))
+
+    @torch.library.register_fake("deblur_ops::wiener_stack_backward")
+    def _wiener_stack_backward_fake(grad, psf, snr_db, regularizer):
+        torch._check(grad.dim() in (5, 6), lambda: f"grad must be 5-D or 6-D, got {grad.dim()}-D")
+        torch._check(grad.shape[1] == snr_db.shape[0], lambda: "grad dim 1 must equal len(snr_db)")
+        return grad.new_empty((grad.shape[0],) + tuple(grad.shape[2:]))
+
+    def _setup_context(ctx, inputs, output):
+        _, psf, snr_db, regularizer = inputs
+        ctx.save_for_backward(psf, snr_db)
+        ctx.regularizer = regularizer
+
+    def _backward(ctx, grad):
+        # The forward is linear in the image; its adjoint applies conj(G_j) and sums over j.
+        psf, snr_db = ctx.saved_tensors
+        grad_image = torch.ops.deblur_ops.wiener_stack_backward(
+            grad.contiguous(), psf, snr_db, ctx.regularizer
+        )
+        return grad_image, None, None, None
+
+    def _backward_backward(ctx, grad):
+        # The backward op is linear in its input too, and its adjoint is the forward op.
+        psf, snr_db = ctx.saved_tensors
+        return (
+            torch.ops.deblur_ops.wiener_stack(grad.contiguous(), psf, snr_db, ctx.regularizer),
+            None, None, None,
+        )
+
+    torch.library.register_autograd(_OP, _backward, setup_context=_setup_context)
+    torch.library.register_autograd(
+        "deblur_ops::wiener_stack_backward", _backward_backward, setup_context=_setup_context
+    )

@@ -1,0 +1,121 @@
+"""Pure-PyTorch references of every custom op, with the public signatures.
+
+They are the fallback when the compiled extension (or its kernel for a device) is missing, and the
+oracle the tests compare the kernels with. They favour clarity over speed and memory.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from . import _validation as v
+from .boundary import PADDINGS, crop, edge_taper, pad_for_fft, psf_to_otf
+
+DEFAULT_SNR_DB = tuple(range(9, 66, 4))  # paper 001: 15 SNRs, 9..65 dB in steps of 4
+REGULARIZERS = ("identity", "laplacian")
+
+
+def laplacian_power(shape: tuple[int, ...], dtype=torch.float64, device=None) -> torch.Tensor:
+    """|R|^2 of the discrete Laplacian on the rfftn grid of ``shape``: (sum_d 2 - 2 cos w_d)^2."""
+    nd = len(shape)
+    acc = torch.zeros((), dtype=torch.float64, device=device)
+    for d, n in enumerate(shape):
+        m = n // 2 + 1 if d == nd - 1 else n
+        w = torch.arange(m, dtype=torch.float64, device=device) * (2 * math.pi / n)
+        view = [1] * nd
+        view[d] = m
+        acc = acc + (2 - 2 * torch.cos(w)).reshape(view)
+    return (acc * acc).to(dtype)
+
+
+def wiener_stack_core(image: torch.Tensor, psf: torch.Tensor, snr_db: torch.Tensor,
+                      regularizer: str) -> torch.Tensor:
+    """The op itself on an already padded image: (B,C,*S), psf (P,*k), snr_db (N) -> (B,N,C,*S).
+
+    X_j = conj(K) Y / (|K|^2 + lambda_j |R|^2), lambda_j = 10^(-snr_db_j / 10) (paper 001).
+    """
+    spatial = tuple(image.shape[2:])
+    dims = tuple(range(-len(spatial), 0))
+    image_f = torch.fft.rfftn(image, dim=dims)  # (B, C, *F)
+    otf = psf_to_otf(psf, spatial)  # (P, *F)
+    lambdas = torch.pow(10.0, -snr_db.to(image.dtype) / 10)
+    lam = lambdas.reshape((1, -1) + (1,) * len(spatial))
+    if regularizer == "laplacian":
+        reg = laplacian_power(spatial, image.dtype, image.device)
+    else:
+        reg = torch.ones((), dtype=image.dtype, device=image.device)
+    denom = (otf.real**2 + otf.imag**2).unsqueeze(1) + lam * reg  # (P, N, *F)
+    safe = torch.where(denom > 0, denom, torch.ones_like(denom))
+    gain = torch.where(denom > 0, otf.conj().unsqueeze(1) / safe, torch.zeros_like(safe))
+    spectra = gain.unsqueeze(2) * image_f.unsqueeze(1)  # (B, N, C, *F)
+    return torch.fft.irfftn(spectra, s=spatial, dim=dims)
+
+
+def wiener_stack_pipeline(image, psf, snr_db, regularizer, padding, core):
+    """Validation, boundary handling and cropping around a Wiener-stack ``core``."""
+    v.require_tensor(image, "image")
+    v.image_spatial_dims(image)
+    v.require_float(image, "image")
+    v.require_nonempty(image, "image")
+    v.require_choice(regularizer, "regularizer", REGULARIZERS)
+    v.require_choice(padding, "padding", PADDINGS)
+    psf = v.batched_psf(psf, image)
+    v.require_finite(image, "image")
+    snr = v.as_1d_float(DEFAULT_SNR_DB if snr_db is None else snr_db, "snr_db", image)
+    if padding == "reflect":
+        padded, pads = pad_for_fft(image, tuple(psf.shape[1:]))
+        return crop(core(padded, psf, snr, regularizer), pads)
+    if padding == "edge_taper":
+        image = edge_taper(image, psf)
+    return core(image, psf, snr, regularizer)
+
+
+def wiener_stack(image: torch.Tensor, psf: torch.Tensor, snr_db=None, *,
+                 regularizer: str = "identity", padding: str = "reflect") -> torch.Tensor:
+    """Pure-PyTorch :func:`deblur_ops.wiener_stack` (same signature and result)."""
+    return wiener_stack_pipeline(image, psf, snr_db, regularizer, padding, wiener_stack_core)
+
+
+def learnable_shrink_core(x: torch.Tensor, values: torch.Tensor, xmin: float,
+                          xmax: float) -> torch.Tensor:
+    """Piecewise-linear interpolation of ``values`` (C, n) at ``x`` (B, C, ...), slope 1 outside."""
+    channels, n = values.shape
+    inv_step = (n - 1) / (xmax - xmin)
+    inside = (x >= xmin) & (x <= xmax)
+    t = torch.where(inside, (x - xmin) * inv_step, torch.zeros_like(x))
+    seg = t.floor().clamp(0, n - 2)
+    frac = t - seg
+    shape = (1, channels) + (1,) * (x.dim() - 2)
+    base = torch.arange(channels, device=x.device).reshape(shape) * n + seg.long()
+    flat = values.reshape(-1)
+    v0, v1 = flat[base], flat[base + 1]
+    inner = v0 + frac * (v1 - v0)
+    above = values[:, -1].reshape(shape) + (x - xmax)
+    below = values[:, 0].reshape(shape) + (x - xmin)
+    return torch.where(inside, inner, torch.where(x > xmax, above, below))
+
+
+def validate_shrink(x, values, value_range) -> tuple[float, float]:
+    v.require_tensor(x, "x")
+    v.require_tensor(values, "values")
+    v.require_float(x, "x")
+    if x.dim() < 2:
+        raise ValueError(f"x must have shape (B, C, ...), got shape {tuple(x.shape)}")
+    if values.dim() != 2 or values.shape[0] != x.shape[1] or values.shape[1] < 2:
+        raise ValueError(
+            f"values must have shape (C, n_knots) = ({x.shape[1]}, n >= 2) for x of shape "
+            f"{tuple(x.shape)}, got shape {tuple(values.shape)}"
+        )
+    if values.dtype != x.dtype:
+        raise ValueError(f"values dtype {values.dtype} must match x dtype {x.dtype}; use values.to(x.dtype)")
+    v.require_same_device(values, "values", x, "x")
+    v.require_finite(values, "values")
+    v.require_finite(x, "x")
+    return v.value_range_pair(value_range)
+
+
+def learnable_shrink(x: torch.Tensor, values: torch.Tensor, value_range) -> torch.Tensor:
+    """Pure-PyTorch :func:`deblur_ops.learnable_shrink` (same signature and result)."""
+    xmin, xmax = validate_shrink(x, values, value_range)
+    return learnable_shrink_core(x, values, xmin, xmax)
