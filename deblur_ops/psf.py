@@ -46,7 +46,7 @@ def linear_motion_kernel(length: float, angle_deg: float, size: int | None = Non
     half = (length - 1) / 2
     theta = math.radians(angle)
     dx, dy = math.cos(theta), -math.sin(theta)  # rows point down: a rising line has dy < 0
-    needed = 2 * math.ceil(max(abs(half * dx), abs(half * dy)) + 1e-9) + 1
+    needed = 2 * math.ceil(max(abs(half * dx), abs(half * dy)) - 1e-9) + 1
     if size is None:
         size = needed
     if int(size) != size or size < 1 or size % 2 == 0:

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Set up deblur-ops in the current Python environment:
+#   torch (CPU build 2.13.0 unless a torch is already installed: users keep their own torch),
+#   the package in editable mode with its C++ extension built against that torch,
+#   and with --test the test dependencies.
+# The build uses --no-build-isolation so pip never downloads another (multi-GB CUDA) torch.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+extras=""
+if [ "${1:-}" = "--test" ]; then extras="[test]"; fi
+
+pip_install() { "$PY" -m pip install -q --disable-pip-version-check "$@"; }
+
+if ! "$PY" -c "import torch" 2>/dev/null; then
+  pip_install "torch==${TORCH_VERSION:-2.13.0}"
+fi
+pip_install "setuptools>=64" wheel ninja
+pip_install --no-build-isolation -e ".${extras}"
+if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
+"$PY" -c "import deblur_ops; print('deblur-ops ready:', deblur_ops.backend())"

@@ -1,0 +1,79 @@
+import json
+import subprocess
+import sys
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+
+from deblur_ops import _extension, bench
+from deblur_ops.cli import main
+
+
+def test_doctor_reports_extension_and_backends(capsys):
+    assert main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    assert "torch" in out and "CUDA" in out
+    if _extension.LOADED:
+        assert "extension  loaded from" in out
+        assert "wiener_stack       extension" in out
+    else:
+        assert "extension  NOT loaded" in out
+
+
+def test_module_entry_point_runs():
+    result = subprocess.run([sys.executable, "-m", "deblur_ops", "doctor"], capture_output=True, text=True,
+                            check=True)
+    assert "backends" in result.stdout
+
+
+def test_demo_improves_psnr_and_writes_side_by_side(tmp_path, capsys):
+    out = tmp_path / "demo.png"
+    assert main(["demo", "--image", "camera", "--size", "128", "--length", "9", "--output", str(out)]) == 0
+    text = capsys.readouterr().out
+    blurred = float(text.split("PSNR blurred")[1].split("dB")[0])
+    restored = float(text.split("PSNR restored")[1].split("dB")[0])
+    assert restored > blurred + 1.0
+    picture = iio.imread(out)
+    assert picture.shape == (128, 384) and picture.dtype == np.uint8
+
+
+def test_demo_result_numbers():
+    from deblur_ops.demo import run_demo
+
+    result = run_demo("astronaut", size=96, length=7, angle=60, noise_sigma=0.01, output=None)
+    assert result.estimated_sigma == pytest.approx(0.01, rel=0.2)
+    assert result.psnr_restored > result.psnr_blurred
+    assert result.psnr_best_in_stack >= result.psnr_restored
+    assert len(result.psnr_per_snr) == 15
+
+
+def test_bench_tiny_run_writes_reports(tmp_path, capsys):
+    report_json = tmp_path / "bench.json"
+    args = ["bench", "--size", "48", "--shrink-shape", "1,2,16,16", "--warmup", "0", "--repeats", "1",
+            "--json", str(report_json), "--save", str(tmp_path / "results")]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "| wiener_stack |" in out and "| learnable_shrink |" in out
+    report = json.loads(report_json.read_text())
+    assert {(r["op"], r["pass_"]) for r in report["rows"]} == {
+        ("wiener_stack", "forward"), ("wiener_stack", "forward+backward"),
+        ("learnable_shrink", "forward"), ("learnable_shrink", "forward+backward")}
+    for row in report["rows"]:
+        assert row["custom_ms"] > 0 and row["reference_ms"] > 0
+        assert row["speedup_vs_reference"] == pytest.approx(row["reference_ms"] / row["custom_ms"])
+    saved = sorted(p.suffix for p in (tmp_path / "results").iterdir())
+    assert saved == [".json", ".md"]
+
+
+def test_bench_rejects_unknown_op():
+    with pytest.raises(ValueError, match="unknown ops"):
+        bench.run(["fft"])
+
+
+def test_cli_reports_bad_arguments(capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", "--shrink-shape", "8,x"])
+    assert "expected comma-separated integers" in capsys.readouterr().err
+    assert main(["demo", "--size", "0", "--output", ""]) == 2
+    assert "size must be >= 1" in capsys.readouterr().err
