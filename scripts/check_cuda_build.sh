@@ -16,7 +16,7 @@ export CUDA_HOME PATH="$CUDA_HOME/bin:$PATH"
 
 if ! "$VENV/bin/python" -c "import torch; assert torch.version.cuda" 2>/dev/null; then
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q --disable-pip-version-check "torch==$TORCH_CUDA_VERSION" numpy setuptools wheel
+  "$VENV/bin/pip" install -q --disable-pip-version-check "torch==$TORCH_CUDA_VERSION" numpy "setuptools>=77" wheel ninja
 fi
 
 # Build a copy of the tracked tree so the CPU build's in-place _C stays as it is.

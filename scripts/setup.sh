@@ -15,7 +15,7 @@ pip_install() { "$PY" -m pip install -q --disable-pip-version-check "$@"; }
 if ! "$PY" -c "import torch" 2>/dev/null; then
   pip_install "torch==${TORCH_VERSION:-2.13.0}"
 fi
-pip_install "setuptools>=64" wheel ninja
+pip_install "setuptools>=77" wheel ninja
 pip_install --no-build-isolation -e ".${extras}"
 if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
 "$PY" -c "import deblur_ops; print('deblur-ops ready:', deblur_ops.backend())"

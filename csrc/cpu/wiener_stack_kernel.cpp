@@ -72,7 +72,7 @@ void forward_cpu(const T* y, const T* otf, const T* reg, const T* lam, T* out, i
 
 template <typename T>
 void backward_cpu(const T* g, const T* otf, const T* reg, const T* lam, T* out, int64_t B, int64_t N,
-                  int64_t C, int64_t F, int64_t P) {
+                  int64_t C, int64_t F, int64_t P, bool accumulate) {
   const int64_t blocks = (F + kBlock - 1) / kBlock;
   at::parallel_for(0, B * blocks, 1, [&](int64_t begin, int64_t end) {
     BlockFilter<T> k;
@@ -84,8 +84,12 @@ void backward_cpu(const T* g, const T* otf, const T* reg, const T* lam, T* out, 
       k.load(otf + 2 * (P == 1 ? 0 : b) * F, f0, n);
       for (int64_t j = 0; j < N; ++j) k.filter(lam[j], reg, f0, n, &gr[j * kBlock], &gi[j * kBlock]);
       for (int64_t c = 0; c < C; ++c) {
-        std::fill(acc_r, acc_r + n, T(0));
-        std::fill(acc_i, acc_i + n, T(0));
+        T* op = out + 2 * ((b * C + c) * F + f0);
+#pragma omp simd
+        for (int64_t i = 0; i < n; ++i) {
+          acc_r[i] = accumulate ? op[2 * i] : T(0);
+          acc_i[i] = accumulate ? op[2 * i + 1] : T(0);
+        }
         for (int64_t j = 0; j < N; ++j) {
           const T* gp = g + 2 * (((b * N + j) * C + c) * F + f0);
           const T* fr = &gr[j * kBlock];
@@ -98,7 +102,6 @@ void backward_cpu(const T* g, const T* otf, const T* reg, const T* lam, T* out, 
             acc_i[i] += fr[i] * xi - fi[i] * xr;
           }
         }
-        T* op = out + 2 * ((b * C + c) * F + f0);
 #pragma omp simd
         for (int64_t i = 0; i < n; ++i) {
           op[2 * i] = acc_r[i];
@@ -123,7 +126,8 @@ void forward_spectra(const at::Tensor& image_f, const WienerSpectra& s, at::Tens
   });
 }
 
-void backward_spectra(const at::Tensor& grad_f, const WienerSpectra& s, at::Tensor& out) {
+void backward_spectra(const at::Tensor& grad_f, const WienerSpectra& s, at::Tensor& out,
+                      bool accumulate) {
   const int64_t B = grad_f.size(0), N = grad_f.size(1), C = grad_f.size(2), F = grad_f.size(3);
   AT_DISPATCH_FLOATING_TYPES(s.lambdas.scalar_type(), "wiener_stack_backward_cpu", [&] {
     backward_cpu<scalar_t>(static_cast<const scalar_t*>(grad_f.const_data_ptr()),
@@ -131,7 +135,7 @@ void backward_spectra(const at::Tensor& grad_f, const WienerSpectra& s, at::Tens
                            static_cast<const scalar_t*>(maybe_data(s.reg_power)),
                            s.lambdas.const_data_ptr<scalar_t>(),
                            static_cast<scalar_t*>(out.mutable_data_ptr()), B, N, C, F,
-                           s.otf.size(0));
+                           s.otf.size(0), accumulate);
   });
 }
 

@@ -63,7 +63,7 @@ template <typename T>
 __global__ void wiener_backward_kernel(const T* __restrict__ g, const T* __restrict__ otf,
                                        const T* __restrict__ reg, const T* __restrict__ lam,
                                        T* __restrict__ out, int64_t B, int64_t N, int64_t C,
-                                       int64_t F, int64_t P) {
+                                       int64_t F, int64_t P, bool accumulate) {
   using V = typename Vec2<T>::type;
   const V* gv = reinterpret_cast<const V*>(g);
   V* ov = reinterpret_cast<V*>(out);
@@ -73,7 +73,8 @@ __global__ void wiener_backward_kernel(const T* __restrict__ g, const T* __restr
     const int64_t b = t / F, f = t - b * F;
     const Filter<T> k = load_filter(otf, reg, (P == 1 ? 0 : b) * F + f, f);
     for (int64_t c = 0; c < C; ++c) {
-      T ar = 0, ai = 0;
+      V* o = ov + (b * C + c) * F + f;
+      T ar = accumulate ? o->x : T(0), ai = accumulate ? o->y : T(0);
       for (int64_t j = 0; j < N; ++j) {
         T gr, gi;
         k.gain(lam[j], &gr, &gi);
@@ -81,7 +82,7 @@ __global__ void wiener_backward_kernel(const T* __restrict__ g, const T* __restr
         ar += gr * v.x + gi * v.y;  // conj(G) * grad
         ai += gr * v.y - gi * v.x;
       }
-      ov[(b * C + c) * F + f] = V{ar, ai};
+      *o = V{ar, ai};
     }
   }
 }
@@ -104,7 +105,8 @@ void forward_spectra_cuda(const at::Tensor& image_f, const WienerSpectra& s, at:
   });
 }
 
-void backward_spectra_cuda(const at::Tensor& grad_f, const WienerSpectra& s, at::Tensor& out) {
+void backward_spectra_cuda(const at::Tensor& grad_f, const WienerSpectra& s, at::Tensor& out,
+                           bool accumulate) {
   const int64_t B = grad_f.size(0), N = grad_f.size(1), C = grad_f.size(2), F = grad_f.size(3);
   const auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(s.lambdas.scalar_type(), "wiener_stack_backward_cuda", [&] {
@@ -112,7 +114,7 @@ void backward_spectra_cuda(const at::Tensor& grad_f, const WienerSpectra& s, at:
         static_cast<const scalar_t*>(grad_f.const_data_ptr()),
         static_cast<const scalar_t*>(s.otf.const_data_ptr()), optional_ptr<scalar_t>(s.reg_power),
         s.lambdas.const_data_ptr<scalar_t>(), static_cast<scalar_t*>(out.mutable_data_ptr()), B, N,
-        C, F, s.otf.size(0));
+        C, F, s.otf.size(0), accumulate);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }
