@@ -283,7 +283,7 @@ def cache_dir() -> Path:
 
 
 def inverse_filters(bank: torch.Tensor, size: int, prior_filters: torch.Tensor | None = None,
-                    rho: float = 1e-3, snr_db: float = 50.0, *, cache: bool = True
+                    rho: float = 1e-3, snr_db: float = 40.0, *, cache: bool = True
                     ) -> torch.Tensor:
     r"""Finite-support inverse filters d with d ⋆ k ≈ δ for every filter k of a bank.
 
@@ -297,7 +297,8 @@ def inverse_filters(bank: torch.Tensor, size: int, prior_filters: torch.Tensor |
 
     Args:
         bank: (F, kh, kw) blur filters (e.g. from :func:`motion_bank`), odd sizes.
-        size: odd side of the inverse filters.
+        size: odd side of the inverse filters; about three times the blur length or more, as
+            the inverse of a motion blur decays slowly along the motion.
         prior_filters: (n, ph, pw) regularisation filters g_i, odd sizes; default the horizontal
             and vertical finite differences.
         rho: weight of the prior, >= 0.
@@ -347,7 +348,11 @@ def inverse_filters(bank: torch.Tensor, size: int, prior_filters: torch.Tensor |
     denom = k_hat.abs() ** 2 + rho * (g_hat.abs() ** 2).sum(0) + 10 ** (-snr_db / 10)
     d = torch.fft.irfftn(k_hat.conj() / denom, s=shape, dim=(-2, -1))
     r = size // 2
-    d = torch.roll(d, shifts=(r, r), dims=(-2, -1))[:, :size, :size].contiguous()
+    d = torch.roll(d, shifts=(r, r), dims=(-2, -1))[:, :size, :size]
+    # The exact inverse of a box-like blur is a slowly decaying comb; a Hann taper instead of a hard
+    # crop keeps the truncation from adding ringing and a DC error.
+    taper = torch.hann_window(size + 2, periodic=False, dtype=torch.float64)[1:-1]
+    d = (d * taper[:, None] * taper[None, :]).contiguous()
     if cache:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
