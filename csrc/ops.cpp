@@ -23,4 +23,12 @@ TORCH_LIBRARY(deblur_ops, m) {
   m.def(
       "learnable_shrink_backward(Tensor grad, Tensor x, Tensor values, float xmin, float xmax) "
       "-> (Tensor, Tensor)");
+  // Paper 004 §2.2: non-uniform convolution with a filter bank. x (B,C,H,W), bank (F,kh,kw) odd,
+  // idx/weights (B|1,K,H,W); mode "gather"|"scatter"; padding "zeros"|"reflect"|"replicate"|
+  // "circular". Returns (B,C,H,W).
+  m.def("nu_conv(Tensor x, Tensor bank, Tensor idx, Tensor weights, str mode, str padding) -> Tensor");
+  // Gradients w.r.t. (x, bank, weights); entries not asked for in output_mask come back as zeros.
+  m.def(
+      "nu_conv_backward(Tensor grad, Tensor x, Tensor bank, Tensor idx, Tensor weights, str mode, "
+      "str padding, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
 }

@@ -1,12 +1,13 @@
 """deblur-ops: custom PyTorch ops for learned image deconvolution.
 
 Public ops (compiled CPU/CUDA kernels when the extension is built, pure PyTorch otherwise):
-``wiener_stack``, ``learnable_shrink`` (and the module ``LearnableShrink``). ``backend()`` says
-which implementation each op uses; ``deblur_ops.reference`` holds the pure-PyTorch oracles.
+``wiener_stack``, ``learnable_shrink``, ``nu_conv`` (and the module ``LearnableShrink``).
+``backend()`` says which implementation each op uses; ``deblur_ops.reference`` holds the
+pure-PyTorch oracles.
 """
 from . import boundary, psf, reference
 from ._extension import backend
-from .ops import LearnableShrink, learnable_shrink, wiener_stack
+from .ops import LearnableShrink, learnable_shrink, nu_conv, wiener_stack
 
 __version__ = "0.1.0"
 
@@ -15,6 +16,7 @@ __all__ = [
     "backend",
     "boundary",
     "learnable_shrink",
+    "nu_conv",
     "psf",
     "reference",
     "wiener_stack",

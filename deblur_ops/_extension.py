@@ -8,7 +8,7 @@ import os
 
 import torch
 
-OPS = ("wiener_stack", "learnable_shrink")
+OPS = ("wiener_stack", "learnable_shrink", "nu_conv")
 DEVICE_KEYS = {"cpu": "CPU", "cuda": "CUDA"}
 
 LOADED = False

@@ -7,13 +7,23 @@ full extent of the line in pixels.
 """
 from __future__ import annotations
 
+import hashlib
 import math
+import os
+from pathlib import Path
 
 import torch
 
-from .boundary import psf_to_otf
+from .boundary import next_fast_len, psf_to_otf
 
-__all__ = ["linear_motion_kernel", "psf_to_otf"]
+__all__ = [
+    "grid_weights",
+    "inverse_filters",
+    "linear_motion_kernel",
+    "motion_bank",
+    "motion_weights",
+    "psf_to_otf",
+]
 
 
 def linear_motion_kernel(length: float, angle_deg: float, size: int | None = None, *,
@@ -62,3 +72,290 @@ def linear_motion_kernel(length: float, angle_deg: float, size: int | None = Non
     dist = torch.hypot(col - along * dx, row - along * dy)
     kernel = (1 - dist).clamp(min=0)
     return (kernel / kernel.sum()).to(dtype)
+
+
+def motion_bank(lengths=range(1, 36, 2), angles=range(0, 180, 6), size: int = 35, *,
+                dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """The bank of linear-motion PSFs of paper 004 §2.2 and the (length, angle) of each filter.
+
+    Length 1 (a delta, the same for every angle) appears once, first; then every length > 1 at
+    every angle, lengths outer. The defaults give the paper's 17 * 30 + 1 = 511 filters.
+
+    Args:
+        lengths: increasing motion lengths in pixels, each >= 1.
+        angles: increasing angles in degrees within [0, 180).
+        size: odd side of every filter; must hold the longest line.
+        dtype: floating dtype of the bank.
+
+    Returns:
+        bank (F, size, size), each filter summing to 1; grid (F, 2) float64 of (length, angle)
+        (angle 0 for the delta).
+
+    Examples:
+        >>> bank, grid = motion_bank()
+        >>> bank.shape, grid[1].tolist()
+        (torch.Size([511, 35, 35]), [3.0, 0.0])
+    """
+    lengths = [float(v) for v in lengths]
+    angles = [float(v) for v in angles]
+    if not lengths or any(b <= a for a, b in zip(lengths, lengths[1:])) or lengths[0] < 1:
+        raise ValueError(f"lengths must be non-empty, increasing and >= 1, got {lengths}")
+    if not angles or any(b <= a for a, b in zip(angles, angles[1:])) or not (
+            0 <= angles[0] and angles[-1] < 180):
+        raise ValueError(f"angles must be non-empty, increasing and within [0, 180), got {angles}")
+    nodes = [(length, angle) for length in lengths for angle in angles
+             if length > 1 or angle == angles[0]]
+    bank = torch.stack([linear_motion_kernel(length, angle, size, dtype=torch.float64)
+                        for length, angle in nodes])
+    grid = torch.tensor([(length, 0.0 if length == 1 else angle) for length, angle in nodes],
+                        dtype=torch.float64)
+    return bank.to(dtype), grid
+
+
+def _grid_axes(grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Sorted lengths, sorted angles and the (L, A) table of filter indices of a motion grid."""
+    if not isinstance(grid, torch.Tensor) or grid.dim() != 2 or grid.shape[1] != 2:
+        raise ValueError(
+            f"grid must be the (F, 2) tensor of (length, angle) returned by motion_bank, got "
+            f"{type(grid).__name__} of shape {tuple(getattr(grid, 'shape', ()))}"
+        )
+    grid = grid.detach().double().cpu()
+    lengths = torch.unique(grid[:, 0])
+    angles = torch.unique(grid[grid[:, 0] > 1, 1]) if bool((grid[:, 0] > 1).any()) else \
+        torch.unique(grid[:, 1])
+    table = torch.full((len(lengths), len(angles)), -1, dtype=torch.long)
+    for f, (length, angle) in enumerate(grid.tolist()):
+        li = int(torch.searchsorted(lengths, length))
+        if length == 1:  # one delta stands for every angle
+            table[li] = f
+        else:
+            table[li, int(torch.searchsorted(angles, angle))] = f
+    if bool((table < 0).any()):
+        raise ValueError("grid must hold every (length, angle) pair of its lengths x angles; "
+                         "build it with motion_bank")
+    if not (0 <= float(angles[0]) and float(angles[-1]) < 180):
+        raise ValueError(f"grid angles must lie in [0, 180), got {angles.tolist()}")
+    return lengths, angles, table
+
+
+def _as_maps(t, name: str) -> torch.Tensor:
+    if not isinstance(t, torch.Tensor) or not t.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor, got {type(t).__name__}"
+                         f"{'' if not isinstance(t, torch.Tensor) else ' of dtype ' + str(t.dtype)}")
+    if t.dim() == 4 and t.shape[1] == 1:
+        return t[:, 0]
+    if t.dim() == 2:
+        return t[None]
+    if t.dim() == 3:
+        return t
+    raise ValueError(f"{name} must have shape (H, W), (B, H, W) or (B, 1, H, W), got "
+                     f"{tuple(t.shape)}")
+
+
+def motion_weights(length_map: torch.Tensor, angle_map: torch.Tensor, grid: torch.Tensor, *,
+                   mode: str = "bilinear", temperature: float = 1.0
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Per-pixel filter indices and weights of the 4 motion-grid nodes around a motion field.
+
+    For a motion (l, θ) the nodes are :math:`(l_\pm, θ_\pm)` with :math:`l_- \le l \le l_+` and
+    :math:`θ_- \le θ \le θ_+` (paper 004 §2.2). θ wraps at 180° (a line at 179° is next to one at
+    0°); l is clamped to the grid. With fractional positions (tl, ta) in [0, 1]^2 between the nodes:
+
+    - ``"bilinear"``: weights (1-tl)(1-ta), (1-tl)ta, tl(1-ta), tl ta;
+    - ``"softmax"``: paper 004 eqs. 17-18, :math:`w_i = \mathrm{softmax}(-d_i^2 / T)` with d_i
+      the distance to node i in grid units (one length step, one angle step).
+
+    Both are differentiable w.r.t. the maps, so a motion estimator trains through
+    :func:`deblur_ops.nu_conv`.
+
+    Args:
+        length_map: (H, W), (B, H, W) or (B, 1, H, W) motion lengths in pixels.
+        angle_map: same shape, angles in degrees (any real value; taken modulo 180).
+        grid: (F, 2) (length, angle) of the bank filters, as returned by :func:`motion_bank`.
+        mode: ``"bilinear"`` or ``"softmax"``.
+        temperature: softmax temperature T > 0.
+
+    Returns:
+        idx (B, 4, H, W) int64 into the bank and weights (B, 4, H, W) in the maps' dtype, summing
+        to 1 over dim 1 — the ``idx``/``weights`` of :func:`deblur_ops.nu_conv`.
+
+    Examples:
+        >>> bank, grid = motion_bank()
+        >>> idx, w = motion_weights(torch.full((1, 1), 4.0), torch.full((1, 1), 3.0), grid)
+        >>> grid[idx[0, :, 0, 0]].tolist(), w[0, :, 0, 0].tolist()
+        ([[3.0, 0.0], [3.0, 6.0], [5.0, 0.0], [5.0, 6.0]], [0.25, 0.25, 0.25, 0.25])
+    """
+    if mode not in ("bilinear", "softmax"):
+        raise ValueError(f"mode must be 'bilinear' or 'softmax', got {mode!r}")
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
+    length = _as_maps(length_map, "length_map")
+    angle = _as_maps(angle_map, "angle_map")
+    if length.shape != angle.shape or length.device != angle.device:
+        raise ValueError(f"length_map and angle_map must match in shape and device, got "
+                         f"{tuple(length_map.shape)} on {length_map.device} and "
+                         f"{tuple(angle_map.shape)} on {angle_map.device}")
+    lengths, angles, table = (t.to(length.device) for t in _grid_axes(grid))
+    lengths, angles = lengths.to(length.dtype), angles.to(length.dtype)
+    L, A = len(lengths), len(angles)
+
+    length = length.clamp(float(lengths[0]), float(lengths[-1]))
+    li = (torch.searchsorted(lengths, length.detach().contiguous(), right=True) - 1).clamp(
+        0, max(L - 2, 0))
+    lj = (li + 1).clamp(max=L - 1)
+    span = torch.where(lj > li, lengths[lj] - lengths[li], torch.ones_like(length))
+    tl = (length - lengths[li]) / span
+
+    theta = torch.remainder(angle, 180.0)
+    ai = torch.searchsorted(angles, theta.detach().contiguous(), right=True) - 1  # -1: below a_0
+    lo = torch.where(ai >= 0, angles[ai.clamp(min=0)], angles[-1] - 180)
+    aj = ai + 1
+    hi = torch.where(aj < A, angles[aj.clamp(max=A - 1)], angles[0] + 180)
+    ta = (theta - lo) / torch.where(hi > lo, hi - lo, torch.ones_like(hi))
+    ai, aj = ai.remainder(A), aj.remainder(A)
+
+    idx = torch.stack([table[li, ai], table[li, aj], table[lj, ai], table[lj, aj]], 1)
+    corners = ((0, 0), (0, 1), (1, 0), (1, 1))
+    if mode == "bilinear":
+        weights = torch.stack([(tl if dl else 1 - tl) * (ta if da else 1 - ta)
+                               for dl, da in corners], 1)
+    else:
+        d2 = torch.stack([(tl - dl) ** 2 + (ta - da) ** 2 for dl, da in corners], 1)
+        weights = torch.softmax(-d2 / temperature, dim=1)
+    return idx, weights
+
+
+def grid_weights(grid_shape, image_shape, *, dtype=torch.float32, device=None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bilinear weights of a regular gy x gx grid of PSFs measured across the field of view.
+
+    PSF (i, j) sits at row i (H-1)/(gy-1), column j (W-1)/(gx-1) (a single row or column of PSFs
+    sits at 0 and covers the whole axis) and is filter ``i * gx + j`` of the bank
+    ``psfs.reshape(gy * gx, kh, kw)``. Use with :func:`deblur_ops.nu_conv` in ``"scatter"`` mode
+    to blur a scene with the interpolated, spatially varying PSF.
+
+    Args:
+        grid_shape: (gy, gx), the number of PSF rows and columns, each >= 1.
+        image_shape: (H, W) of the image.
+        dtype: floating dtype of the weights.
+        device: device of the results.
+
+    Returns:
+        idx (1, 4, H, W) int64 and weights (1, 4, H, W) summing to 1 over dim 1.
+
+    Examples:
+        >>> idx, w = grid_weights((2, 2), (3, 3))
+        >>> idx[0, :, 1, 1].tolist(), w[0, :, 1, 1].tolist()
+        ([0, 1, 2, 3], [0.25, 0.25, 0.25, 0.25])
+    """
+    try:
+        gy, gx = (int(v) for v in grid_shape)
+        H, W = (int(v) for v in image_shape)
+    except (TypeError, ValueError):
+        raise ValueError(f"grid_shape and image_shape must be pairs of integers, got "
+                         f"{grid_shape!r} and {image_shape!r}") from None
+    if min(gy, gx, H, W) < 1:
+        raise ValueError(f"grid_shape and image_shape must be positive, got {(gy, gx)} and "
+                         f"{(H, W)}")
+
+    def axis(n_nodes: int, n: int):
+        pos = torch.arange(n, dtype=torch.float64, device=device)
+        t = pos * ((n_nodes - 1) / (n - 1)) if n > 1 else pos
+        i0 = t.floor().long().clamp(0, max(n_nodes - 2, 0))
+        return i0, (i0 + 1).clamp(max=n_nodes - 1), (t - i0).clamp(0, 1)
+
+    r0, r1, fy = axis(gy, H)
+    c0, c1, fx = axis(gx, W)
+    fy, fx = fy[:, None], fx[None, :]
+    idx = torch.stack([r0[:, None] * gx + c0, r0[:, None] * gx + c1,
+                       r1[:, None] * gx + c0, r1[:, None] * gx + c1])
+    weights = torch.stack([(1 - fy) * (1 - fx), (1 - fy) * fx, fy * (1 - fx), fy * fx])
+    return idx[None], weights[None].to(dtype)
+
+
+_GRADIENT_PRIORS = torch.tensor([[[0, 0, 0], [0, -1, 1], [0, 0, 0]],
+                                 [[0, 0, 0], [0, -1, 0], [0, 1, 0]]], dtype=torch.float64)
+
+
+def cache_dir() -> Path:
+    """Where computed filters are cached: ``$DEBLUR_OPS_CACHE`` or ``~/.cache/deblur_ops``."""
+    return Path(os.environ.get("DEBLUR_OPS_CACHE") or Path.home() / ".cache" / "deblur_ops")
+
+
+def inverse_filters(bank: torch.Tensor, size: int, prior_filters: torch.Tensor | None = None,
+                    rho: float = 1e-3, snr_db: float = 40.0, *, cache: bool = True
+                    ) -> torch.Tensor:
+    r"""Finite-support inverse filters d with d ⋆ k ≈ δ for every filter k of a bank.
+
+    Paper 004 eqs. 10-14: the minimum-norm solution of :math:`\sum_i d_i \star k_i = \delta`,
+    with :math:`k_0` the blur and :math:`k_i = \sqrt{\rho}\, g_i` the prior filters, is in the
+    Fourier domain :math:`\hat d_0 = \overline{\hat k_0} / (|\hat k_0|^2 + \rho \sum_i |\hat g_i|^2
+    + \lambda)` (eq. 14), with :math:`\lambda = 10^{-\mathrm{snr}/10}` a small Tikhonov term for
+    frequencies that neither sees. It is computed on a grid several times larger than the
+    filters, for the whole bank at once, then cropped to ``size`` x ``size`` around the centre.
+    Results are cached on disk per parameter hash (see :func:`cache_dir`).
+
+    Args:
+        bank: (F, kh, kw) blur filters (e.g. from :func:`motion_bank`), odd sizes.
+        size: odd side of the inverse filters; about three times the blur length or more, as
+            the inverse of a motion blur decays slowly along the motion.
+        prior_filters: (n, ph, pw) regularisation filters g_i, odd sizes; default the horizontal
+            and vertical finite differences.
+        rho: weight of the prior, >= 0.
+        snr_db: Tikhonov term in dB (larger = weaker).
+        cache: read/write the on-disk cache.
+
+    Returns:
+        (F, size, size) tensor in bank's dtype; :func:`deblur_ops.nu_conv` applies them in
+        ``"gather"`` mode (each output pixel deconvolved with its own local filter).
+
+    Examples:
+        >>> bank, _ = motion_bank(lengths=[1, 5], angles=[0, 90], size=7)
+        >>> inverse_filters(bank, 15, cache=False).shape
+        torch.Size([3, 15, 15])
+    """
+    if not isinstance(bank, torch.Tensor) or bank.dim() != 3 or not bank.is_floating_point():
+        raise ValueError(f"bank must be a floating (F, kh, kw) tensor, got "
+                         f"{tuple(getattr(bank, 'shape', ()))}; see motion_bank")
+    priors = _GRADIENT_PRIORS if prior_filters is None else prior_filters
+    if not isinstance(priors, torch.Tensor) or priors.dim() != 3:
+        raise ValueError(f"prior_filters must be an (n, ph, pw) tensor, got "
+                         f"{tuple(getattr(priors, 'shape', ()))}")
+    for name, t in (("bank", bank), ("prior_filters", priors)):
+        if t.shape[1] % 2 == 0 or t.shape[2] % 2 == 0:
+            raise ValueError(f"{name} sizes must be odd (centre at k // 2), got "
+                             f"{tuple(t.shape[1:])}")
+    if int(size) != size or size < 1 or size % 2 == 0:
+        raise ValueError(f"size must be a positive odd integer, got {size}")
+    if not (math.isfinite(rho) and rho >= 0 and math.isfinite(snr_db)):
+        raise ValueError(f"rho must be finite and >= 0 and snr_db finite, got {rho}, {snr_db}")
+    size = int(size)
+    b64 = bank.detach().double().cpu().contiguous()
+    p64 = priors.detach().double().cpu().contiguous()
+    key = hashlib.sha256()
+    for part in (b"inverse_filters-v1", b64.numpy().tobytes(), str(tuple(b64.shape)).encode(),
+                 p64.numpy().tobytes(), str(tuple(p64.shape)).encode(),
+                 repr((size, float(rho), float(snr_db))).encode()):
+        key.update(part)
+    path = cache_dir() / f"inverse_filters_{key.hexdigest()[:32]}.pt"
+    if cache and path.is_file():
+        return torch.load(path, weights_only=True).to(bank.dtype).to(bank.device)
+
+    n = next_fast_len(2 * max(size, *b64.shape[1:], *p64.shape[1:]) + 1)
+    shape = (n, n)
+    k_hat = psf_to_otf(b64, shape)  # (F, n, n//2+1)
+    g_hat = psf_to_otf(p64, shape)
+    denom = k_hat.abs() ** 2 + rho * (g_hat.abs() ** 2).sum(0) + 10 ** (-snr_db / 10)
+    d = torch.fft.irfftn(k_hat.conj() / denom, s=shape, dim=(-2, -1))
+    r = size // 2
+    d = torch.roll(d, shifts=(r, r), dims=(-2, -1))[:, :size, :size]
+    # The exact inverse of a box-like blur is a slowly decaying comb; a Hann taper instead of a hard
+    # crop keeps the truncation from adding ringing and a DC error.
+    taper = torch.hann_window(size + 2, periodic=False, dtype=torch.float64)[1:-1]
+    d = (d * taper[:, None] * taper[None, :]).contiguous()
+    if cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        torch.save(d, tmp)
+        os.replace(tmp, path)
+    return d.to(bank.dtype).to(bank.device)

@@ -119,3 +119,137 @@ def learnable_shrink(x: torch.Tensor, values: torch.Tensor, value_range) -> torc
     """Pure-PyTorch :func:`deblur_ops.learnable_shrink` (same signature and result)."""
     xmin, xmax = validate_shrink(x, values, value_range)
     return learnable_shrink_core(x, values, xmin, xmax)
+
+
+NU_CONV_MODES = ("gather", "scatter")
+NU_CONV_PADDINGS = ("zeros", "reflect", "replicate", "circular")
+
+
+def pad_index(n: int, r: int, padding: str, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Source index and validity of each position of ``[-r, n + r)`` along an axis of length ``n``.
+
+    ``reflect`` mirrors about the edge pixels without repeating them (like ``F.pad``) and keeps
+    mirroring periodically when ``r >= n``, so any filter size works on any image size.
+
+    Returns:
+        (n + 2r,) int64 indices in ``[0, n)`` and a bool mask, False where ``padding="zeros"``
+        reads outside the image.
+    """
+    pos = torch.arange(-r, n + r, device=device)
+    valid = torch.ones_like(pos, dtype=torch.bool)
+    if padding == "zeros":
+        valid = (pos >= 0) & (pos < n)
+        src = pos.clamp(0, n - 1)
+    elif padding == "replicate":
+        src = pos.clamp(0, n - 1)
+    elif padding == "circular":
+        src = pos.remainder(n)
+    elif n == 1:
+        src = torch.zeros_like(pos)
+    else:
+        period = 2 * (n - 1)
+        m = pos.remainder(period)
+        src = torch.where(m >= n, period - m, m)
+    return src, valid
+
+
+def _pad_field(t: torch.Tensor, rows, cols, fill_invalid: bool) -> torch.Tensor:
+    (ri, rv), (ci, cv) = rows, cols
+    out = t.index_select(-2, ri).index_select(-1, ci)
+    if fill_invalid:
+        out = out * (rv[:, None] & cv[None, :]).to(out.dtype)
+    return out
+
+
+def validate_nu_conv(x, bank, idx, weights, mode: str, padding: str) -> None:
+    """Checks of :func:`deblur_ops.nu_conv`'s inputs; raises ValueError/TypeError with a fix."""
+    for t, name in ((x, "x"), (bank, "bank"), (idx, "idx"), (weights, "weights")):
+        v.require_tensor(t, name)
+    v.require_choice(mode, "mode", NU_CONV_MODES)
+    v.require_choice(padding, "padding", NU_CONV_PADDINGS)
+    v.require_float(x, "x")
+    if x.dim() != 4:
+        raise ValueError(
+            f"x must have shape (B, C, H, W), got shape {tuple(x.shape)}; add missing batch/channel "
+            f"dims with x[None, None] or x[None]"
+        )
+    v.require_nonempty(x, "x")
+    if bank.dim() != 3 or bank.shape[0] < 1:
+        raise ValueError(
+            f"bank must have shape (F, kh, kw) with F >= 1 filters, got shape {tuple(bank.shape)}; "
+            f"stack the filters with torch.stack(filters)"
+        )
+    if bank.shape[1] % 2 == 0 or bank.shape[2] % 2 == 0:
+        raise ValueError(
+            f"bank filter sizes must be odd so that the centre is a pixel, got (kh, kw) = "
+            f"{tuple(bank.shape[1:])}; pad the filters with a row/column of zeros"
+        )
+    if bank.dtype != x.dtype:
+        raise ValueError(f"bank dtype {bank.dtype} must match x dtype {x.dtype}; use bank.to(x.dtype)")
+    B, _, H, W = x.shape
+    for t, name in ((idx, "idx"), (weights, "weights")):
+        v.require_same_device(t, name, x, "x")
+        if t.dim() != 4 or t.shape[0] not in (1, B) or tuple(t.shape[2:]) != (H, W) or t.shape[1] < 1:
+            raise ValueError(
+                f"{name} must have shape (B or 1, K, H, W) = ({B} or 1, K >= 1, {H}, {W}) for x of "
+                f"shape {tuple(x.shape)}, got shape {tuple(t.shape)}"
+            )
+    v.require_same_device(bank, "bank", x, "x")
+    if idx.dtype not in (torch.int32, torch.int64):
+        raise ValueError(f"idx must be int32 or int64, got {idx.dtype}; use idx.long()")
+    if weights.dtype != x.dtype:
+        raise ValueError(
+            f"weights dtype {weights.dtype} must match x dtype {x.dtype}; use weights.to(x.dtype)"
+        )
+    if idx.shape[1] != weights.shape[1]:
+        raise ValueError(
+            f"idx and weights must have the same K, got idx shape {tuple(idx.shape)} and weights "
+            f"shape {tuple(weights.shape)}"
+        )
+    if not v.is_compiling():
+        lo, hi = int(idx.min()), int(idx.max())
+        if lo < 0 or hi >= bank.shape[0]:
+            raise ValueError(
+                f"idx values must lie in [0, {bank.shape[0] - 1}] (bank has {bank.shape[0]} "
+                f"filters), got range [{lo}, {hi}]; clamp or remap idx"
+            )
+    v.require_finite(weights, "weights")
+    v.require_finite(bank, "bank")
+
+
+def nu_conv_core(x: torch.Tensor, bank: torch.Tensor, idx: torch.Tensor, weights: torch.Tensor,
+                 mode: str, padding: str) -> torch.Tensor:
+    """Non-uniform convolution as a loop over the filter taps; peak memory O((B+K) C H W).
+
+    Both modes read ``x`` on the padded canvas ``xp`` and sum, over the taps (a, b) of the flipped
+    filters, ``c_ab * xp`` shifted: for gather the coefficient belongs to the output pixel, for
+    scatter to the (padded) source pixel, whose filter is that of the image pixel it copies.
+    """
+    B, _, H, W = x.shape
+    _, kh, kw = bank.shape
+    rh, rw = kh // 2, kw // 2
+    rows = pad_index(H, rh, padding, x.device)
+    cols = pad_index(W, rw, padding, x.device)
+    xp = _pad_field(x, rows, cols, padding == "zeros")
+    flat = bank.flip(-2, -1).reshape(bank.shape[0], kh * kw)
+    idx = idx.long()
+    if mode == "scatter":
+        idx = _pad_field(idx, rows, cols, False)
+        weights = _pad_field(weights, rows, cols, padding == "zeros")
+    y = x.new_zeros(x.shape)
+    for a in range(kh):
+        for b in range(kw):
+            coef = (weights * flat[:, a * kw + b][idx]).sum(1, keepdim=True)
+            window = xp[:, :, a:a + H, b:b + W]
+            if mode == "gather":
+                y = y + coef * window
+            else:
+                y = y + (coef * xp)[:, :, a:a + H, b:b + W]
+    return y
+
+
+def nu_conv(x: torch.Tensor, bank: torch.Tensor, idx: torch.Tensor, weights: torch.Tensor, *,
+            mode: str = "gather", padding: str = "zeros") -> torch.Tensor:
+    """Pure-PyTorch :func:`deblur_ops.nu_conv` (same signature and result)."""
+    validate_nu_conv(x, bank, idx, weights, mode, padding)
+    return nu_conv_core(x, bank, idx, weights, mode, padding)

@@ -1,0 +1,216 @@
+// Device-independent part of NU-Conv: checks, padding of x (and of the field in scatter mode),
+// folding of padded gradients back onto the image, and the mapping of both modes onto the
+// pull/push/field_grad primitives described in nu_conv.h.
+#include "nu_conv.h"
+
+#include <ATen/ops/aminmax.h>
+#include <ATen/ops/arange.h>
+#include <ATen/ops/constant_pad_nd.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/flip.h>
+#include <ATen/ops/where.h>
+#include <ATen/ops/zeros.h>
+#include <ATen/ops/zeros_like.h>
+#include <ATen/ops/empty_like.h>
+#include <c10/util/Exception.h>
+
+#include <string>
+
+namespace deblur_ops {
+namespace {
+
+enum class Padding { kZeros, kReflect, kReplicate, kCircular };
+
+bool parse_scatter(c10::string_view mode) {
+  if (mode == "gather") return false;
+  if (mode == "scatter") return true;
+  TORCH_CHECK(false, "mode must be 'gather' or 'scatter', got '", std::string(mode), "'");
+}
+
+Padding parse_padding(c10::string_view padding) {
+  if (padding == "zeros") return Padding::kZeros;
+  if (padding == "reflect") return Padding::kReflect;
+  if (padding == "replicate") return Padding::kReplicate;
+  if (padding == "circular") return Padding::kCircular;
+  TORCH_CHECK(false, "padding must be 'zeros', 'reflect', 'replicate' or 'circular', got '",
+              std::string(padding), "'");
+}
+
+void check_inputs(const at::Tensor& x, const at::Tensor& bank, const at::Tensor& idx,
+                  const at::Tensor& weights) {
+  TORCH_CHECK(x.dim() == 4, "x must have shape (B, C, H, W), got ", x.sizes());
+  TORCH_CHECK(at::isFloatingType(x.scalar_type()) && x.element_size() >= 4,
+              "x must be float32 or float64, got ", x.scalar_type());
+  TORCH_CHECK(bank.dim() == 3 && bank.size(0) >= 1 && bank.size(1) % 2 == 1 &&
+                  bank.size(2) % 2 == 1,
+              "bank must have shape (F, kh, kw) with F >= 1 and odd kh, kw, got ", bank.sizes());
+  TORCH_CHECK(bank.scalar_type() == x.scalar_type(), "bank dtype ", bank.scalar_type(),
+              " must match x dtype ", x.scalar_type());
+  TORCH_CHECK(weights.scalar_type() == x.scalar_type(), "weights dtype ", weights.scalar_type(),
+              " must match x dtype ", x.scalar_type());
+  TORCH_CHECK(idx.scalar_type() == at::kInt || idx.scalar_type() == at::kLong,
+              "idx must be int32 or int64, got ", idx.scalar_type());
+  for (const at::Tensor* t : {&bank, &idx, &weights}) {
+    TORCH_CHECK(t->device() == x.device(), "bank, idx and weights must be on x's device ",
+                x.device(), ", got ", t->device());
+  }
+  for (const auto& [t, name] : {std::pair{&idx, "idx"}, std::pair{&weights, "weights"}}) {
+    TORCH_CHECK(t->dim() == 4 && (t->size(0) == 1 || t->size(0) == x.size(0)) &&
+                    t->size(1) >= 1 && t->size(2) == x.size(2) && t->size(3) == x.size(3),
+                name, " must have shape (B or 1, K, H, W) with B, H, W of x ", x.sizes(), ", got ",
+                t->sizes());
+  }
+  TORCH_CHECK(idx.sizes() == weights.sizes(), "idx and weights must have the same shape, got ",
+              idx.sizes(), " and ", weights.sizes());
+  if (idx.numel() > 0) {
+    // Kernels index the bank with these values unchecked: reject them here, never read out of bounds.
+    const auto [lo, hi] = at::aminmax(idx);
+    const int64_t lo_v = lo.item<int64_t>(), hi_v = hi.item<int64_t>();
+    TORCH_CHECK(lo_v >= 0 && hi_v < bank.size(0), "idx values must lie in [0, ", bank.size(0) - 1,
+                "] (the bank has ", bank.size(0), " filters), got range [", lo_v, ", ", hi_v, "]");
+  }
+}
+
+// Source index along one axis for each position of [-r, n + r), as in deblur_ops.reference.pad_index.
+at::Tensor axis_map(int64_t n, int64_t r, Padding padding, const at::Device& device) {
+  at::Tensor pos = at::arange(-r, n + r, at::TensorOptions().dtype(at::kLong));
+  at::Tensor src;
+  switch (padding) {
+    case Padding::kZeros:
+    case Padding::kReplicate:
+      src = pos.clamp(0, n - 1);
+      break;
+    case Padding::kCircular:
+      src = pos.remainder(n);
+      break;
+    case Padding::kReflect:
+      if (n == 1) {
+        src = at::zeros_like(pos);
+      } else {
+        const int64_t period = 2 * (n - 1);
+        const at::Tensor m = pos.remainder(period);
+        src = at::where(m.ge(n), m.neg().add(period), m);
+      }
+      break;
+  }
+  return src.to(device);
+}
+
+struct Layout {
+  bool scatter;
+  Padding padding;
+  int64_t B, C, H, W, rh, rw;
+  at::Tensor rows, cols;  // axis maps of the padded canvas (H + 2rh, W + 2rw)
+
+  Layout(const at::Tensor& x, const at::Tensor& bank, c10::string_view mode,
+         c10::string_view pad)
+      : scatter(parse_scatter(mode)), padding(parse_padding(pad)), B(x.size(0)), C(x.size(1)),
+        H(x.size(2)), W(x.size(3)), rh(bank.size(1) / 2), rw(bank.size(2) / 2),
+        rows(axis_map(H, rh, padding, x.device())), cols(axis_map(W, rw, padding, x.device())) {}
+
+  // t (N, M, H, W) read on the padded canvas; zeros padding reads 0 outside.
+  at::Tensor pad(const at::Tensor& t) const {
+    if (padding == Padding::kZeros) return at::constant_pad_nd(t, {rw, rw, rh, rh}, 0);
+    return t.index_select(2, rows).index_select(3, cols).contiguous();
+  }
+
+  // Adjoint of pad: every padded position adds its value to the pixel it copies.
+  at::Tensor fold(const at::Tensor& t) const {
+    if (padding == Padding::kZeros) return t.narrow(2, rh, H).narrow(3, rw, W).contiguous();
+    at::Tensor by_rows = at::zeros({t.size(0), t.size(1), H, t.size(3)}, t.options());
+    by_rows.index_add_(2, rows, t);
+    at::Tensor out = at::zeros({t.size(0), t.size(1), H, W}, t.options());
+    return out.index_add_(3, cols, by_rows);
+  }
+
+  NuConvGeometry geometry(const at::Tensor& bank, const at::Tensor& idx) const {
+    const int64_t kh = bank.size(1), kw = bank.size(2), Hp = H + 2 * rh, Wp = W + 2 * rw;
+    if (scatter) {
+      return {B, C, idx.size(0), idx.size(1), bank.size(0), kh, kw, Hp, Wp, H, W, -2 * rh, -2 * rw};
+    }
+    return {B, C, idx.size(0), idx.size(1), bank.size(0), kh, kw, H, W, Hp, Wp, 0, 0};
+  }
+};
+
+// The field on the primitives' grid: as given for gather, padded like x for scatter so that a
+// padded source pixel blurs with the filter of the image pixel whose value it copies.
+std::pair<at::Tensor, at::Tensor> grid_field(const Layout& L, const at::Tensor& idx,
+                                             const at::Tensor& weights) {
+  at::Tensor i = idx.to(at::kLong).contiguous(), w = weights.contiguous();
+  if (!L.scatter) return {i, w};
+  return {L.pad(i), L.pad(w)};
+}
+
+at::Tensor bank_for(const Layout& L, const at::Tensor& bank) {
+  return L.scatter ? bank.contiguous() : at::flip(bank, {1, 2}).contiguous();
+}
+
+}  // namespace
+
+at::Tensor nu_conv_forward(const at::Tensor& x_in, const at::Tensor& bank, const at::Tensor& idx,
+                           const at::Tensor& weights, c10::string_view mode,
+                           c10::string_view padding, const NuConvPrimitives& prims) {
+  check_inputs(x_in, bank, idx, weights);
+  const Layout L(x_in, bank, mode, padding);
+  const at::Tensor x = x_in.contiguous();
+  if (x.numel() == 0) return at::zeros_like(x);
+  const NuConvGeometry g = L.geometry(bank, idx);
+  const auto [gi, gw] = grid_field(L, idx, weights);
+  const at::Tensor bk = bank_for(L, bank);
+  const at::Tensor xp = L.pad(x);
+  if (L.scatter) {
+    at::Tensor y = at::zeros_like(x);
+    prims.push(g, gi, gw, bk, xp, y);
+    return y;
+  }
+  at::Tensor y = at::empty_like(x);
+  prims.pull(g, gi, gw, bk, xp, y);
+  return y;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> nu_conv_backward(
+    const at::Tensor& grad_in, const at::Tensor& x_in, const at::Tensor& bank,
+    const at::Tensor& idx, const at::Tensor& weights, c10::string_view mode,
+    c10::string_view padding, std::array<bool, 3> output_mask, const NuConvPrimitives& prims) {
+  check_inputs(x_in, bank, idx, weights);
+  TORCH_CHECK(grad_in.sizes() == x_in.sizes() && grad_in.scalar_type() == x_in.scalar_type() &&
+                  grad_in.device() == x_in.device(),
+              "grad must match x in shape, dtype and device: x ", x_in.sizes(), " ",
+              x_in.scalar_type(), ", got ", grad_in.sizes(), " ", grad_in.scalar_type());
+  const Layout L(x_in, bank, mode, padding);
+  const at::Tensor x = x_in.contiguous(), grad = grad_in.contiguous();
+  at::Tensor grad_x = at::zeros_like(x);
+  at::Tensor grad_bank = at::zeros_like(bank);
+  at::Tensor grad_w = at::zeros_like(weights);
+  if (x.numel() == 0) return {grad_x, grad_bank, grad_w};
+  const NuConvGeometry g = L.geometry(bank, idx);
+  const auto [gi, gw] = grid_field(L, idx, weights);
+  const at::Tensor bk = bank_for(L, bank);
+  const at::Tensor xp = L.pad(x);
+  const at::Tensor grid_src = L.scatter ? xp : grad;  // the value carried by each grid point
+  const at::Tensor window = L.scatter ? grad : xp;    // the image its window covers
+  if (output_mask[0]) {
+    // The x-gradient of gather is a push of grad onto the padded canvas, of scatter a pull from
+    // grad onto the padded grid; either way it is then folded back like the padding.
+    at::Tensor padded = at::zeros({L.B, L.C, L.H + 2 * L.rh, L.W + 2 * L.rw}, x.options());
+    if (L.scatter) {
+      prims.pull(g, gi, gw, bk, window, padded);
+    } else {
+      prims.push(g, gi, gw, bk, grid_src, padded);
+    }
+    grad_x = L.fold(padded);
+  }
+  if (output_mask[1] || output_mask[2]) {
+    at::Tensor gfield = at::empty({L.B, g.K, g.Hg, g.Wg}, x.options());
+    at::Tensor gbank = at::zeros_like(bk);
+    prims.field_grad(g, gi, gw, bk, grid_src, window, gfield, gbank);
+    if (output_mask[1]) grad_bank = L.scatter ? gbank : at::flip(gbank, {1, 2});
+    if (output_mask[2]) {
+      if (weights.size(0) == 1 && L.B > 1) gfield = gfield.sum(0, /*keepdim=*/true);
+      grad_w = L.scatter ? L.fold(gfield) : gfield;
+    }
+  }
+  return {grad_x, grad_bank, grad_w};
+}
+
+}  // namespace deblur_ops

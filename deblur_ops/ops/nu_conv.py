@@ -1,0 +1,108 @@
+"""NU-Conv: non-uniform convolution with a filter bank (paper 004 §2.2, eq. 17)."""
+from __future__ import annotations
+
+import torch
+
+from .. import _extension
+from .. import reference as ref
+
+_OP = "deblur_ops::nu_conv"
+
+
+def nu_conv(x: torch.Tensor, bank: torch.Tensor, idx: torch.Tensor, weights: torch.Tensor, *,
+            mode: str = "gather", padding: str = "zeros") -> torch.Tensor:
+    r"""Convolve ``x`` with a filter that changes from pixel to pixel, drawn from a bank.
+
+    The local filter at pixel p is :math:`h_p = \sum_k w_k(p)\, \mathrm{bank}[\mathrm{idx}_k(p)]`
+    (paper 004 eq. 17 with K = 4 motion-bank neighbours). With q over the centred support:
+
+    - ``mode="gather"`` (the filter belongs to the output pixel, e.g. local inverse filters):
+      :math:`y(p) = \sum_q h_p(q)\, x(p - q)`;
+    - ``mode="scatter"`` (the filter belongs to the source pixel, i.e. a spatially varying PSF
+      blurring the scene): :math:`y(p) = \sum_q h_{p-q}(q)\, x(p - q)`.
+
+    With one filter everywhere both equal ``scipy.signal.convolve(x, h, "same")`` (centre at
+    index ``k // 2``). ``padding`` says how x is read outside the image; in scatter mode a source
+    position outside the image carries the value *and the filter* of the image pixel that padding
+    reads there (the reflected, clamped or wrapped one). With ``padding="zeros"`` scatter is
+    exactly the adjoint of gather with flipped filters, and vice versa. Weights that are exactly
+    zero are skipped, so their filters need not be meaningful.
+
+    Args:
+        x: (B, C, H, W) float32/float64.
+        bank: (F, kh, kw), odd kh and kw, x's dtype and device.
+        idx: (B or 1, K, H, W) int32/int64 filter indices in ``[0, F)``, any K >= 1.
+        weights: (B or 1, K, H, W), x's dtype, finite.
+        mode: ``"gather"`` or ``"scatter"``.
+        padding: ``"zeros"``, ``"reflect"`` (mirror without repeating the edge, periodic beyond
+            the image size), ``"replicate"`` or ``"circular"``.
+
+    Returns:
+        (B, C, H, W) tensor, x's dtype. Differentiable w.r.t. ``x``, ``bank`` and ``weights``
+        (``idx`` is not differentiable).
+
+    Raises:
+        ValueError: wrong shapes or dtypes, even filter sizes, idx out of range, NaN/Inf in bank
+            or weights, mismatched devices, unknown mode or padding.
+
+    Examples:
+        >>> import torch, deblur_ops
+        >>> x = torch.zeros(1, 1, 5, 5); x[0, 0, 2, 2] = 1
+        >>> bank = torch.zeros(1, 3, 3); bank[0, 1] = 1 / 3  # one horizontal box blur
+        >>> idx = torch.zeros(1, 1, 5, 5, dtype=torch.long)
+        >>> w = torch.ones(1, 1, 5, 5)
+        >>> deblur_ops.nu_conv(x, bank, idx, w)[0, 0, 1:4, 1:4]
+        tensor([[0.0000, 0.0000, 0.0000],
+                [0.3333, 0.3333, 0.3333],
+                [0.0000, 0.0000, 0.0000]])
+    """
+    ref.validate_nu_conv(x, bank, idx, weights, mode, padding)
+    if _extension.has_kernel("nu_conv", x.device):
+        return torch.ops.deblur_ops.nu_conv(x, bank, idx, weights, mode, padding)
+    return ref.nu_conv_core(x, bank, idx, weights, mode, padding)
+
+
+if _extension.LOADED:
+
+    def _check_shapes(x, bank, idx, weights):
+        torch._check(x.dim() == 4, lambda: f"x must be (B, C, H, W), got {x.dim()}-D")
+        torch._check(bank.dim() == 3, lambda: "bank must be (F, kh, kw)")
+        torch._check(bank.shape[1] % 2 == 1 and bank.shape[2] % 2 == 1,
+                     lambda: "bank filter sizes must be odd")
+        torch._check(idx.dtype in (torch.int32, torch.int64), lambda: "idx must be int32 or int64")
+        torch._check(idx.shape == weights.shape, lambda: "idx and weights must have the same shape")
+        torch._check(weights.dim() == 4 and weights.shape[2:] == x.shape[2:],
+                     lambda: "weights must be (B or 1, K, H, W)")
+
+    @torch.library.register_fake(_OP)
+    def _nu_conv_fake(x, bank, idx, weights, mode, padding):
+        _check_shapes(x, bank, idx, weights)
+        return x.new_empty(x.shape)
+
+    @torch.library.register_fake("deblur_ops::nu_conv_backward")
+    def _nu_conv_backward_fake(grad, x, bank, idx, weights, mode, padding, output_mask):
+        _check_shapes(x, bank, idx, weights)
+        torch._check(grad.shape == x.shape, lambda: "grad must have the shape of x")
+        return x.new_empty(x.shape), bank.new_empty(bank.shape), weights.new_empty(weights.shape)
+
+    def _setup_context(ctx, inputs, output):
+        x, bank, idx, weights, mode, padding = inputs
+        ctx.save_for_backward(x, bank, idx, weights)
+        ctx.options = (mode, padding)
+
+    def _backward(ctx, grad):
+        x, bank, idx, weights = ctx.saved_tensors
+        mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[3]]
+        grad_x, grad_bank, grad_w = torch.ops.deblur_ops.nu_conv_backward(
+            grad.contiguous(), x, bank, idx, weights, *ctx.options, mask
+        )
+        return (
+            grad_x if mask[0] else None,
+            grad_bank if mask[1] else None,
+            None,
+            grad_w if mask[2] else None,
+            None,
+            None,
+        )
+
+    torch.library.register_autograd(_OP, _backward, setup_context=_setup_context)

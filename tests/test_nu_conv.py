@@ -1,0 +1,199 @@
+"""NU-Conv: kernels vs the pure-PyTorch reference, vs scipy, adjointness, gradients, errors."""
+import itertools
+
+import numpy as np
+import pytest
+import scipy.signal
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import deblur_ops
+from deblur_ops import _extension
+from deblur_ops import reference as ref
+
+MODES = ref.NU_CONV_MODES
+PADDINGS = ref.NU_CONV_PADDINGS
+needs_ext = pytest.mark.skipif(not _extension.has_kernel("nu_conv", torch.device("cpu")),
+                               reason="compiled CPU kernel not built")
+
+
+def make(B, C, H, W, K, F, kh, kw, Bf=None, dtype=torch.float64, seed=0, device="cpu"):
+    g = torch.Generator().manual_seed(seed)
+    Bf = B if Bf is None else Bf
+    x = torch.randn(B, C, H, W, generator=g, dtype=dtype)
+    bank = torch.randn(F, kh, kw, generator=g, dtype=dtype)
+    idx = torch.randint(0, F, (Bf, K, H, W), generator=g)
+    w = torch.rand(Bf, K, H, W, generator=g, dtype=dtype)
+    return [t.to(device) for t in (x, bank, idx, w)]
+
+
+SHAPES = [  # B, C, H, W, K, F, kh, kw, Bf
+    (2, 3, 9, 12, 2, 3, 5, 3, 1),
+    (1, 1, 7, 5, 1, 2, 9, 11, 1),  # filter larger than the image
+    (2, 2, 6, 8, 4, 5, 3, 7, 2),
+    (1, 3, 4, 4, 3, 4, 1, 1, 1),
+    (3, 1, 13, 11, 4, 6, 7, 5, 3),
+]
+
+
+@needs_ext
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("mode,padding", list(itertools.product(MODES, PADDINGS)))
+def test_forward_and_backward_match_reference(shape, mode, padding):
+    x, bank, idx, w = make(*shape)
+    y = deblur_ops.nu_conv(x, bank, idx, w, mode=mode, padding=padding)
+    torch.testing.assert_close(y, ref.nu_conv(x, bank, idx, w, mode=mode, padding=padding))
+    leaves = [t.clone().requires_grad_() for t in (x, bank, w)]
+    u = torch.randn_like(x)
+    got = torch.autograd.grad(
+        deblur_ops.nu_conv(leaves[0], leaves[1], idx, leaves[2], mode=mode, padding=padding),
+        leaves, u)
+    want = torch.autograd.grad(
+        ref.nu_conv_core(leaves[0], leaves[1], idx, leaves[2], mode, padding), leaves, u)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)
+
+
+@needs_ext
+def test_float32_and_int32_idx():
+    x, bank, idx, w = make(2, 2, 10, 9, 4, 5, 7, 7, dtype=torch.float32)
+    for mode in MODES:
+        y = deblur_ops.nu_conv(x, bank, idx.int(), w, mode=mode, padding="reflect")
+        want = ref.nu_conv(x.double(), bank.double(), idx, w.double(), mode=mode, padding="reflect")
+        torch.testing.assert_close(y, want.float(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("ksize", [(1, 1), (3, 5), (7, 3)])
+def test_uniform_field_equals_scipy_convolve(mode, ksize):
+    x, bank, _, _ = make(2, 2, 11, 9, 1, 1, *ksize)
+    idx = torch.zeros(1, 1, 11, 9, dtype=torch.long)
+    w = torch.ones(1, 1, 11, 9, dtype=torch.float64)
+    want = np.stack([[scipy.signal.convolve(x[b, c].numpy(), bank[0].numpy(), "same")
+                      for c in range(2)] for b in range(2)])
+    for fn in (deblur_ops.nu_conv, ref.nu_conv):
+        y = fn(x, bank, idx, w, mode=mode, padding="zeros")
+        np.testing.assert_allclose(y.numpy(), want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("padding", ["reflect", "replicate", "circular"])
+def test_uniform_field_paddings_equal_padded_scipy(padding):
+    x, bank, _, _ = make(1, 1, 8, 10, 1, 1, 5, 3)
+    idx = torch.zeros(1, 1, 8, 10, dtype=torch.long)
+    w = torch.ones(1, 1, 8, 10, dtype=torch.float64)
+    np_mode = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}[padding]
+    padded = np.pad(x[0, 0].numpy(), ((2, 2), (1, 1)), mode=np_mode)
+    want = scipy.signal.convolve(padded, bank[0].numpy(), "valid")
+    for mode in MODES:
+        y = deblur_ops.nu_conv(x, bank, idx, w, mode=mode, padding=padding)
+        np.testing.assert_allclose(y[0, 0].numpy(), want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape", SHAPES[:3])
+def test_scatter_is_adjoint_of_gather_with_flipped_filters(shape):
+    x, bank, idx, w = make(*shape)
+    u = torch.randn_like(x)
+    flipped = bank.flip(-2, -1)
+    for fn in (deblur_ops.nu_conv, ref.nu_conv):
+        ax = fn(x, bank, idx, w, mode="gather")
+        atu = fn(u, flipped, idx, w, mode="scatter")
+        lhs, rhs = float((ax * u).sum()), float((x * atu).sum())
+        assert abs(lhs - rhs) <= 1e-12 * max(1.0, abs(lhs))
+        sx = fn(x, bank, idx, w, mode="scatter")
+        stu = fn(u, flipped, idx, w, mode="gather")
+        assert abs(float((sx * u).sum()) - float((x * stu).sum())) <= 1e-12 * max(1.0, abs(lhs))
+
+
+@pytest.mark.parametrize("mode,padding", list(itertools.product(MODES, PADDINGS)))
+def test_gradcheck(mode, padding):
+    x, bank, idx, w = make(2, 2, 5, 4, 2, 3, 3, 5, Bf=1)
+    inputs = (x.requires_grad_(), bank.requires_grad_(), idx, w.requires_grad_())
+    fn = lambda a, b, i, c: deblur_ops.nu_conv(a, b, i, c, mode=mode, padding=padding)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, inputs)
+
+
+@needs_ext
+@pytest.mark.parametrize("mode,padding", [("gather", "zeros"), ("scatter", "reflect")])
+def test_opcheck(mode, padding):
+    x, bank, idx, w = make(2, 2, 6, 5, 2, 3, 3, 3, Bf=1)
+    args = (x.requires_grad_(), bank.requires_grad_(), idx, w.requires_grad_(), mode, padding)
+    torch.library.opcheck(torch.ops.deblur_ops.nu_conv.default, args)
+    grad = torch.randn_like(x)
+    torch.library.opcheck(torch.ops.deblur_ops.nu_conv_backward.default,
+                          (grad, x.detach(), bank.detach(), idx, w.detach(), mode, padding,
+                           [True, True, True]))
+
+
+def test_torch_compile_fullgraph():
+    x, bank, idx, w = make(1, 2, 8, 8, 2, 3, 3, 3, dtype=torch.float32)
+
+    @torch.compile(fullgraph=True, backend="aot_eager")
+    def f(x, bank, idx, w):
+        return deblur_ops.nu_conv(x, bank, idx, w, mode="scatter", padding="replicate") * 2
+
+    torch.testing.assert_close(
+        f(x, bank, idx, w), 2 * ref.nu_conv(x, bank, idx, w, mode="scatter", padding="replicate"))
+
+
+@needs_ext
+@settings(max_examples=200, deadline=None)
+@given(B=st.integers(1, 2), C=st.integers(1, 3), H=st.integers(1, 9), W=st.integers(1, 9),
+       K=st.integers(1, 4), F=st.integers(1, 5), kh=st.integers(0, 17), kw=st.integers(0, 17),
+       shared=st.booleans(), mode=st.sampled_from(MODES), padding=st.sampled_from(PADDINGS),
+       seed=st.integers(0, 2**16))
+def test_property_matches_reference(B, C, H, W, K, F, kh, kw, shared, mode, padding, seed):
+    x, bank, idx, w = make(B, C, H, W, K, F, 2 * kh + 1, 2 * kw + 1, Bf=1 if shared else B,
+                           seed=seed)
+    y = deblur_ops.nu_conv(x, bank, idx, w, mode=mode, padding=padding)
+    torch.testing.assert_close(y, ref.nu_conv(x, bank, idx, w, mode=mode, padding=padding))
+
+
+def test_bad_inputs_raise_clear_errors():
+    x, bank, idx, w = make(1, 1, 6, 6, 2, 3, 3, 3)
+    with pytest.raises(ValueError, match=r"idx values must lie in \[0, 2\]"):
+        deblur_ops.nu_conv(x, bank, idx + 3, w)
+    with pytest.raises(ValueError, match="idx must be int32 or int64"):
+        deblur_ops.nu_conv(x, bank, idx.float(), w)
+    with pytest.raises(ValueError, match="odd"):
+        deblur_ops.nu_conv(x, torch.randn(3, 4, 3, dtype=x.dtype), idx, w)
+    with pytest.raises(ValueError, match=r"weights must have shape \(B or 1, K, H, W\)"):
+        deblur_ops.nu_conv(x, bank, idx, w[..., :5])
+    with pytest.raises(ValueError, match="same K"):
+        deblur_ops.nu_conv(x, bank, idx[:, :1], w)
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        deblur_ops.nu_conv(x, bank, idx, w.masked_fill(w > 0.5, float("nan")))
+    with pytest.raises(ValueError, match="mode must be one of"):
+        deblur_ops.nu_conv(x, bank, idx, w, mode="valid")
+    with pytest.raises(ValueError, match="padding must be one of"):
+        deblur_ops.nu_conv(x, bank, idx, w, padding="mirror")
+
+
+@needs_ext
+def test_kernel_rejects_out_of_range_idx_without_reading_out_of_bounds():
+    x, bank, idx, w = make(1, 1, 6, 6, 2, 3, 3, 3)
+    for bad in (idx - 1, idx + 1):
+        with pytest.raises(RuntimeError, match="idx values must lie in"):
+            torch.ops.deblur_ops.nu_conv(x, bank, bad, w, "gather", "zeros")
+    with pytest.raises(RuntimeError, match="padding must be"):
+        torch.ops.deblur_ops.nu_conv(x, bank, idx, w, "gather", "mirror")
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("mode,padding", list(itertools.product(MODES, PADDINGS)))
+def test_cuda_matches_cpu_reference(mode, padding):
+    x, bank, idx, w = make(2, 3, 37, 45, 4, 7, 9, 13, Bf=1)
+    want = ref.nu_conv(x, bank, idx, w, mode=mode, padding=padding)
+    leaves = [t.cuda().requires_grad_() for t in (x, bank, w)]
+    y = deblur_ops.nu_conv(leaves[0], leaves[1], idx.cuda(), leaves[2], mode=mode,
+                           padding=padding)
+    torch.testing.assert_close(y.cpu(), want)
+    u = torch.randn_like(x)
+    got = torch.autograd.grad(y, leaves, u.cuda())
+    cpu_leaves = [t.clone().requires_grad_() for t in (x, bank, w)]
+    wanted = torch.autograd.grad(
+        ref.nu_conv_core(cpu_leaves[0], cpu_leaves[1], idx, cpu_leaves[2], mode, padding),
+        cpu_leaves, u)
+    for a, b in zip(got, wanted):
+        torch.testing.assert_close(a.cpu(), b)
