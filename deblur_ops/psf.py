@@ -45,7 +45,7 @@ def linear_motion_kernel(length: float, angle_deg: float, size: int | None = Non
 
     Examples:
         >>> k = linear_motion_kernel(5, 0)
-        >>> k.shape, float(k.sum()), k[2].tolist()
+        >>> k.shape, round(float(k.sum()), 6), [round(v, 6) for v in k[2].tolist()]
         (torch.Size([5, 5]), 1.0, [0.2, 0.2, 0.2, 0.2, 0.2])
     """
     length, angle = float(length), float(angle_deg)

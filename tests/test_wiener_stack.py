@@ -220,7 +220,7 @@ class TestWienerStack:
     def test_reference_fallback_without_extension(self, tmp_path):
         script = (
             "import torch, deblur_ops\n"
-            "assert deblur_ops.backend() == {'wiener_stack': 'reference', 'learnable_shrink': 'reference'}\n"
+            "assert set(deblur_ops.backend().values()) == {'reference'}, deblur_ops.backend()\n"
             "x = torch.arange(64.).reshape(1, 1, 8, 8); p = torch.ones(3, 3) / 9\n"
             "torch.save(deblur_ops.wiener_stack(x, p), r'%s')\n" % (tmp_path / "out.pt")
         )

@@ -33,8 +33,8 @@ def learnable_shrink(x: torch.Tensor, values: torch.Tensor, value_range) -> torc
     Examples:
         >>> import torch, deblur_ops
         >>> values = torch.tensor([[-1.0, 0.0, 1.0]])  # identity on [-1, 1]
-        >>> deblur_ops.learnable_shrink(torch.tensor([[0.25, 3.0]]), values, (-1, 1))
-        tensor([[0.2500, 3.0000]])
+        >>> deblur_ops.learnable_shrink(torch.tensor([[[0.25, 3.0]]]), values, (-1, 1))
+        tensor([[[0.2500, 3.0000]]])
     """
     xmin, xmax = ref.validate_shrink(x, values, value_range)
     if _extension.has_kernel("learnable_shrink", x.device):
