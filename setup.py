@@ -35,18 +35,24 @@ def _sources(pattern: str) -> list:
 def _extension():
     use_cuda = _want_cuda()
     sources = _sources("csrc/*.cpp") + _sources("csrc/cpu/*.cpp")
-    cxx = ["-O3", "-g0", "-fopenmp-simd", "-DPy_LIMITED_API=0x030A0000"]
+    # -fopenmp is what makes at::parallel_for parallel: its OpenMP body is inline in the ATen headers
+    # and compiles to a serial loop without it. The extension then needs libgomp.so.1, which the
+    # dynamic linker resolves to the copy torch has already loaded (same soname), so both share
+    # one runtime and at::get_thread_num() is valid inside our parallel regions.
+    cxx = ["-O3", "-g0", "-fopenmp", "-DPy_LIMITED_API=0x030A0000"]
     extra = {"cxx": cxx}
+    link = ["-fopenmp"]
     if use_cuda:
         sources += _sources("csrc/cuda/*.cpp") + _sources("csrc/cuda/*.cu")
         cxx.append("-DDEBLUR_OPS_WITH_CUDA")
         extra["nvcc"] = ["-O3", "-DDEBLUR_OPS_WITH_CUDA", "-lineinfo"]
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
         return cpp_extension.CUDAExtension(
-            "deblur_ops._C", sources, extra_compile_args=extra, py_limited_api=True
+            "deblur_ops._C", sources, extra_compile_args=extra, extra_link_args=link,
+            py_limited_api=True,
         )
     return cpp_extension.CppExtension(
-        "deblur_ops._C", sources, extra_compile_args=extra, py_limited_api=True
+        "deblur_ops._C", sources, extra_compile_args=extra, extra_link_args=link, py_limited_api=True
     )
 
 

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "../checks.h"
+#include "parallel.h"
 #include "../shrink.h"
 
 namespace deblur_ops {
@@ -49,7 +50,7 @@ at::Tensor learnable_shrink_cpu(const at::Tensor& x_in, const at::Tensor& values
     const scalar_t* xp = x.const_data_ptr<scalar_t>();
     const scalar_t* vp = values.const_data_ptr<scalar_t>();
     scalar_t* op = out.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, tiling.tasks(x), 1, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, tiling.tasks(x), grain_for(kChunk), [&](int64_t begin, int64_t end) {
       for (int64_t task = begin; task < end; ++task) {
         const int64_t slice = task / tiling.chunks;
         const int64_t s0 = (task % tiling.chunks) * kChunk;
@@ -89,7 +90,7 @@ std::tuple<at::Tensor, at::Tensor> learnable_shrink_backward_cpu(const at::Tenso
     const int threads = at::get_num_threads();
     // One (C, n) partial table per thread: no atomics, one reduction at the end.
     std::vector<acc_t> partial(static_cast<size_t>(threads) * C * n, acc_t(0));
-    at::parallel_for(0, tiling.tasks(x), 1, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, tiling.tasks(x), grain_for(kChunk), [&](int64_t begin, int64_t end) {
       acc_t* mine = partial.data() + static_cast<int64_t>(at::get_thread_num()) * C * n;
       for (int64_t task = begin; task < end; ++task) {
         const int64_t slice = task / tiling.chunks;

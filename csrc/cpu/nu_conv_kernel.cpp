@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "../nu_conv.h"
+#include "parallel.h"
 
 namespace deblur_ops {
 namespace {
@@ -75,7 +76,7 @@ void pull_cpu(const NuConvGeometry& g, const at::Tensor& idx_t, const at::Tensor
     T* out = out_t.mutable_data_ptr<T>();
     const int64_t T_ = g.kh * g.kw, grid_plane = g.Hg * g.Wg, win_plane = g.Hw * g.Ww;
     const bool form = form_filter(g);
-    at::parallel_for(0, g.B * g.Hg, 1, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, g.B * g.Hg, grain_for(g.Wg * g.kh * g.kw * (g.K + g.C)), [&](int64_t begin, int64_t end) {
       std::vector<T> h(form ? T_ : 0);
       for (int64_t task = begin; task < end; ++task) {
         const int64_t b = task / g.Hg, gy = task % g.Hg, fb = g.Bf == 1 ? 0 : b;
@@ -133,7 +134,7 @@ void push_cpu(const NuConvGeometry& g, const at::Tensor& idx_t, const at::Tensor
     const int64_t T_ = g.kh * g.kw, grid_plane = g.Hg * g.Wg, win_plane = g.Hw * g.Ww;
     const int64_t bands = (g.Hw + kPushBand - 1) / kPushBand;
     const bool form = form_filter(g);
-    at::parallel_for(0, g.B * bands, 1, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, g.B * bands, grain_for(kPushBand * g.Wg * g.kh * (g.K + g.C)), [&](int64_t begin, int64_t end) {
       std::vector<T> h(form ? T_ : 0);
       for (int64_t task = begin; task < end; ++task) {
         const int64_t b = task / bands, fb = g.Bf == 1 ? 0 : b;
@@ -199,7 +200,7 @@ void field_grad_cpu(const NuConvGeometry& g, const at::Tensor& idx_t, const at::
     // One bank-sized partial gradient per thread: no atomics, one reduction at the end.
     const int threads = at::get_num_threads();
     std::vector<T> partial(static_cast<size_t>(threads) * FT, T(0));
-    at::parallel_for(0, g.B * g.Hg, 1, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, g.B * g.Hg, grain_for(g.Wg * g.kh * g.kw * (g.K + g.C)), [&](int64_t begin, int64_t end) {
       T* mine = partial.data() + static_cast<int64_t>(at::get_thread_num()) * FT;
       std::vector<T> P(T_);
       for (int64_t task = begin; task < end; ++task) {

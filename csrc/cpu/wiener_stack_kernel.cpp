@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "../wiener_stack.h"
+#include "parallel.h"
 
 namespace deblur_ops {
 namespace {
@@ -46,7 +47,7 @@ template <typename T>
 void forward_cpu(const T* y, const T* otf, const T* reg, const T* lam, T* out, int64_t B, int64_t N,
                  int64_t C, int64_t F, int64_t P) {
   const int64_t blocks = (F + kBlock - 1) / kBlock;
-  at::parallel_for(0, B * blocks, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, B * blocks, grain_for(kBlock * N * C), [&](int64_t begin, int64_t end) {
     BlockFilter<T> k;
     T gr[kBlock], gi[kBlock];
     for (int64_t task = begin; task < end; ++task) {
@@ -74,7 +75,7 @@ template <typename T>
 void backward_cpu(const T* g, const T* otf, const T* reg, const T* lam, T* out, int64_t B, int64_t N,
                   int64_t C, int64_t F, int64_t P, bool accumulate) {
   const int64_t blocks = (F + kBlock - 1) / kBlock;
-  at::parallel_for(0, B * blocks, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, B * blocks, grain_for(kBlock * N * C), [&](int64_t begin, int64_t end) {
     BlockFilter<T> k;
     std::vector<T> gr(N * kBlock), gi(N * kBlock);
     T acc_r[kBlock], acc_i[kBlock];
