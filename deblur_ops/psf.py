@@ -62,3 +62,9 @@ def linear_motion_kernel(length: float, angle_deg: float, size: int | None = Non
     dist = torch.hypot(col - along * dx, row - along * dy)
     kernel = (1 - dist).clamp(min=0)
     return (kernel / kernel.sum()).to(dtype)
+
+
+from .psf_models import *  # noqa: E402,F401,F403  (Gaussian, Airy, Born-Wolf, Moffat, camera shake)
+from .psf_models import __all__ as _models_all  # noqa: E402
+
+__all__ += _models_all
