@@ -62,7 +62,7 @@ def _evaluate(args) -> int:
     from . import evaluate
 
     report = evaluate.evaluate(args.methods, args.kernels, args.images, args.noise, size=args.size,
-                               seed=args.seed, repeats=args.repeats,
+                               seed=args.seed, repeats=args.repeats, device=args.device,
                                progress=lambda done, total: print(f"  {done}/{total} images", file=sys.stderr))
     print(evaluate.markdown(report))
     if args.json:
@@ -134,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=256, help="central crop size (default 256)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repeats", type=int, default=3, help="timed runs per call, fastest kept (default 3)")
+    p.add_argument("--device", default="cpu", help="device for deblur_ops methods: cpu, cuda, auto (default cpu)")
     p.add_argument("--json", help="also write the report as JSON to this file")
     p.add_argument("--save", metavar="DIR", help="write <date>_evaluate.json/.md into DIR (e.g. benchmarks/results)")
     p.set_defaults(func=_evaluate)

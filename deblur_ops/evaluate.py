@@ -120,7 +120,8 @@ def degrade(image_name: str, kernel: torch.Tensor, noise: float, size: int, seed
     return big[interior][0, 0].numpy(), observed[0, 0].numpy()
 
 
-def _run(method: str, observed: np.ndarray, kernel: np.ndarray, noise_estimate: float, params: dict):
+def _run(method: str, observed: np.ndarray, kernel: np.ndarray, noise_estimate: float, params: dict,
+         device: str):
     if method == "skimage_wiener":
         from skimage import restoration
 
@@ -139,7 +140,7 @@ def _run(method: str, observed: np.ndarray, kernel: np.ndarray, noise_estimate: 
         return restoration.richardson_lucy(observed, kernel, num_iter=params.get("num_iter", RL_ITERATIONS))
     if method == "richardson_lucy":
         params = {"iterations": RL_ITERATIONS, **params}
-    return deblur(observed, kernel, method=method, device="cpu", **params)
+    return deblur(observed, kernel, method=method, device=device, **params)
 
 
 def _scores(estimate: np.ndarray, clean: np.ndarray) -> tuple[float, float]:
@@ -153,7 +154,7 @@ def _scores(estimate: np.ndarray, clean: np.ndarray) -> tuple[float, float]:
 
 def evaluate(method_specs: Sequence[str] = DEFAULT_METHODS, kernels: Sequence[str] = DEFAULT_KERNELS,
              images: Sequence[str] = DEFAULT_IMAGES, noise: Sequence[float] = DEFAULT_NOISE, *,
-             size: int = 256, seed: int = 0, repeats: int = 3, progress=None) -> dict:
+             size: int = 256, seed: int = 0, repeats: int = 3, device: str = "cpu", progress=None) -> dict:
     """Score restoration methods on synthetically blurred images.
 
     Outputs are clipped to [0, 1] before scoring; PSNR and SSIM are scikit-image's with
@@ -171,6 +172,8 @@ def evaluate(method_specs: Sequence[str] = DEFAULT_METHODS, kernels: Sequence[st
         size: side of the central test crop.
         seed: base seed of the noise (each image/kernel pair gets its own).
         repeats: timed runs per method and image (>= 1).
+        device: where :func:`deblur_ops.deblur` runs the methods (the skimage peers use the CPU);
+            timings include the transfers.
         progress: optional ``progress(done, total)`` callback.
 
     Returns:
@@ -217,17 +220,17 @@ def evaluate(method_specs: Sequence[str] = DEFAULT_METHODS, kernels: Sequence[st
                 rows.append({"method": "blurred", **base, "psnr": p, "ssim": s, "seconds": 0.0})
                 sigma_hat = float(estimate_noise_sigma(torch.from_numpy(observed)[None, None]).mean())
                 k_np = kernel.numpy()
-                for spec, (name, method_params) in parsed.items():
-                    if spec not in warmed:
-                        _run(name, observed, k_np, sigma_hat, method_params)
-                        warmed.add(spec)
+                for method_spec, (name, method_params) in parsed.items():
+                    if method_spec not in warmed:
+                        _run(name, observed, k_np, sigma_hat, method_params, device)
+                        warmed.add(method_spec)
                     timings = []
                     for _ in range(int(repeats)):
                         start = time.perf_counter()
-                        estimate = _run(name, observed, k_np, sigma_hat, method_params)
+                        estimate = _run(name, observed, k_np, sigma_hat, method_params, device)
                         timings.append(time.perf_counter() - start)
                     p, s = _scores(np.asarray(estimate), clean)
-                    rows.append({"method": spec, **base, "psnr": p, "ssim": s, "seconds": min(timings)})
+                    rows.append({"method": method_spec, **base, "psnr": p, "ssim": s, "seconds": min(timings)})
                 done += 1
                 if progress is not None:
                     progress(done, total)
@@ -235,6 +238,7 @@ def evaluate(method_specs: Sequence[str] = DEFAULT_METHODS, kernels: Sequence[st
         "protocol": {
             "methods": specs, "kernels": list(kernels), "images": list(images), "noise": noise,
             "size": int(size), "seed": seed, "repeats": int(repeats), "rl_iterations": RL_ITERATIONS,
+            "device": str(device), "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
             "machine": platform.machine(), "processor": platform.processor() or platform.machine(),
             "date": datetime.date.today().isoformat(),

@@ -51,17 +51,20 @@ def wiener(image: torch.Tensor, psf: torch.Tensor, *, balance: float | None = No
         torch.Size([1, 1, 64, 64])
     """
     image, psf = check_inputs(image, psf)
+    # The op and the selector take one shared PSF unbatched, or one per batch item.
+    kernel = psf[0] if psf.shape[0] == 1 else psf
     v.require_choice(regularizer, "regularizer", REGULARIZERS)
     v.require_choice(padding, "padding", WIENER_PADDINGS)
     if balance is not None:
-        snr_db = torch.full((image.shape[0],), -10 * math.log10(check_positive(balance, "balance")))
+        snr_db = torch.full((image.shape[0],), -10 * math.log10(check_positive(balance, "balance")),
+                            dtype=torch.float64)
     else:
         sigma = noise_sigma_per_item(image, noise_sigma)
         candidates = torch.tensor(SNR_CANDIDATES_DB, dtype=image.dtype, device=image.device)
-        picks = select_wiener_snr(image, psf, candidates, sigma, regularizer=regularizer)
+        picks = select_wiener_snr(image, kernel, candidates, sigma, regularizer=regularizer)
         snr_db = candidates[picks].cpu()
     if bool((snr_db == snr_db[0]).all()):
-        return wiener_stack(image, psf, snr_db[:1], regularizer=regularizer, padding=padding)[:, 0]
+        return wiener_stack(image, kernel, snr_db[:1], regularizer=regularizer, padding=padding)[:, 0]
     per_psf = psf if psf.shape[0] > 1 else psf.expand(image.shape[0], *psf.shape[1:])
     return torch.cat([
         wiener_stack(image[i:i + 1], per_psf[i], snr_db[i:i + 1], regularizer=regularizer,
