@@ -3,10 +3,12 @@
 Public ops (compiled CPU/CUDA kernels when the extension is built, pure PyTorch otherwise):
 ``wiener_stack``, ``learnable_shrink``, ``nu_conv`` (and the module ``LearnableShrink``).
 ``backend()`` says which implementation each op uses; ``deblur_ops.reference`` holds the
-pure-PyTorch oracles.
+pure-PyTorch oracles. ``deblur(image, psf, method=...)`` restores an image with any registered
+method; ``methods()`` lists them.
 """
 from . import boundary, psf, reference
 from ._extension import backend
+from .api import deblur, methods
 from .ops import LearnableShrink, learnable_shrink, nu_conv, wiener_stack
 
 __version__ = "0.1.0"
@@ -15,7 +17,9 @@ __all__ = [
     "LearnableShrink",
     "backend",
     "boundary",
+    "deblur",
     "learnable_shrink",
+    "methods",
     "nu_conv",
     "psf",
     "reference",

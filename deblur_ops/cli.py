@@ -1,4 +1,4 @@
-"""The `deblur` command: demo, bench, doctor."""
+"""The `deblur` command: demo, bench, doctor, evaluate."""
 from __future__ import annotations
 
 import argparse
@@ -58,6 +58,23 @@ def _bench(args) -> int:
     return 0
 
 
+def _evaluate(args) -> int:
+    from . import evaluate
+
+    report = evaluate.evaluate(args.methods, args.kernels, args.images, args.noise, size=args.size,
+                               seed=args.seed, repeats=args.repeats, device=args.device,
+                               progress=lambda done, total: print(f"  {done}/{total} images", file=sys.stderr))
+    print(evaluate.markdown(report))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
+        print(f"wrote {args.json}")
+    if args.save:
+        for path in evaluate.save(report, args.save):
+            print(f"wrote {path}")
+    return 0
+
+
 def _shape(text: str) -> tuple[int, ...]:
     try:
         shape = tuple(int(p) for p in text.split(","))
@@ -102,6 +119,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save", metavar="DIR", help="write <date>_<device>.json/.md into DIR "
                    "(e.g. benchmarks/results)")
     p.set_defaults(func=_bench)
+
+    from . import evaluate
+
+    p = sub.add_parser("evaluate", help="score restoration methods (PSNR, SSIM, runtime) on blurred test images")
+    p.add_argument("--methods", nargs="+", default=list(evaluate.DEFAULT_METHODS),
+                   help=f"method names, optionally name:key=value,... (from {evaluate.available_methods()})")
+    p.add_argument("--kernels", nargs="+", default=list(evaluate.DEFAULT_KERNELS),
+                   help="PSF specs: motion:LEN:ANGLE, gaussian:SIGMA, moffat:FWHM:BETA, airy:WL:NA:PIXEL, "
+                        "shake:SEED[:LEN] (default: 8 linear motions, as paper 004 Table 1)")
+    p.add_argument("--images", nargs="+", default=list(evaluate.DEFAULT_IMAGES), choices=SAMPLES)
+    p.add_argument("--noise", nargs="+", type=float, default=list(evaluate.DEFAULT_NOISE),
+                   help="Gaussian noise sigma(s) on [0,1] images (default 0.01)")
+    p.add_argument("--size", type=int, default=256, help="central crop size (default 256)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per call, fastest kept (default 3)")
+    p.add_argument("--device", default="cpu", help="device for deblur_ops methods: cpu, cuda, auto (default cpu)")
+    p.add_argument("--json", help="also write the report as JSON to this file")
+    p.add_argument("--save", metavar="DIR", help="write <date>_evaluate.json/.md into DIR (e.g. benchmarks/results)")
+    p.set_defaults(func=_evaluate)
     return parser
 
 

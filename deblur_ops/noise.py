@@ -36,7 +36,8 @@ def estimate_noise_sigma(image: torch.Tensor) -> torch.Tensor:
 
 
 def select_wiener_snr(blurred: torch.Tensor, psf: torch.Tensor, snr_db,
-                      sigma: torch.Tensor | float | None = None) -> torch.Tensor:
+                      sigma: torch.Tensor | float | None = None, *,
+                      regularizer: str = "identity") -> torch.Tensor:
     """Pick, per batch item, the Wiener-stack SNR with the least expected restoration error.
 
     The expected squared error of the Wiener estimate G Y for filter j is, per frequency,
@@ -52,6 +53,7 @@ def select_wiener_snr(blurred: torch.Tensor, psf: torch.Tensor, snr_db,
         snr_db: the N candidate SNRs (1-D).
         sigma: noise standard deviation (float, or per batch item (B,) / (B, C)); estimated
             with :func:`estimate_noise_sigma` on 2D images when None.
+        regularizer: ``"identity"`` or ``"laplacian"``, the R of the Wiener filters compared.
 
     Returns:
         (B,) long tensor of indices into ``snr_db``.
@@ -61,6 +63,7 @@ def select_wiener_snr(blurred: torch.Tensor, psf: torch.Tensor, snr_db,
     v.require_float(blurred, "blurred")
     psf = v.batched_psf(psf, blurred)
     snr = v.as_1d_float(snr_db, "snr_db", blurred).double()
+    v.require_choice(regularizer, "regularizer", ("identity", "laplacian"))
     b = blurred.shape[0]
     if sigma is None:
         if nd != 2:
@@ -88,9 +91,10 @@ def select_wiener_snr(blurred: torch.Tensor, psf: torch.Tensor, snr_db,
     amplitude = torch.stack([c[m].median() if m.any() else c.median() for c, m in zip(clean, reliable)])
     prior = amplitude.reshape((b,) + (1,) * nd) / f2  # (B, *S)
     lambdas = torch.pow(10.0, -snr / 10)
+    reg = sum(2 - 2 * torch.cos(2 * math.pi * f) for f in freqs) ** 2 if regularizer == "laplacian" else 1.0
     risks = []
     for lam in lambdas:
-        gain = otf.conj() / (k2 + lam)
+        gain = otf.conj() / (k2 + lam * reg)
         risk = ((1 - gain * otf).abs() ** 2 * prior + noise_power * gain.abs() ** 2)
         risks.append(risk.flatten(1).sum(1))
     return torch.stack(risks, 1).argmin(1)

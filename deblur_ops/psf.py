@@ -359,3 +359,9 @@ def inverse_filters(bank: torch.Tensor, size: int, prior_filters: torch.Tensor |
         torch.save(d, tmp)
         os.replace(tmp, path)
     return d.to(bank.dtype).to(bank.device)
+
+
+from .psf_models import *  # noqa: E402,F401,F403  (Gaussian, Airy, Born-Wolf, Moffat, camera shake)
+from .psf_models import __all__ as _models_all  # noqa: E402
+
+__all__ += _models_all

@@ -1,0 +1,11 @@
+"""Classical restoration methods, one module each, sharing ``method(image, psf, **params) -> Tensor``.
+
+Every method takes (B, C, H, W) or (B, C, D, H, W) torch tensors (CPU or CUDA) and registers
+itself in :data:`registry.METHODS`, which :func:`deblur_ops.deblur` dispatches on.
+"""
+from .admm_tv import admm_tv
+from .registry import METHODS, Method, get_method, register
+from .richardson_lucy import richardson_lucy
+from .wiener import wiener
+
+__all__ = ["METHODS", "Method", "admm_tv", "get_method", "register", "richardson_lucy", "wiener"]

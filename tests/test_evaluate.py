@@ -1,0 +1,80 @@
+import json
+import statistics
+
+import numpy as np
+import pytest
+import scipy.signal
+import torch
+from skimage.metrics import peak_signal_noise_ratio
+
+from deblur_ops import evaluate as ev
+from deblur_ops.cli import main
+from deblur_ops.data import sample_image
+from deblur_ops.psf import linear_motion_kernel
+
+
+def test_make_kernel_specs():
+    assert torch.equal(ev.make_kernel("motion:9:30"), linear_motion_kernel(9, 30))
+    assert ev.make_kernel("gaussian:1.5").shape == (13, 13)
+    assert float(ev.make_kernel("moffat:4:3").sum()) == pytest.approx(1.0)
+    assert float(ev.make_kernel("shake:2:20").sum()) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="unknown kernel kind"):
+        ev.make_kernel("disk:3")
+    with pytest.raises(ValueError, match="needs 2..2 numbers"):
+        ev.make_kernel("motion:9")
+
+
+def test_parse_method():
+    assert ev.parse_method("admm_tv") == ("admm_tv", {})
+    assert ev.parse_method("richardson_lucy:iterations=5,padding=zeros,init=0.5") == (
+        "richardson_lucy", {"iterations": 5, "padding": "zeros", "init": 0.5})
+    with pytest.raises(ValueError, match="choose from"):
+        ev.parse_method("lucy")
+
+
+def test_degrade_is_valid_convolution_of_a_larger_crop():
+    kernel = linear_motion_kernel(7, 45)
+    clean, observed = ev.degrade("camera", kernel, 0.0, 40, seed=0)
+    big = sample_image("camera", size=46).astype(np.float64)
+    expected = scipy.signal.convolve2d(big, kernel.double().numpy(), mode="valid")
+    np.testing.assert_allclose(observed, expected, atol=1e-5)
+    np.testing.assert_array_equal(clean, big[3:-3, 3:-3].astype(np.float32))
+
+
+def test_evaluate_report_and_files(tmp_path):
+    report = ev.evaluate(["wiener", "richardson_lucy:iterations=5", "skimage_richardson_lucy:num_iter=5"],
+                         ["motion:7:0", "gaussian:1"], ["camera", "coins"], [0.01], size=48, repeats=1)
+    rows = report["results"]
+    assert len(rows) == 2 * 2 * 4
+    clean, observed = ev.degrade("coins", ev.make_kernel("gaussian:1"), 0.01, 48, seed=1001)
+    blurred_row = next(r for r in rows if r["method"] == "blurred" and r["image"] == "coins" and r["kernel"] == "gaussian:1")
+    assert blurred_row["psnr"] == pytest.approx(peak_signal_noise_ratio(clean, np.clip(observed, 0, 1), data_range=1.0))
+    table = report["summary"]["0.01"]
+    mine = [r["psnr"] for r in rows if r["method"] == "wiener"]
+    assert table["wiener"]["psnr"] == pytest.approx(statistics.fmean(mine))
+    assert table["wiener"]["psnr_per_kernel"][0] == pytest.approx(
+        statistics.fmean(r["psnr"] for r in rows if r["method"] == "wiener" and r["kernel"] == "motion:7:0"))
+    assert table["wiener"]["psnr"] > table["blurred"]["psnr"]
+    assert all(r["seconds"] > 0 for r in rows if r["method"] != "blurred")
+    text = ev.markdown(report)
+    assert "| method | k1 | k2 | PSNR | SSIM | s/image |" in text and "| richardson_lucy:iterations=5 |" in text
+    paths = ev.save(report, tmp_path)
+    assert json.loads(paths[0].read_text())["summary"] == json.loads(json.dumps(report["summary"]))
+    assert paths[1].read_text().startswith("Images camera, coins")
+
+
+def test_cli_evaluate_writes_json(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    code = main(["evaluate", "--methods", "admm_tv", "--kernels", "motion:5:90", "--images", "text",
+                 "--size", "32", "--repeats", "1", "--json", str(out)])
+    assert code == 0
+    assert "| admm_tv |" in capsys.readouterr().out
+    assert json.loads(out.read_text())["protocol"]["methods"] == ["admm_tv"]
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="unknown images"):
+        ev.evaluate(["wiener"], ["motion:5:0"], ["nonexistent"], size=32)
+    with pytest.raises(ValueError, match="noise levels"):
+        ev.evaluate(["wiener"], ["motion:5:0"], ["camera"], [-0.1], size=32)
+    assert main(["evaluate", "--methods", "nope", "--size", "32"]) == 2
