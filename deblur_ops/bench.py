@@ -2,11 +2,16 @@
 
 Each case is timed after warm-up as the median of repeats (CUDA: events after synchronising), on
 random non-zero data. Ratios are reference time / custom time (> 1 means the custom op is faster).
+For nu_conv the reference is the faster of two pure-PyTorch formulations (the tap loop of
+``deblur_ops.reference`` and :func:`nu_conv_by_filter`), and GFLOP/s counts the dense work
+2*H*W*K*kh*kw per forward (x4 for forward+backward): the CPU kernel skips zero taps, so on sparse
+motion filters this is an effective rate, on the dense Gaussian grid an actual one.
 """
 from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import platform
 import statistics
 import time
@@ -16,12 +21,13 @@ from typing import Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from . import _extension, reference
-from .ops import learnable_shrink, wiener_stack
-from .psf import linear_motion_kernel
+from .ops import learnable_shrink, nu_conv, wiener_stack
+from .psf import grid_weights, linear_motion_kernel, motion_bank, motion_weights
 
-OPS = ("wiener_stack", "learnable_shrink")
+OPS = ("wiener_stack", "learnable_shrink", "nu_conv")
 
 
 @dataclass
@@ -33,6 +39,7 @@ class Row:
     reference_ms: float
     peer: str | None = None
     peer_ms: float | None = None
+    gflops: float | None = None  # floating-point work of one call, in GFLOP
 
     @property
     def speedup_vs_reference(self) -> float:
@@ -121,6 +128,93 @@ def bench_learnable_shrink(device, shape: tuple[int, ...], warmup: int, repeats:
     return rows
 
 
+def nu_conv_by_filter(x, bank, idx, weights, *, mode="gather"):
+    """NU-Conv in pure PyTorch by convolving with every filter in use, then picking per pixel.
+
+    One ``conv2d`` with the U distinct filters of ``idx`` (zeros padding), then a gather (gather
+    mode); or one ``conv2d`` over U masked copies of x (scatter mode). It is the fastest pure-PyTorch
+    formulation when U is small, and the benchmark compares against the faster of it and
+    :func:`deblur_ops.reference.nu_conv` (a loop over the taps).
+    """
+    b, c, h, w = x.shape
+    _, kh, kw = bank.shape
+    used, inverse = torch.unique(idx, return_inverse=True)
+    filters = bank[used].flip(-2, -1)  # conv2d correlates: flip for convolution
+    pad = (kh // 2, kw // 2)
+    if mode == "gather":
+        responses = F.conv2d(x.reshape(b * c, 1, h, w), filters[:, None], padding=pad)
+        responses = responses.reshape(b, c, len(used), h, w)
+        out = torch.zeros_like(x)
+        for k in range(idx.shape[1]):
+            pick = inverse[:, k, None, None].expand(b, c, 1, h, w)
+            out = out + weights[:, k, None] * responses.gather(2, pick)[:, :, 0]
+        return out
+    masks = torch.zeros(weights.shape[0], len(used), h, w, dtype=x.dtype, device=x.device)
+    masks = masks.scatter_add(1, inverse.expand(weights.shape[0], -1, -1, -1), weights)
+    masked = (x[:, :, None] * masks[:, None]).reshape(b * c, len(used), h, w)
+    return F.conv2d(masked, filters[None], padding=pad).reshape(b, c, h, w)
+
+
+def smooth_motion_field(size: int, *, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lengths 5..25 px and angles 20..100 deg varying smoothly across a size x size image."""
+    gen = torch.Generator().manual_seed(seed)
+    ramp = torch.linspace(0, 1, size, dtype=torch.float64)
+    phase = float(torch.rand((), generator=gen, dtype=torch.float64))
+    length = 5 + 20 * (0.5 + 0.5 * torch.sin(2 * math.pi * (ramp[:, None] + phase))) * ramp[None, :]
+    angle = 20 + 80 * (0.6 * ramp[None, :] + 0.4 * ramp[:, None])
+    return length, angle
+
+
+def bench_nu_conv(device, size: int, warmup: int, repeats: int) -> list[Row]:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 1, size, size, generator=gen).to(device)
+    bank, grid = motion_bank(lengths=range(1, 32, 2), size=31)
+    idx, weights = motion_weights(*smooth_motion_field(size), grid)
+    r = torch.arange(31, dtype=torch.float64) - 15
+    sigmas = torch.linspace(1.5, 4.0, 25, dtype=torch.float64)
+    gauss = torch.exp(-(r[None, :, None] ** 2 + r[None, None, :] ** 2) / (2 * sigmas[:, None, None] ** 2))
+    gauss = (gauss / gauss.sum((1, 2), keepdim=True)).float()
+    g_idx, g_weights = grid_weights((5, 5), (size, size))
+    cases = [
+        ("motion bank 31x31 (451 filters)", bank.to(device), idx.to(device), weights.float().to(device)),
+        ("5x5 grid of Gaussian PSFs 31x31", gauss.to(device), g_idx.to(device), g_weights.float().to(device)),
+    ]
+    t = lambda fn: time_ms(fn, device, warmup=warmup, repeats=repeats)  # noqa: E731
+    rows = []
+    for label, bk, ix, wt in cases:
+        k = ix.shape[1]
+        work = 2 * size * size * k * bk.shape[1] * bk.shape[2] / 1e9
+        shape = f"1x1x{size}x{size}, K={k}, {label}"
+        for mode in ("gather", "scatter"):
+            with torch.no_grad():
+                custom = t(lambda: nu_conv(x, bk, ix, wt, mode=mode))
+                loop = t(lambda: reference.nu_conv(x, bk, ix, wt, mode=mode))
+                by_filter = t(lambda: nu_conv_by_filter(x, bk, ix, wt, mode=mode))
+            rows.append(Row("nu_conv", shape, f"{mode} forward", custom, min(loop, by_filter),
+                            "reference by filter" if by_filter < loop else None,
+                            None, work))
+            xg, bg, wg = x.clone().requires_grad_(), bk.clone().requires_grad_(), wt.clone().requires_grad_()
+            def custom_fb(fn):
+                def run():
+                    for tt in (xg, bg, wg):
+                        tt.grad = None
+                    out = fn(xg, bg, ix, wg, mode=mode)
+                    out.backward(torch.ones_like(out))
+                return run
+            rows.append(Row("nu_conv", shape, f"{mode} forward+backward", t(custom_fb(nu_conv)),
+                            min(t(custom_fb(reference.nu_conv)), t(custom_fb(nu_conv_by_filter))),
+                            gflops=4 * work))
+    return rows
+
+
+def attainable_gflops(device) -> float:
+    """fp32 GFLOP/s of a large matrix product: what the BLAS attains on this machine."""
+    n = 2048 if device.type == "cpu" else 8192
+    a = torch.rand(n, n, device=device)
+    b = torch.rand(n, n, device=device)
+    return 2 * n**3 / time_ms(lambda: a @ b, device, warmup=1, repeats=3) / 1e6
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -136,8 +230,8 @@ def device_name(device: torch.device) -> str:
     return f"{name} ({torch.get_num_threads()} threads)"
 
 
-def run(ops=OPS, device="cpu", size: int = 1024, shrink_shape=(8, 64, 256, 256), warmup: int = 2,
-        repeats: int = 5) -> dict:
+def run(ops=OPS, device="cpu", size: int = 1024, shrink_shape=(8, 64, 256, 256),
+        nu_conv_size: int = 512, warmup: int = 2, repeats: int = 5) -> dict:
     """Run the selected benchmarks; returns a JSON-serialisable report."""
     unknown = set(ops) - set(OPS)
     if unknown:
@@ -150,6 +244,8 @@ def run(ops=OPS, device="cpu", size: int = 1024, shrink_shape=(8, 64, 256, 256),
         rows += bench_wiener_stack(dev, size, warmup, repeats)
     if "learnable_shrink" in ops:
         rows += bench_learnable_shrink(dev, tuple(shrink_shape), warmup, repeats)
+    if "nu_conv" in ops:
+        rows += bench_nu_conv(dev, nu_conv_size, warmup, repeats)
     return {
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "device": device_name(dev),
@@ -160,8 +256,11 @@ def run(ops=OPS, device="cpu", size: int = 1024, shrink_shape=(8, 64, 256, 256),
         "backend": _extension.backend(dev),
         "warmup": warmup,
         "repeats": repeats,
+        "matmul_gflops": attainable_gflops(dev),
         "rows": [dict(asdict(r), speedup_vs_reference=r.speedup_vs_reference,
-                      speedup_vs_peer=r.speedup_vs_peer) for r in rows],
+                      speedup_vs_peer=r.speedup_vs_peer,
+                      gflops_per_s=None if r.gflops is None else r.gflops / r.custom_ms * 1e3)
+                 for r in rows],
     }
 
 
@@ -170,10 +269,11 @@ def markdown(report: dict) -> str:
         f"# deblur bench — {report['device']}",
         "",
         f"{report['date']}, torch {report['torch']}, backend {report['backend']}, median of "
-        f"{report['repeats']} after {report['warmup']} warm-up runs.",
+        f"{report['repeats']} after {report['warmup']} warm-up runs. fp32 matmul attains "
+        f"{report['matmul_gflops']:.0f} GFLOP/s here (the practical FMA ceiling).",
         "",
-        "| op | shape | pass | custom ms | reference ms | custom vs reference | peer | peer ms | custom vs peer |",
-        "|---|---|---|---:|---:|---:|---|---:|---:|",
+        "| op | shape | pass | custom ms | reference ms | custom vs reference | peer | peer ms | custom vs peer | GFLOP/s |",
+        "|---|---|---|---:|---:|---:|---|---:|---:|---:|",
     ]
     for r in report["rows"]:
         peer_ms = "" if r["peer_ms"] is None else f"{r['peer_ms']:.2f}"
@@ -181,7 +281,7 @@ def markdown(report: dict) -> str:
         lines.append(
             f"| {r['op']} | {r['shape']} | {r['pass_']} | {r['custom_ms']:.2f} | "
             f"{r['reference_ms']:.2f} | {r['speedup_vs_reference']:.2f}x | {r['peer'] or ''} | "
-            f"{peer_ms} | {peer_x} |"
+            f"{peer_ms} | {peer_x} | {'' if r['gflops_per_s'] is None else format(r['gflops_per_s'], '.1f')} |"
         )
     return "\n".join(lines) + "\n"
 

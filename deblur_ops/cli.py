@@ -46,7 +46,8 @@ def _bench(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     report = bench.run(args.ops, device=args.device, size=args.size,
-                       shrink_shape=args.shrink_shape, warmup=args.warmup, repeats=args.repeats)
+                       shrink_shape=args.shrink_shape, nu_conv_size=args.nu_conv_size,
+                       warmup=args.warmup, repeats=args.repeats)
     print(bench.markdown(report))
     if args.json:
         with open(args.json, "w") as f:
@@ -112,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=1024, help="image side for wiener_stack (default 1024)")
     p.add_argument("--shrink-shape", type=_shape, default=(8, 64, 256, 256),
                    help="B,C,H,W for learnable_shrink (default 8,64,256,256)")
+    p.add_argument("--nu-conv-size", type=int, default=512,
+                   help="image side for nu_conv (default 512; 2048 is the GPU target size)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")

@@ -50,7 +50,8 @@ def test_demo_result_numbers():
 
 def test_bench_tiny_run_writes_reports(tmp_path, capsys):
     report_json = tmp_path / "bench.json"
-    args = ["bench", "--size", "48", "--shrink-shape", "1,2,16,16", "--warmup", "0", "--repeats", "1",
+    args = ["bench", "--size", "48", "--shrink-shape", "1,2,16,16", "--nu-conv-size", "40",
+            "--warmup", "0", "--repeats", "1",
             "--json", str(report_json), "--save", str(tmp_path / "results")]
     assert main(args) == 0
     out = capsys.readouterr().out
@@ -58,12 +59,36 @@ def test_bench_tiny_run_writes_reports(tmp_path, capsys):
     report = json.loads(report_json.read_text())
     assert {(r["op"], r["pass_"]) for r in report["rows"]} == {
         ("wiener_stack", "forward"), ("wiener_stack", "forward+backward"),
-        ("learnable_shrink", "forward"), ("learnable_shrink", "forward+backward")}
+        ("learnable_shrink", "forward"), ("learnable_shrink", "forward+backward"),
+        ("nu_conv", "gather forward"), ("nu_conv", "gather forward+backward"),
+        ("nu_conv", "scatter forward"), ("nu_conv", "scatter forward+backward")}
+    assert report["matmul_gflops"] > 0
+    for row in report["rows"]:
+        if row["op"] == "nu_conv":
+            # dense work of one forward: 2 * H * W * K * kh * kw, x4 with the backward
+            per_forward = 2 * 40 * 40 * 4 * 31 * 31 / 1e9
+            assert row["gflops"] == pytest.approx(per_forward * (4 if "backward" in row["pass_"] else 1))
     for row in report["rows"]:
         assert row["custom_ms"] > 0 and row["reference_ms"] > 0
         assert row["speedup_vs_reference"] == pytest.approx(row["reference_ms"] / row["custom_ms"])
     saved = sorted(p.suffix for p in (tmp_path / "results").iterdir())
     assert saved == [".json", ".md"]
+
+
+@pytest.mark.parametrize("mode", ["gather", "scatter"])
+@pytest.mark.parametrize("batch_field", [1, 2])
+def test_nu_conv_by_filter_baseline_is_nu_conv(mode, batch_field):
+    import torch
+
+    import deblur_ops
+
+    gen = torch.Generator().manual_seed(5)
+    x = torch.rand(2, 3, 17, 22, generator=gen, dtype=torch.float64)
+    bank = torch.rand(6, 5, 3, generator=gen, dtype=torch.float64)
+    idx = torch.randint(0, 6, (batch_field, 4, 17, 22), generator=gen)
+    w = torch.rand(batch_field, 4, 17, 22, generator=gen, dtype=torch.float64)
+    torch.testing.assert_close(bench.nu_conv_by_filter(x, bank, idx, w, mode=mode),
+                               deblur_ops.reference.nu_conv(x, bank, idx, w, mode=mode))
 
 
 def test_bench_rejects_unknown_op():
