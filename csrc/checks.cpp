@@ -49,4 +49,13 @@ void check_shrink_inputs(const at::Tensor& x, const at::Tensor& values, double x
   TORCH_CHECK(xmax > xmin, "value_range must satisfy xmin < xmax, got (", xmin, ", ", xmax, ")");
 }
 
+void check_shrink_backward_inputs(const at::Tensor& grad, const at::Tensor& x,
+                                  const at::Tensor& values, double xmin, double xmax) {
+  check_shrink_inputs(x, values, xmin, xmax);
+  TORCH_CHECK(grad.sizes() == x.sizes(), "grad must have the shape of x ", x.sizes(), ", got ",
+              grad.sizes());
+  TORCH_CHECK(grad.scalar_type() == x.scalar_type(), "grad dtype ", grad.scalar_type(),
+              " must match x dtype ", x.scalar_type());
+}
+
 }  // namespace deblur_ops

@@ -21,4 +21,7 @@ void check_wiener_inputs(const at::Tensor& image, const at::Tensor& psf, const a
 
 void check_shrink_inputs(const at::Tensor& x, const at::Tensor& values, double xmin, double xmax);
 
+void check_shrink_backward_inputs(const at::Tensor& grad, const at::Tensor& x,
+                                  const at::Tensor& values, double xmin, double xmax);
+
 }  // namespace deblur_ops

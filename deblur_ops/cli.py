@@ -38,6 +38,18 @@ def _demo(args) -> int:
     return 0
 
 
+def _emit(report: dict, markdown, save, args) -> None:
+    """Print a report as Markdown; write it as JSON (--json) and into a results folder (--save)."""
+    print(markdown(report))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
+        print(f"wrote {args.json}")
+    if args.save:
+        for path in save(report, args.save):
+            print(f"wrote {path}")
+
+
 def _bench(args) -> int:
     import torch
 
@@ -48,14 +60,7 @@ def _bench(args) -> int:
     report = bench.run(args.ops, device=args.device, size=args.size,
                        shrink_shape=args.shrink_shape, nu_conv_size=args.nu_conv_size,
                        warmup=args.warmup, repeats=args.repeats)
-    print(bench.markdown(report))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=2)
-        print(f"wrote {args.json}")
-    if args.save:
-        for path in bench.save(report, args.save):
-            print(f"wrote {path}")
+    _emit(report, bench.markdown, bench.save, args)
     return 0
 
 
@@ -65,14 +70,7 @@ def _evaluate(args) -> int:
     report = evaluate.evaluate(args.methods, args.kernels, args.images, args.noise, size=args.size,
                                seed=args.seed, repeats=args.repeats, device=args.device,
                                progress=lambda done, total: print(f"  {done}/{total} images", file=sys.stderr))
-    print(evaluate.markdown(report))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=2)
-        print(f"wrote {args.json}")
-    if args.save:
-        for path in evaluate.save(report, args.save):
-            print(f"wrote {path}")
+    _emit(report, evaluate.markdown, evaluate.save, args)
     return 0
 
 

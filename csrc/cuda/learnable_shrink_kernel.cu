@@ -135,11 +135,7 @@ std::tuple<at::Tensor, at::Tensor> learnable_shrink_backward_cuda(const at::Tens
                                                                   const at::Tensor& x_in,
                                                                   const at::Tensor& values_in,
                                                                   double xmin, double xmax) {
-  check_shrink_inputs(x_in, values_in, xmin, xmax);
-  TORCH_CHECK(grad_in.sizes() == x_in.sizes(), "grad must have the shape of x ", x_in.sizes(),
-              ", got ", grad_in.sizes());
-  TORCH_CHECK(grad_in.scalar_type() == x_in.scalar_type(), "grad dtype ", grad_in.scalar_type(),
-              " must match x dtype ", x_in.scalar_type());
+  check_shrink_backward_inputs(grad_in, x_in, values_in, xmin, xmax);
   const c10::cuda::CUDAGuard guard(x_in.device());
   const at::Tensor x = x_in.contiguous();
   const at::Tensor grad = grad_in.contiguous();
