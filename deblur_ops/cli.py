@@ -32,8 +32,9 @@ def _doctor(args) -> int:
 def _demo(args) -> int:
     from .demo import run_demo
 
-    result = run_demo(args.image, length=args.length, angle=args.angle, noise_sigma=args.noise,
-                      size=args.size, seed=args.seed, output=args.output, device=args.device)
+    result = run_demo(args.image, method=args.method, length=args.length, angle=args.angle,
+                      noise_sigma=args.noise, size=args.size, seed=args.seed, output=args.output,
+                      device=args.device)
     print(result.summary())
     return 0
 
@@ -87,6 +88,7 @@ def _shape(text: str) -> tuple[int, ...]:
 def build_parser() -> argparse.ArgumentParser:
     from .bench import OPS
     from .data import SAMPLES
+    from .demo import DEFAULT_METHOD
 
     parser = argparse.ArgumentParser(prog="deblur", description="Learned and classical image deconvolution.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -96,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="blur a built-in image with a known motion PSF, restore it, report PSNR")
     p.add_argument("--image", default="astronaut", choices=SAMPLES)
+    p.add_argument("--method", default=DEFAULT_METHOD,
+                   help=f"any of `deblur_ops.methods()` (default {DEFAULT_METHOD})")
     p.add_argument("--length", type=float, default=21, help="motion length in pixels (default 21)")
     p.add_argument("--angle", type=float, default=30, help="motion angle in degrees (default 30)")
     p.add_argument("--noise", type=float, default=0.01, help="Gaussian noise sigma on [0,1] images")

@@ -42,10 +42,16 @@ def test_demo_result_numbers():
     from deblur_ops.demo import run_demo
 
     result = run_demo("astronaut", size=96, length=7, angle=60, noise_sigma=0.01, output=None)
+    assert result.method == "richardson_lucy"
     assert result.estimated_sigma == pytest.approx(0.01, rel=0.2)
-    assert result.psnr_restored > result.psnr_blurred
-    assert result.psnr_best_in_stack >= result.psnr_restored
+    assert result.psnr_restored > result.psnr_blurred + 1.0
+    assert result.psnr_wiener_stack > result.psnr_blurred
+    assert result.psnr_best_in_stack >= result.psnr_wiener_stack
     assert len(result.psnr_per_snr) == 15
+    wiener = run_demo("astronaut", method="wiener", size=96, length=7, angle=60, output=None)
+    assert wiener.method == "wiener" and wiener.psnr_restored > wiener.psnr_blurred
+    with pytest.raises(ValueError, match="unknown method 'sharpen'"):
+        run_demo(method="sharpen", output=None)
 
 
 def test_bench_tiny_run_writes_reports(tmp_path, capsys):
