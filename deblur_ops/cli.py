@@ -77,7 +77,6 @@ def _evaluate(args) -> int:
 
 def _run(args) -> int:
     from . import catalog, io
-    from .evaluate import parse_method
     from .run import run
 
     if (args.psf is None) == (args.psf_model is None):
@@ -89,12 +88,22 @@ def _run(args) -> int:
         psf = io.read_image(args.psf).data
     else:
         psf = catalog.make_psf(args.psf_model, **model_args)
-    _, params = parse_method("method:" + ",".join(args.param)) if args.param else ("", {})
+    params = dict(args.param)
     summary = run(args.input, args.output, psf, method=args.method, loop_axes=args.axis, chunks=args.chunks,
                   halo=args.halo, device=args.device, scheduler=args.scheduler, output_dtype=args.output_dtype,
                   progress=not args.quiet, **params)
     print(json.dumps(summary))
     return 0
+
+
+def _key_value(text: str) -> tuple[str, object]:
+    key, eq, value = text.partition("=")
+    if not eq or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE like iterations=20, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
 
 
 def _psf_options() -> dict[str, tuple[type, list[str]]]:
@@ -176,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input")
     p.add_argument("output", help="output file; the format follows the suffix")
     p.add_argument("--method", default="wiener", choices=sorted(methods()))
-    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+    p.add_argument("--param", action="append", default=[], type=_key_value, metavar="KEY=VALUE",
                    help="a method parameter, e.g. --param iterations=20 (repeatable)")
     p.add_argument("--psf", help="PSF image file (any input format), normalised to sum 1")
     p.add_argument("--psf-model", choices=sorted(catalog.PSF_MODELS),

@@ -98,10 +98,25 @@ def run(input_path, output_path, psf, *, method: str = "wiener", loop_axes: Sequ
         if out_format == "zarr":
             target = io.create_zarr_like(output_path, restored.shape, restored.chunksize, dtype,
                                          source if source.format == "zarr" else None)
-            da.to_zarr(restored, target)
+            for rows in _batches(restored):
+                da.store(restored[rows], target, regions=(rows,), lock=False)
         else:
             _write(output_path, out_format, restored.compute(), source)
     return summary
+
+
+def _batches(array, min_chunks: int = 8):
+    """Slices along axis 0 that group whole chunks, each batch at least ``min_chunks`` chunks.
+
+    Storing batch after batch keeps the materialised task graph, and the chunks the scheduler
+    holds, proportional to one batch: a single store of a stack with thousands of chunks grows
+    the peak memory with the stack.
+    """
+    per_row = int(np.prod(array.numblocks[1:]))
+    rows_per_batch = max(1, -(-min_chunks // per_row))
+    edges = np.cumsum((0,) + array.chunks[0])
+    for first in range(0, array.numblocks[0], rows_per_batch):
+        yield slice(int(edges[first]), int(edges[min(first + rows_per_batch, array.numblocks[0])]))
 
 
 def _write(path, out_format: str, data: np.ndarray, source: io.ImageFile) -> None:
