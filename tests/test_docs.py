@@ -6,7 +6,7 @@ import importlib
 import pytest
 
 MODULES = ["deblur_ops.ops.wiener_stack", "deblur_ops.ops.learnable_shrink", "deblur_ops.ops.nu_conv",
-           "deblur_ops.psf"]
+           "deblur_ops.psf", "deblur_ops.catalog", "deblur_ops.stack", "deblur_ops.io", "deblur_ops.samples"]
 
 
 @pytest.mark.parametrize("name", MODULES)
