@@ -159,3 +159,18 @@ def test_method_and_psf_forms_follow_the_signatures(make_napari_viewer, manifest
         assert [w.name for w in widget.method_params] == [p.name for p in method_parameters(method)]
     widget.psf_model.value = "born_wolf"
     assert [w.name for w in widget.psf_params] == [p.name for p in psf_parameters("born_wolf")]
+
+
+def test_rgb_layer_restored_per_channel_and_kept_in_range(make_napari_viewer, qtbot, manifest):
+    from deblur_ops.catalog import make_psf
+
+    sample = samples.motion_blurred_photo("astronaut", size=96, length=9, angle=0, noise_sigma=0.0)
+    viewer = make_napari_viewer()
+    viewer.add_image(sample.blurred, name="astronaut", rgb=True)
+    widget = _widget(viewer, "astronaut", model=("motion", {"length": 9.0, "angle": 0.0}), iterations=10)
+    _run_to_end(qtbot, widget)
+    result = viewer.layers["astronaut [richardson_lucy]"]
+    assert result.rgb and result.data.shape == sample.blurred.shape
+    kernel = make_psf("motion", length=9, angle=0)
+    red = deblur(np.ascontiguousarray(sample.blurred[..., 0]), kernel, method="richardson_lucy", iterations=10)
+    np.testing.assert_allclose(result.data[..., 0], np.clip(red, 0, 1), atol=1e-5)
