@@ -82,6 +82,27 @@ def loop_axes_for(shape: Sequence[int], psf_ndim: int, *, rgb: bool = False,
     return axes
 
 
+def slicing_loop_axes(ndim: int, along: int) -> tuple[int, ...]:
+    """Loop axes that cut a (..., A, B, C) stack into 2D slices along ``along``, one of its last three axes.
+
+    The axes in front of the last three are looped over as well, so slicing a (T, Z, Y, X) stack
+    along Y gives (Z, X) slices for every (t, y).
+
+    Raises:
+        ValueError: fewer than three axes, or ``along`` not one of the last three.
+
+    Example:
+        >>> slicing_loop_axes(4, 2)
+        (0, 2)
+    """
+    if not isinstance(ndim, int) or ndim < 3:
+        raise ValueError(f"slicing along an axis needs a stack of >= 3 axes, got ndim={ndim!r}")
+    axis = int(along) % ndim if -ndim <= int(along) < ndim else None
+    if axis is None or axis < ndim - 3:
+        raise ValueError(f"along must be one of the last three axes ({ndim - 3}..{ndim - 1}), got {along!r}")
+    return tuple(range(ndim - 3)) + (axis,)
+
+
 def _block_indices(shape: Sequence[int], loop_axes: tuple[int, ...]) -> list[tuple]:
     ranges = [range(shape[a]) for a in loop_axes]
     indices = []

@@ -18,13 +18,13 @@ from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from deblur_ops import catalog, methods
 from deblur_ops.io import cast_like
-from deblur_ops.stack import block_count, iter_deblur_stack
+from deblur_ops.stack import block_count, iter_deblur_stack, slicing_loop_axes
 
 if TYPE_CHECKING:
     import napari
 
-SLICES = "slice by slice (2D, along every leading axis)"
-VOLUME = "3D volume (Z, Y, X; along every leading axis)"
+SLICES = "slice by slice (2D)"
+VOLUME = "3D volume (last three axes)"
 PREVIEW_SIDE = 96
 
 
@@ -87,6 +87,9 @@ class DeconvolveWidget(QWidget):
         self.psf_model = widgets.ComboBox(label="PSF model", choices=list(catalog.PSF_MODELS))
         self.psf_params = widgets.Container(labels=True)
         self.mode = widgets.ComboBox(label="process as", choices=[SLICES, VOLUME])
+        self.slice_axis = widgets.ComboBox(label="along axis", choices=self._slice_axes,
+                                           tooltip="2D slices are cut across this axis; axes in front of "
+                                                   "the last three are looped over too")
         self.device = widgets.ComboBox(label="device", choices=["auto", "cpu", "cuda"])
         self.run_button = widgets.PushButton(text="Deconvolve")
         self.cancel_button = widgets.PushButton(text="Cancel", enabled=False)
@@ -97,7 +100,7 @@ class DeconvolveWidget(QWidget):
         self.preview.setToolTip("PSF preview (max projection, square-root scale)")
         form = widgets.Container(widgets=[self.image, self.method, self.method_params, self.psf_source,
                                           self.psf_layer, self.psf_model, self.psf_params])
-        actions = widgets.Container(widgets=[self.mode, self.device, self.run_button, self.cancel_button,
+        actions = widgets.Container(widgets=[self.mode, self.slice_axis, self.device, self.run_button, self.cancel_button,
                                              self.status])
         layout = QVBoxLayout(self)
         layout.addWidget(form.native)
@@ -109,6 +112,8 @@ class DeconvolveWidget(QWidget):
         self.psf_model.changed.connect(self._rebuild_psf_params)
         self.psf_source.changed.connect(self._show_psf_fields)
         self.psf_layer.changed.connect(self._update_preview)
+        self.image.changed.connect(self._refresh_slice_axes)
+        self.mode.changed.connect(self._refresh_slice_axes)
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
         for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed):
@@ -116,15 +121,34 @@ class DeconvolveWidget(QWidget):
         self._rebuild_method_params()
         self._rebuild_psf_params()
         self._show_psf_fields()
+        self._refresh_slice_axes()
 
     def _image_layers(self, _widget=None):
         from napari.layers import Image
 
         return [(layer.name, layer) for layer in self.viewer.layers if isinstance(layer, Image)]
 
+    def _slice_axes(self, _widget=None):
+        layer = self.image.value
+        if layer is None or layer.rgb or layer.ndim < 3:
+            return []
+        return [(f"{axis} (of {layer.ndim})", axis) for axis in range(layer.ndim - 3, layer.ndim)]
+
     def _refresh_layers(self, _event=None):
         self.image.reset_choices()
         self.psf_layer.reset_choices()
+        self._refresh_slice_axes()
+
+    def _refresh_slice_axes(self, _value=None):
+        self.slice_axis.reset_choices()
+        choices = self.slice_axis.choices
+        self.slice_axis.visible = self.mode.value == SLICES and bool(choices)
+
+    def loop_axes(self):
+        """Axes the stack is looped over (None: every leading axis, the default of deblur_ops.stack)."""
+        if self.mode.value == SLICES and self.slice_axis.choices:
+            return slicing_loop_axes(self.image.value.ndim, self.slice_axis.value)
+        return None
 
     def _rebuild_method_params(self, _value=None):
         self.method_params.clear()
@@ -187,13 +211,14 @@ class DeconvolveWidget(QWidget):
             if self.mode.value == SLICES and np.ndim(psf) == 3:
                 raise ValueError("slice-by-slice processing needs a 2D PSF; choose '3D volume' for a 3D PSF")
             data = np.asarray(layer.data)
-            total = block_count(data.shape, psf, rgb=layer.rgb)
+            loop_axes = self.loop_axes()
+            total = block_count(data.shape, psf, rgb=layer.rgb, loop_axes=loop_axes)
         except (ValueError, TypeError) as exc:
             show_error(f"Deconvolve: {exc}")
             return
         name, method = self.output_name(), self.method.value
         restore = thread_worker(_restore, progress={"total": total, "desc": f"Deconvolve ({method})"})
-        self.worker = restore(data, psf, method=method, rgb=layer.rgb, device=self.device.value,
+        self.worker = restore(data, psf, method=method, loop_axes=loop_axes, rgb=layer.rgb, device=self.device.value,
                               **_values(self.method_params))
         self.worker.returned.connect(lambda result: self._publish(result, layer, name))
         self.worker.errored.connect(lambda exc: show_error(f"Deconvolve: {exc}"))
@@ -221,10 +246,11 @@ class DeconvolveWidget(QWidget):
         self.status.value = f"wrote {name!r}"
 
 
-def _restore(data, psf, *, method, rgb, device, **params):
+def _restore(data, psf, *, method, loop_axes, rgb, device, **params):
     """Worker body: yields after each slice (napari advances the progress bar and can stop here)."""
     out = np.empty(data.shape, np.float32)
-    for index, block in iter_deblur_stack(data, psf, method=method, rgb=rgb, device=device, **params):
+    for index, block in iter_deblur_stack(data, psf, method=method, loop_axes=loop_axes, rgb=rgb, device=device,
+                                          **params):
         out[index] = block
         yield
     if rgb and np.issubdtype(data.dtype, np.integer):

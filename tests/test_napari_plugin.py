@@ -174,3 +174,26 @@ def test_rgb_layer_restored_per_channel_and_kept_in_range(make_napari_viewer, qt
     kernel = make_psf("motion", length=9, angle=0)
     red = deblur(np.ascontiguousarray(sample.blurred[..., 0]), kernel, method="richardson_lucy", iterations=10)
     np.testing.assert_allclose(result.data[..., 0], np.clip(red, 0, 1), atol=1e-5)
+
+
+def test_slicing_along_a_chosen_axis(make_napari_viewer, qtbot, manifest):
+    from deblur_ops.catalog import make_psf
+    from napari_deblur._widget import SLICES, VOLUME
+
+    viewer = make_napari_viewer()
+    volume = np.random.default_rng(1).random((2, 24, 6, 28), dtype=np.float32)
+    viewer.add_image(volume, name="tzyx")
+    widget = _widget(viewer, "tzyx", model=("gaussian", {"sigma": 1.0}), iterations=3)
+    assert not widget.slice_axis.native.isHidden() and widget.slice_axis.choices == (1, 2, 3)
+    assert widget.slice_axis.value == 1
+    widget.mode.value = VOLUME
+    assert widget.slice_axis.native.isHidden()
+    widget.mode.value = SLICES
+    widget.slice_axis.value = 2
+    _run_to_end(qtbot, widget)
+    result = viewer.layers["tzyx [richardson_lucy]"].data
+    psf = make_psf("gaussian", sigma=1.0)
+    for t in range(2):
+        for y in range(6):
+            expected = deblur(np.ascontiguousarray(volume[t, :, y]), psf, method="richardson_lucy", iterations=3)
+            np.testing.assert_allclose(result[t, :, y], expected, atol=1e-5)
