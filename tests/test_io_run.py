@@ -113,6 +113,31 @@ def test_ome_zarr_keeps_attributes_and_improves_psnr(tmp_path, photo):
     assert psnr(restored[2], photo.clean, 1) > psnr(photo.blurred, photo.clean, 1) + 2.0
 
 
+def test_widefield_volume_restored_in_3d_with_generated_born_wolf(tmp_path):
+    sample = samples.widefield_volume()
+    tifffile.imwrite(tmp_path / "wf.tif", sample.blurred)
+    run_cli(tmp_path / "wf.tif", tmp_path / "wf_rl.tif", "--psf-model", "born_wolf", "--shape", "15,31,31",
+            "--method", "richardson_lucy", "--param", "iterations=20", "--quiet")
+    restored = tifffile.imread(tmp_path / "wf_rl.tif")
+    assert restored.shape == sample.blurred.shape
+    correlation = lambda x: np.corrcoef(x.ravel(), sample.clean.ravel())[0, 1]  # noqa: E731
+    # Measured 0.32 blurred, 0.77 restored: the beads and filaments get their sharpness back.
+    assert correlation(sample.blurred) < 0.4 and correlation(restored) > 0.65
+
+
+def test_scheduler_address_runs_on_dask_distributed(tmp_path, photo):
+    distributed = pytest.importorskip("distributed")
+    source = zarr.open_array(tmp_path / "in.zarr", mode="w", shape=(2, 128, 128), chunks=(1, 64, 64), dtype="f4")
+    source[...] = np.stack([photo.blurred, photo.blurred.T])
+    run_cli(tmp_path / "in.zarr", tmp_path / "local.zarr", *MOTION, "--method", "richardson_lucy")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                                  dashboard_address=None) as cluster:
+        run_cli(tmp_path / "in.zarr", tmp_path / "cluster.zarr", *MOTION, "--method", "richardson_lucy",
+                "--scheduler", cluster.scheduler_address)
+    np.testing.assert_array_equal(zarr.open_array(tmp_path / "cluster.zarr", mode="r")[...],
+                                  zarr.open_array(tmp_path / "local.zarr", mode="r")[...])
+
+
 def test_stack_helpers_loop_axes_and_errors():
     assert stack.loop_axes_for((4, 3, 32, 32), 2) == (0, 1)
     assert stack.loop_axes_for((4, 8, 32, 32), 3) == (0,)
