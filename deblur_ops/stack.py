@@ -103,6 +103,28 @@ def slicing_loop_axes(ndim: int, along: int) -> tuple[int, ...]:
     return tuple(range(ndim - 3)) + (axis,)
 
 
+def block_at(shape: Sequence[int], loop_axes: Sequence[int], point: Sequence[float]) -> tuple:
+    """Index of the block that holds the data coordinate ``point`` (nearest slice on each loop axis).
+
+    Args:
+        shape: the stack's shape.
+        loop_axes: axes looped over (see :func:`loop_axes_for`).
+        point: one coordinate per axis in ``shape`` (extra trailing entries, e.g. a colour axis,
+            may be missing); values outside the stack are clipped to it.
+
+    Example:
+        >>> block_at((5, 32, 32), (0,), (3.4, 10.0, 2.0))
+        (3, slice(None, None, None), slice(None, None, None))
+    """
+    axes = _normalise_axes(loop_axes, len(shape), "loop_axes")
+    if len(point) < max(axes, default=-1) + 1:
+        raise ValueError(f"point needs a coordinate for every loop axis {axes}, got {tuple(point)!r}")
+    index = [slice(None)] * len(shape)
+    for axis in axes:
+        index[axis] = int(np.clip(round(float(point[axis])), 0, shape[axis] - 1))
+    return tuple(index)
+
+
 def _block_indices(shape: Sequence[int], loop_axes: tuple[int, ...]) -> list[tuple]:
     ranges = [range(shape[a]) for a in loop_axes]
     indices = []

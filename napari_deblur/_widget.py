@@ -18,7 +18,7 @@ from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from deblur_ops import catalog, methods
 from deblur_ops.io import cast_like
-from deblur_ops.stack import block_count, iter_deblur_stack, slicing_loop_axes
+from deblur_ops.stack import block_at, block_count, iter_deblur_stack, loop_axes_for, slicing_loop_axes
 
 if TYPE_CHECKING:
     import napari
@@ -92,6 +92,9 @@ class DeconvolveWidget(QWidget):
                                                    "the last three are looped over too")
         self.device = widgets.ComboBox(label="device", choices=["auto", "cpu", "cuda"])
         self.run_button = widgets.PushButton(text="Deconvolve")
+        self.preview_button = widgets.PushButton(text="Preview current slice",
+                                                 tooltip="restore only the slice (or volume) on screen into "
+                                                         "'<input> [<method>] preview'")
         self.cancel_button = widgets.PushButton(text="Cancel", enabled=False)
         self.status = widgets.Label(value="")
         self.preview = QLabel()
@@ -100,7 +103,8 @@ class DeconvolveWidget(QWidget):
         self.preview.setToolTip("PSF preview (max projection, square-root scale)")
         form = widgets.Container(widgets=[self.image, self.method, self.method_params, self.psf_source,
                                           self.psf_layer, self.psf_model, self.psf_params])
-        actions = widgets.Container(widgets=[self.mode, self.slice_axis, self.device, self.run_button, self.cancel_button,
+        actions = widgets.Container(widgets=[self.mode, self.slice_axis, self.device, self.preview_button, self.run_button,
+                                             self.cancel_button,
                                              self.status])
         layout = QVBoxLayout(self)
         layout.addWidget(form.native)
@@ -115,6 +119,7 @@ class DeconvolveWidget(QWidget):
         self.image.changed.connect(self._refresh_slice_axes)
         self.mode.changed.connect(self._refresh_slice_axes)
         self.run_button.changed.connect(self.run)
+        self.preview_button.changed.connect(self.preview_current)
         self.cancel_button.changed.connect(self.cancel)
         for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed):
             event.connect(self._refresh_layers)
@@ -195,7 +200,14 @@ class DeconvolveWidget(QWidget):
         return f"{self.image.value.name} [{self.method.value}]"
 
     def run(self, _value=None):
-        """Start the restoration in a worker thread (progress per slice; Cancel stops it)."""
+        """Start the restoration of the whole layer in a worker thread (progress per slice; Cancel stops it)."""
+        self._start(preview=False)
+
+    def preview_current(self, _value=None):
+        """Restore only the block under the viewer's current position, into a preview layer."""
+        self._start(preview=True)
+
+    def _start(self, preview: bool):
         from napari.qt.threading import thread_worker
         from napari.utils.notifications import show_error
 
@@ -211,20 +223,28 @@ class DeconvolveWidget(QWidget):
             if self.mode.value == SLICES and np.ndim(psf) == 3:
                 raise ValueError("slice-by-slice processing needs a 2D PSF; choose '3D volume' for a 3D PSF")
             data = np.asarray(layer.data)
-            loop_axes = self.loop_axes()
+            loop_axes = loop_axes_for(data.shape, np.ndim(psf), rgb=layer.rgb, loop_axes=self.loop_axes())
+            block_axes = [a for a in range(layer.ndim) if a not in loop_axes]
+            if preview:
+                data = data[block_at(data.shape, loop_axes, layer.world_to_data(self.viewer.dims.point))]
+                loop_axes = ()
             total = block_count(data.shape, psf, rgb=layer.rgb, loop_axes=loop_axes)
         except (ValueError, TypeError) as exc:
             show_error(f"Deconvolve: {exc}")
             return
-        name, method = self.output_name(), self.method.value
+        name, method = self.output_name() + (" preview" if preview else ""), self.method.value
+        placement = {"scale": np.asarray(layer.scale), "translate": np.asarray(layer.translate)}
+        if preview:
+            placement = {key: value[block_axes] for key, value in placement.items()}
         restore = thread_worker(_restore, progress={"total": total, "desc": f"Deconvolve ({method})"})
         self.worker = restore(data, psf, method=method, loop_axes=loop_axes, rgb=layer.rgb, device=self.device.value,
                               **_values(self.method_params))
-        self.worker.returned.connect(lambda result: self._publish(result, layer, name))
+        self.worker.returned.connect(lambda result: self._publish(result, layer, name, placement))
         self.worker.errored.connect(lambda exc: show_error(f"Deconvolve: {exc}"))
         self.worker.aborted.connect(lambda: setattr(self.status, "value", "cancelled; no layer written"))
         self.worker.finished.connect(self._idle)
-        self.run_button.enabled, self.cancel_button.enabled = False, True
+        self.run_button.enabled = self.preview_button.enabled = False
+        self.cancel_button.enabled = True
         self.status.value = f"running {method} on {total} slice(s)..."
         self.worker.start()
 
@@ -234,15 +254,22 @@ class DeconvolveWidget(QWidget):
             self.worker.quit()
 
     def _idle(self):
-        self.run_button.enabled, self.cancel_button.enabled = True, False
+        self.run_button.enabled = self.preview_button.enabled = True
+        self.cancel_button.enabled = False
 
-    def _publish(self, result: np.ndarray, source, name: str):
-        if name in self.viewer.layers:
-            self.viewer.layers[name].data = result
-        else:
-            options = {"rgb": source.rgb} if source.rgb else {"colormap": source.colormap.name}
-            self.viewer.add_image(result, name=name, scale=source.scale, translate=source.translate,
-                                  metadata=dict(source.metadata), **options)
+    def _publish(self, result: np.ndarray, source, name: str, placement: dict):
+        existing = self.viewer.layers[name] if name in self.viewer.layers else None
+        if existing is not None and existing.data.shape == result.shape:
+            existing.data = result
+            return self._done(name)
+        if existing is not None:
+            # A different block shape (another slice axis) cannot be swapped into the same layer.
+            self.viewer.layers.remove(existing)
+        options = {"rgb": source.rgb} if source.rgb else {"colormap": source.colormap.name}
+        self.viewer.add_image(result, name=name, metadata=dict(source.metadata), **placement, **options)
+        self._done(name)
+
+    def _done(self, name: str):
         self.status.value = f"wrote {name!r}"
 
 

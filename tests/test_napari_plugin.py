@@ -66,11 +66,11 @@ def _widget(viewer, image, psf_layer=None, model=None, mode=None, method="richar
     return widget
 
 
-def _run_to_end(qtbot, widget, timeout=120_000):
-    widget.run()
-    assert widget.worker is not None
-    with qtbot.waitSignal(widget.worker.finished, timeout=timeout):
-        pass
+def _run_to_end(qtbot, widget, timeout=120_000, preview=False):
+    # Wait on the widget's own state: a fast worker can finish before a waitSignal would connect.
+    widget.preview_current() if preview else widget.run()
+    assert widget.worker is not None and not widget.run_button.enabled
+    qtbot.waitUntil(lambda: widget.run_button.enabled, timeout=timeout)
 
 
 def test_photo_sample_restored_from_the_kernel_layer(make_napari_viewer, qtbot, manifest):
@@ -197,3 +197,20 @@ def test_slicing_along_a_chosen_axis(make_napari_viewer, qtbot, manifest):
         for y in range(6):
             expected = deblur(np.ascontiguousarray(volume[t, :, y]), psf, method="richardson_lucy", iterations=3)
             np.testing.assert_allclose(result[t, :, y], expected, atol=1e-5)
+
+
+def test_preview_restores_only_the_slice_on_screen(make_napari_viewer, qtbot, manifest):
+    from deblur_ops.catalog import make_psf
+
+    viewer = make_napari_viewer()
+    viewer.open_sample("deblur-ops", "widefield")
+    source = viewer.layers["widefield"]
+    viewer.dims.set_current_step(0, 11)
+    model = ("gaussian", {"sigma": 1.5})
+    widget = _widget(viewer, "widefield", model=model, method="wiener", balance="0.01")
+    _run_to_end(qtbot, widget, preview=True)
+    preview = viewer.layers["widefield [wiener] preview"]
+    expected = deblur(source.data[11], make_psf("gaussian", sigma=1.5), method="wiener", balance=0.01)
+    np.testing.assert_allclose(preview.data, expected, atol=1e-5)
+    np.testing.assert_allclose(preview.scale, source.scale[1:])
+    assert "widefield [wiener]" not in viewer.layers
