@@ -100,7 +100,9 @@ def widefield_volume(shape=(32, 128, 128), *, beads: int = 40, filaments: int = 
     clean = np.zeros((depth, height, width), np.float32)
     margin = np.array([2, 4, 4])
     size = np.array([depth, height, width])
-    points = rng.integers(margin, size - margin, size=(_positive_int(beads + 1, "beads + 1") - 1, 3))
+    if min(beads, filaments) < 0:
+        raise ValueError(f"beads and filaments must be >= 0, got beads={beads!r}, filaments={filaments!r}")
+    points = rng.integers(margin, size - margin, size=(int(beads), 3))
     clean[tuple(points.T)] = 1.0
     for _ in range(filaments):
         # A filament is a smooth random walk: the direction drifts slowly so the curve stays smooth.
