@@ -1,4 +1,4 @@
-"""The `deblur` command: demo, bench, doctor, evaluate."""
+"""The `deblur` command: demo, run, bench, doctor, evaluate."""
 from __future__ import annotations
 
 import argparse
@@ -75,6 +75,64 @@ def _evaluate(args) -> int:
     return 0
 
 
+def _run(args) -> int:
+    from . import catalog, io
+    from .run import run
+
+    if (args.psf is None) == (args.psf_model is None):
+        raise ValueError("give exactly one of --psf FILE or --psf-model MODEL (e.g. --psf-model gaussian --sigma 2)")
+    model_args = {name: getattr(args, name) for name in _PSF_OPTIONS if getattr(args, name) is not None}
+    if args.psf is not None:
+        if model_args:
+            raise ValueError(f"{sorted(model_args)} describe a generated PSF; drop them or --psf")
+        psf = io.read_image(args.psf).data
+    else:
+        psf = catalog.make_psf(args.psf_model, **model_args)
+    params = dict(args.param)
+    summary = run(args.input, args.output, psf, method=args.method, loop_axes=args.axis, chunks=args.chunks,
+                  halo=args.halo, device=args.device, scheduler=args.scheduler, output_dtype=args.output_dtype,
+                  progress=not args.quiet, **params)
+    print(json.dumps(summary))
+    return 0
+
+
+def _key_value(text: str) -> tuple[str, object]:
+    key, eq, value = text.partition("=")
+    if not eq or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE like iterations=20, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def _psf_options() -> dict[str, tuple[type, list[str]]]:
+    """Option name -> (type, the PSF models that take it), from the models' signatures."""
+    from . import catalog
+
+    options = {}
+    for model in catalog.PSF_MODELS:
+        for parameter in catalog.psf_parameters(model):
+            kind = _ints if parameter.name in ("size", "shape") else float
+            options.setdefault(parameter.name, (kind, []))[1].append(model)
+    return options
+
+
+def _ints(text: str) -> int | tuple[int, ...]:
+    values = _int_list(text)
+    return values[0] if len(values) == 1 else values
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(p) for p in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 1,256,256, got {text!r}") from None
+
+
+_PSF_OPTIONS = _psf_options()
+
+
 def _shape(text: str) -> tuple[int, ...]:
     try:
         shape = tuple(int(p) for p in text.split(","))
@@ -124,6 +182,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save", metavar="DIR", help="write <date>_<device>.json/.md into DIR "
                    "(e.g. benchmarks/results)")
     p.set_defaults(func=_bench)
+
+    from . import catalog
+    from .api import methods
+
+    p = sub.add_parser("run", help="restore an image file (TIFF, PNG, FITS, Zarr, OME-Zarr); big stacks chunk-wise")
+    p.add_argument("input")
+    p.add_argument("output", help="output file; the format follows the suffix")
+    p.add_argument("--method", default="wiener", choices=sorted(methods()))
+    p.add_argument("--param", action="append", default=[], type=_key_value, metavar="KEY=VALUE",
+                   help="a method parameter, e.g. --param iterations=20 (repeatable)")
+    p.add_argument("--psf", help="PSF image file (any input format), normalised to sum 1")
+    p.add_argument("--psf-model", choices=sorted(catalog.PSF_MODELS),
+                   help="generate the PSF; its parameters as options, e.g. --psf-model motion --length 15 --angle 30")
+    models = p.add_argument_group("generated PSF parameters (see deblur_ops.catalog.PSF_MODELS for defaults)")
+    for name, (kind, users) in _PSF_OPTIONS.items():
+        models.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, help=f"for {', '.join(users)}")
+    p.add_argument("--axis", type=_int_list, help="axes processed independently, e.g. 0 or 0,1 "
+                   "(default: all axes in front of the PSF's)")
+    p.add_argument("--chunks", type=_int_list, help="chunk size per axis, -1 for a whole axis, e.g. 1,512,512; "
+                   "processes chunk-wise with a halo through dask (default for Zarr: its own chunks)")
+    p.add_argument("--halo", type=_int_list, help="halo per PSF axis for chunks (default 3 PSF radii)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="dask.distributed scheduler, e.g. tcp://host:8786")
+    p.add_argument("--output-dtype", default="same", choices=("same", "float32"),
+                   help="same: the input's dtype (integers rounded and clipped); float32: as computed")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run)
 
     from . import evaluate
 

@@ -7,7 +7,8 @@ import pytest
 
 MODULES = ["deblur_ops.ops.wiener_stack", "deblur_ops.ops.learnable_shrink", "deblur_ops.ops.nu_conv",
            "deblur_ops.psf", "deblur_ops.psf_models", "deblur_ops.api", "deblur_ops.restore.wiener",
-           "deblur_ops.restore.richardson_lucy", "deblur_ops.restore.admm_tv", "deblur_ops.evaluate"]
+           "deblur_ops.restore.richardson_lucy", "deblur_ops.restore.admm_tv", "deblur_ops.evaluate",
+           "deblur_ops.catalog", "deblur_ops.stack", "deblur_ops.io", "deblur_ops.samples"]
 
 
 @pytest.mark.parametrize("name", MODULES)
