@@ -2,8 +2,11 @@
 
 Whatever the PSF description, the blur becomes one NU-Conv filter bank with per-pixel indices and
 weights (paper 004 eq. 17), so ``nu_cg`` and ``irc`` treat uniform and non-uniform blur alike. The
-unknown image lives on the observation extended by reflection (as the FFT methods do), so that the
-zero boundary of the exactly adjoint ``scatter``/``gather`` pair falls far from the image.
+unknown image lives on a larger domain than the observation, and only the observed pixels enter the
+data term (``mask``): scene points outside the image that blur into it are unknowns like any other,
+so the borders neither ring nor meet the zero boundary of the exactly adjoint ``scatter``/``gather``
+pair. (Reflected data would not do as observations: mirroring flips the direction of a motion blur.)
+The reflection-extended observation is only the starting point.
 """
 from __future__ import annotations
 
@@ -34,7 +37,7 @@ class BlurOperator:
 
     Attributes:
         bank (F, kh, kw), idx and weights (B or 1, K, H', W') on the extended domain, data (the
-        extended observation), pads.
+        observation extended by reflection), mask (1, 1, H', W'): 1 on the observed pixels, pads.
     """
 
     def __init__(self, image: torch.Tensor, psf, margin: int | None = None):
@@ -61,6 +64,8 @@ class BlurOperator:
         self.data, self.pads = pad_for_fft(image, (margin or ksize,) * 2)
         self.idx = _extend(idx, self.pads).contiguous()
         self.weights = _extend(weights, self.pads).contiguous()
+        self.mask = torch.zeros_like(self.data[:1, :1])
+        crop(self.mask, self.pads).fill_(1)
 
     def blur(self, x: torch.Tensor) -> torch.Tensor:
         """k * x, scatter model (the PSF belongs to the scene point)."""
