@@ -47,7 +47,7 @@ DEFAULT_METHODS = ("wiener", "admm_tv", "richardson_lucy", "richardson_lucy:padd
 
 
 # Paper 004 Table 3 protocol: random camera motion (translation up to FIELD_MAX_SHIFT px along each
-# axis, roll up to FIELD_MAX_ROLL degrees), giving lines of about 1-25 px at 128x128.
+# axis, roll up to FIELD_MAX_ROLL degrees), giving lines of about 1-17 px at 128x128.
 NONUNIFORM_KERNELS = ("field:1", "field:2", "field:3", "field:4")
 NONUNIFORM_IMAGES = ("camera", "astronaut", "coins")
 NONUNIFORM_METHODS = ("nu_cg", "irc")

@@ -12,9 +12,11 @@ import math
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .boundary import next_fast_len, psf_to_otf
+from .ops.nu_conv import nu_conv
 
 __all__ = [
     "MotionField",
@@ -375,8 +377,6 @@ def inverse_filters(bank: torch.Tensor, size: int, prior_filters: torch.Tensor |
 
 def _as_float64(value, name: str, ndim: int, shape_text: str) -> torch.Tensor:
     """A finite float64 CPU copy of an array or tensor with ``ndim`` dims, or a clear error."""
-    import numpy as np
-
     if isinstance(value, np.ndarray):
         value = torch.from_numpy(np.ascontiguousarray(value))
     if not isinstance(value, torch.Tensor):
@@ -394,8 +394,6 @@ def _as_float64(value, name: str, ndim: int, shape_text: str) -> torch.Tensor:
 
 
 def _blur_with(psf, image: torch.Tensor, padding: str) -> torch.Tensor:
-    from .ops.nu_conv import nu_conv
-
     if not isinstance(image, torch.Tensor) or not image.is_floating_point() or image.dim() not in (2, 4):
         raise ValueError(f"image must be a floating (H, W) or (B, C, H, W) tensor, got "
                          f"{type(image).__name__} of shape {tuple(getattr(image, 'shape', ()))}")
@@ -511,7 +509,7 @@ class MotionField:
                              f"give one length and angle per pixel")
         bank, grid = self.bank()
         idx, weights = motion_weights(self.length, self.angle, grid)
-        return (bank.to(dtype=dtype, device=device), idx[:1].to(device),
+        return (bank.to(dtype=dtype, device=device), idx.to(device),
                 weights.to(dtype=dtype, device=device))
 
     def blur(self, image: torch.Tensor, *, padding: str = "reflect") -> torch.Tensor:

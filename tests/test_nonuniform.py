@@ -275,3 +275,22 @@ def test_docstring_examples(name):
 
     result = doctest.testmod(importlib.import_module(name))
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_evaluate_nonuniform_protocol(tmp_path):
+    from skimage.metrics import peak_signal_noise_ratio
+
+    from deblur_ops import evaluate as ev
+
+    report = ev.evaluate(["irc:stages=2"], ["field:1"], ["camera"], [SIGMA], size=48, repeats=1)
+    clean, observed, _ = degrade_field("camera", "field:1", SIGMA, 48, seed=0)
+    blurred = next(r for r in report["results"] if r["method"] == "blurred")
+    assert blurred["psnr"] == pytest.approx(
+        peak_signal_noise_ratio(clean.astype(np.float64), np.clip(observed, 0, 1).astype(np.float64),
+                                data_range=1.0), abs=1e-9)
+    names = [p.name for p in ev.save(report, tmp_path)]
+    assert all("_evaluate_nonuniform" in n for n in names)
+    with pytest.raises(ValueError, match="uniform PSFs only"):
+        ev.evaluate(["wiener"], ["field:1"], ["camera"], [SIGMA], size=48, repeats=1)
+    with pytest.raises(ValueError, match="field:SEED"):
+        ev.make_field("field:x", (8, 8))
