@@ -137,7 +137,8 @@ def irc(image: torch.Tensor, psf, *, weight=None, noise_sigma=None, rho: float =
     ksize = max(op.bank.shape[-2:])
     size = 2 * ksize + 1 if filter_size is None else filter_size
     if isinstance(size, bool) or int(size) != size or size < 1 or size % 2 == 0:
-        raise ValueError(f"filter_size must be a positive odd integer (about 2-3x the blur length), got {filter_size!r}")
+        raise ValueError(f"filter_size must be a positive odd integer (about 2-3x the blur length), "
+                         f"got {filter_size!r}")
     if weight is None:
         lam = per_item(WEIGHT_PER_ROOT_NOISE * noise_sigma_per_item(image, noise_sigma).sqrt(), "weight", image)
     else:

@@ -55,7 +55,8 @@ def conjugate_gradient(apply, rhs: torch.Tensor, x: torch.Tensor, iterations: in
     return x
 
 
-@register("nu_cg", "conjugate gradient on the NU-Conv blur model, TV (ADMM) or l2 gradient prior (paper 004 Table 3 NU-CG)",
+@register("nu_cg",
+          "conjugate gradient on the NU-Conv blur model, TV (ADMM) or l2 gradient prior (paper 004 Table 3 NU-CG)",
           spatially_varying=True)
 def nu_cg(image: torch.Tensor, psf, *, prior: str = "tv", weight=None, noise_sigma=None, rho=None,
           iterations: int = 20, cg_iterations: int = 20, tolerance: float = 1e-4,
