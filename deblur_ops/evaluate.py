@@ -6,6 +6,11 @@ follows paper 004 Table 1: eight linear-motion kernels, several images, white Ga
 sigma = 1 % of the [0, 1] range. The blurred images are made without any boundary assumption: a
 crop larger than the test image by the PSF radius is blurred and only its interior is kept, so no
 method is favoured by knowing what lies outside the image.
+
+A second protocol, modelled on paper 004 Table 3, uses spatially varying blur: kernel specs
+``field:SEED`` are smooth motion fields of a camera that translates and rolls during the exposure
+(:meth:`deblur_ops.psf.MotionField.from_camera_motion`), scored for the methods that accept
+spatially varying PSFs (``nu_cg``, ``irc``).
 """
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ import torch
 
 from . import psf as psf_lib
 from .api import deblur, methods
+from .restore import METHODS
 from .data import SAMPLES, sample_image, to_batch
 from .degrade import add_gaussian_noise, blur
 
@@ -38,6 +44,37 @@ RL_ITERATIONS = 30
 # the same algorithm as the skimage peer, so the two can be compared number for number.
 DEFAULT_METHODS = ("wiener", "admm_tv", "richardson_lucy", "richardson_lucy:padding=zeros,init=0.5",
                    "skimage_wiener", "skimage_richardson_lucy")
+
+
+# Paper 004 Table 3 protocol: random camera motion (translation up to FIELD_MAX_SHIFT px along each
+# axis, roll up to FIELD_MAX_ROLL degrees), giving lines of about 1-17 px at 128x128.
+NONUNIFORM_KERNELS = ("field:1", "field:2", "field:3", "field:4")
+NONUNIFORM_IMAGES = ("camera", "astronaut", "coins")
+NONUNIFORM_METHODS = ("nu_cg", "irc")
+NONUNIFORM_SIZE = 128
+FIELD_MAX_SHIFT = 8.0
+FIELD_MAX_ROLL = 10.0
+
+
+def is_field(spec: str) -> bool:
+    """Whether a kernel spec describes a spatially varying motion field (``field:SEED``)."""
+    return str(spec).startswith("field:")
+
+
+def make_field(spec: str, shape) -> psf_lib.MotionField:
+    """The random camera-motion field ``field:SEED`` on an image of ``shape`` (H, W).
+
+    Example:
+        >>> make_field("field:1", (64, 64)).shape
+        (64, 64)
+    """
+    name, _, seed = str(spec).partition(":")
+    if name != "field" or not seed.isdigit():
+        raise ValueError(f"a motion-field spec looks like field:SEED (SEED a non-negative integer), got {spec!r}")
+    gen = torch.Generator().manual_seed(int(seed))
+    shift = ((torch.rand(2, generator=gen, dtype=torch.float64) * 2 - 1) * FIELD_MAX_SHIFT).tolist()
+    roll = float((torch.rand(1, generator=gen, dtype=torch.float64) * 2 - 1) * FIELD_MAX_ROLL)
+    return psf_lib.MotionField.from_camera_motion(shape, shift, roll)
 
 
 def available_methods() -> list[str]:
@@ -118,6 +155,21 @@ def degrade(image_name: str, kernel: torch.Tensor, noise: float, size: int, seed
     interior = (..., slice(margin, margin + size), slice(margin, margin + size))
     observed = add_gaussian_noise(blur(big, kernel)[interior], noise, seed=seed)
     return big[interior][0, 0].numpy(), observed[0, 0].numpy()
+
+
+def degrade_field(image_name: str, spec: str, noise: float, size: int, seed: int):
+    """Like :func:`degrade` for a motion field: the field is drawn on the larger crop, which is
+    blurred (scatter model) and cut to its interior; returns clean, observed and the interior field."""
+    margin = make_field(spec, (size, size)).max_length  # the field grows outwards; this bounds it
+    full = size + 2 * margin
+    big = to_batch(_grey(sample_image(image_name, size=full)))
+    if min(big.shape[-2:]) < full:
+        raise ValueError(f"image {image_name!r} is smaller than size + field margin = {full}")
+    field = make_field(spec, (full, full))
+    inner = (slice(margin, margin + size), slice(margin, margin + size))
+    observed = add_gaussian_noise(field.blur(big)[(...,) + inner], noise, seed=seed)
+    return (big[(...,) + inner][0, 0].numpy(), observed[0, 0].numpy(),
+            psf_lib.MotionField(field.length[inner], field.angle[inner]))
 
 
 def _run(method: str, observed: np.ndarray, kernel: np.ndarray, noise_estimate: float, params: dict,
@@ -205,7 +257,12 @@ def evaluate(method_specs: Sequence[str] = DEFAULT_METHODS, kernels: Sequence[st
         raise ValueError(f"size must be an integer >= 16, got {size!r}")
     if isinstance(repeats, bool) or int(repeats) != repeats or repeats < 1:
         raise ValueError(f"repeats must be an integer >= 1, got {repeats!r}")
-    kernel_arrays = {spec: make_kernel(spec) for spec in kernels}
+    kernel_arrays = {spec: None if is_field(spec) else make_kernel(spec) for spec in kernels}
+    uniform_only = [spec for spec, (name, _) in parsed.items()
+                    if name in PEERS or not METHODS[name].spatially_varying]
+    if uniform_only and any(is_field(k) for k in kernels):
+        raise ValueError(f"methods {uniform_only} take uniform PSFs only and cannot run on motion fields "
+                         f"{[k for k in kernels if is_field(k)]}; score them on separate runs")
     from .noise import estimate_noise_sigma
 
     rows, warmed = [], set()
@@ -214,12 +271,16 @@ def evaluate(method_specs: Sequence[str] = DEFAULT_METHODS, kernels: Sequence[st
         for k_index, spec in enumerate(kernels):
             kernel = kernel_arrays[spec]
             for i_index, image_name in enumerate(images):
-                clean, observed = degrade(image_name, kernel, sigma, size, seed + 1000 * k_index + i_index)
+                item_seed = seed + 1000 * k_index + i_index
+                if kernel is None:
+                    clean, observed, field = degrade_field(image_name, spec, sigma, size, item_seed)
+                else:
+                    clean, observed = degrade(image_name, kernel, sigma, size, item_seed)
                 base = {"kernel": spec, "image": image_name, "noise": sigma}
                 p, s = _scores(observed, clean)
                 rows.append({"method": "blurred", **base, "psnr": p, "ssim": s, "seconds": 0.0})
                 sigma_hat = float(estimate_noise_sigma(torch.from_numpy(observed)[None, None]).mean())
-                k_np = kernel.numpy()
+                k_np = field if kernel is None else kernel.numpy()
                 for method_spec, (name, method_params) in parsed.items():
                     if method_spec not in warmed:
                         _run(name, observed, k_np, sigma_hat, method_params, device)
@@ -286,10 +347,11 @@ def markdown(report: dict) -> str:
 
 
 def save(report: dict, directory) -> list[Path]:
-    """Write ``<date>_evaluate.json`` and ``.md`` into ``directory``; returns the paths."""
+    """Write ``<date>_evaluate[_nonuniform].json`` and ``.md`` into ``directory``; returns the paths."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"{report['protocol']['date']}_evaluate"
+    kind = "_nonuniform" if any(is_field(k) for k in report["protocol"]["kernels"]) else ""
+    stem = out / f"{report['protocol']['date']}_evaluate{kind}"
     json_path, md_path = stem.with_suffix(".json"), stem.with_suffix(".md")
     json_path.write_text(json.dumps(report, indent=2))
     md_path.write_text(markdown(report) + "\n")

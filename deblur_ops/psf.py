@@ -12,11 +12,15 @@ import math
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .boundary import next_fast_len, psf_to_otf
+from .ops.nu_conv import nu_conv
 
 __all__ = [
+    "MotionField",
+    "PSFGrid",
     "grid_weights",
     "inverse_filters",
     "linear_motion_kernel",
@@ -283,8 +287,8 @@ def cache_dir() -> Path:
 
 
 def inverse_filters(bank: torch.Tensor, size: int, prior_filters: torch.Tensor | None = None,
-                    rho: float = 1e-3, snr_db: float = 40.0, *, cache: bool = True
-                    ) -> torch.Tensor:
+                    rho: float = 1e-3, snr_db: float = 40.0, *, cache: bool = True,
+                    branches: bool = False) -> torch.Tensor:
     r"""Finite-support inverse filters d with d ⋆ k ≈ δ for every filter k of a bank.
 
     Paper 004 eqs. 10-14: the minimum-norm solution of :math:`\sum_i d_i \star k_i = \delta`,
@@ -304,10 +308,14 @@ def inverse_filters(bank: torch.Tensor, size: int, prior_filters: torch.Tensor |
         rho: weight of the prior, >= 0.
         snr_db: Tikhonov term in dB (larger = weaker).
         cache: read/write the on-disk cache.
+        branches: also return the inverse filters of the prior branches,
+            :math:`\hat d_i = \sqrt{\rho}\, \overline{\hat g_i} / (\ldots)` (eq. 14 for i >= 1,
+            with :math:`k_i = \sqrt{\rho}\, g_i`), which Algorithm 2.1 applies to the prior residuals.
 
     Returns:
-        (F, size, size) tensor in bank's dtype; :func:`deblur_ops.nu_conv` applies them in
-        ``"gather"`` mode (each output pixel deconvolved with its own local filter).
+        (F, size, size) tensor in bank's dtype, or (F, 1 + n, size, size) with ``branches``
+        (d_0 first); :func:`deblur_ops.nu_conv` applies them in ``"gather"`` mode (each output
+        pixel deconvolved with its own local filter).
 
     Examples:
         >>> bank, _ = motion_bank(lengths=[1, 5], angles=[0, 90], size=7)
@@ -335,7 +343,8 @@ def inverse_filters(bank: torch.Tensor, size: int, prior_filters: torch.Tensor |
     key = hashlib.sha256()
     for part in (b"inverse_filters-v1", b64.numpy().tobytes(), str(tuple(b64.shape)).encode(),
                  p64.numpy().tobytes(), str(tuple(p64.shape)).encode(),
-                 repr((size, float(rho), float(snr_db))).encode()):
+                 repr((size, float(rho), float(snr_db))).encode(),
+                 b"branches" if branches else b""):
         key.update(part)
     path = cache_dir() / f"inverse_filters_{key.hexdigest()[:32]}.pt"
     if cache and path.is_file():
@@ -346,9 +355,14 @@ def inverse_filters(bank: torch.Tensor, size: int, prior_filters: torch.Tensor |
     k_hat = psf_to_otf(b64, shape)  # (F, n, n//2+1)
     g_hat = psf_to_otf(p64, shape)
     denom = k_hat.abs() ** 2 + rho * (g_hat.abs() ** 2).sum(0) + 10 ** (-snr_db / 10)
-    d = torch.fft.irfftn(k_hat.conj() / denom, s=shape, dim=(-2, -1))
+    numerators = k_hat.conj()
+    if branches:
+        numerators = torch.cat([numerators[:, None],
+                                (math.sqrt(rho) * g_hat.conj())[None].expand(len(b64), -1, -1, -1)], 1)
+        denom = denom[:, None]
+    d = torch.fft.irfftn(numerators / denom, s=shape, dim=(-2, -1))
     r = size // 2
-    d = torch.roll(d, shifts=(r, r), dims=(-2, -1))[:, :size, :size]
+    d = torch.roll(d, shifts=(r, r), dims=(-2, -1))[..., :size, :size]
     # The exact inverse of a box-like blur is a slowly decaying comb; a Hann taper instead of a hard
     # crop keeps the truncation from adding ringing and a DC error.
     taper = torch.hann_window(size + 2, periodic=False, dtype=torch.float64)[1:-1]
@@ -359,6 +373,197 @@ def inverse_filters(bank: torch.Tensor, size: int, prior_filters: torch.Tensor |
         torch.save(d, tmp)
         os.replace(tmp, path)
     return d.to(bank.dtype).to(bank.device)
+
+
+def _as_float64(value, name: str, ndim: int, shape_text: str) -> torch.Tensor:
+    """A finite float64 CPU copy of an array or tensor with ``ndim`` dims, or a clear error."""
+    if isinstance(value, np.ndarray):
+        value = torch.from_numpy(np.ascontiguousarray(value))
+    if not isinstance(value, torch.Tensor):
+        raise ValueError(f"{name} must be a NumPy array or torch tensor of shape {shape_text}, got "
+                         f"{type(value).__name__}; convert with numpy.asarray")
+    if value.is_complex() or value.dtype == torch.bool:
+        raise ValueError(f"{name} must hold real numbers, got dtype {value.dtype}")
+    if value.dim() != ndim or value.numel() == 0:
+        raise ValueError(f"{name} must have shape {shape_text}, got {tuple(value.shape)}")
+    t = value.detach().to("cpu", torch.float64)
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name} contains {int((~torch.isfinite(t)).sum())} NaN or Inf value(s); "
+                         f"clean it first, e.g. numpy.nan_to_num")
+    return t
+
+
+def _blur_with(psf, image: torch.Tensor, padding: str) -> torch.Tensor:
+    if not isinstance(image, torch.Tensor) or not image.is_floating_point() or image.dim() not in (2, 4):
+        raise ValueError(f"image must be a floating (H, W) or (B, C, H, W) tensor, got "
+                         f"{type(image).__name__} of shape {tuple(getattr(image, 'shape', ()))}")
+    x = image[None, None] if image.dim() == 2 else image
+    bank, idx, weights = psf.nu_conv_inputs(tuple(x.shape[-2:]), dtype=x.dtype, device=x.device)
+    y = nu_conv(x.contiguous(), bank, idx, weights, mode="scatter", padding=padding)
+    return y[0, 0] if image.dim() == 2 else y
+
+
+class MotionField:
+    """Spatially varying linear motion blur: each scene point is smeared by its own line.
+
+    Per pixel p the PSF is the linear motion (length(p), angle(p)) of :func:`linear_motion_kernel`,
+    approximated as in paper 004 §2.2 (eq. 17) by bilinear interpolation between the 4 nearest
+    filters of a motion bank with odd lengths 1, 3, ... and angles 0, 6, ..., 174 degrees (exact
+    at those nodes). The blur is the scatter model (the PSF belongs to the scene point), applied
+    by :func:`deblur_ops.nu_conv` in ``"scatter"`` mode.
+
+    Args:
+        length: (H, W) motion lengths in pixels (full extent of the line), each >= 1.
+        angle: (H, W) angles in degrees, counter-clockwise from +x with rows pointing down
+            (taken modulo 180).
+
+    Raises:
+        ValueError: maps that are not 2D arrays of the same shape, NaN/Inf, lengths < 1.
+
+    Example:
+        >>> import torch
+        >>> field = MotionField(torch.full((32, 32), 9.0), torch.zeros(32, 32))
+        >>> field.shape, field.blur(torch.rand(32, 32)).shape
+        ((32, 32), torch.Size([32, 32]))
+    """
+
+    spatially_varying = True
+    ANGLES = tuple(range(0, 180, 6))
+
+    def __init__(self, length, angle):
+        self.length = _as_float64(length, "MotionField length", 2, "(H, W)")
+        self.angle = _as_float64(angle, "MotionField angle", 2, "(H, W)")
+        if self.length.shape != self.angle.shape:
+            raise ValueError(f"MotionField length and angle maps must have the same shape (H, W), got "
+                             f"{tuple(self.length.shape)} and {tuple(self.angle.shape)}")
+        if float(self.length.min()) < 1:
+            raise ValueError(f"MotionField lengths must be >= 1 pixel (1 = no blur), got minimum "
+                             f"{float(self.length.min())}; clip with numpy.maximum(length, 1)")
+        longest = math.ceil(float(self.length.max()) - 1e-9)
+        self.max_length = max(3, longest + (1 - longest % 2))  # odd, so the bank holds every line
+        self._bank = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.length.shape)
+
+    @classmethod
+    def from_camera_motion(cls, shape, translation=(0.0, 0.0), rotation_deg: float = 0.0,
+                           centre=None) -> "MotionField":
+        """The smooth field of a camera that translates and rolls during the exposure.
+
+        A pixel p moves by t + phi R(p - c) (small-angle in-plane rotation phi about c, R the
+        90-degree rotation), so the blur lines vary smoothly in length and direction across the
+        image as in the synthetic non-uniform test sets of paper 004 (Table 3).
+
+        Args:
+            shape: (H, W) of the image.
+            translation: (dx, dy) image displacement in pixels over the exposure (x right, y up).
+            rotation_deg: in-plane rotation over the exposure, degrees counter-clockwise.
+            centre: (row, col) of the rotation axis; default the image centre.
+
+        Returns:
+            MotionField with length |displacement| (at least 1) and its direction as the angle.
+
+        Example:
+            >>> f = MotionField.from_camera_motion((5, 5), translation=(4.0, 0.0))
+            >>> float(f.length[2, 2]), float(f.angle[2, 2])
+            (4.0, 0.0)
+        """
+        try:
+            H, W = (int(n) for n in shape)
+            dx, dy = (float(t) for t in translation)
+            phi = math.radians(float(rotation_deg))
+        except (TypeError, ValueError):
+            raise ValueError(f"shape must be (H, W), translation (dx, dy) and rotation_deg a number, "
+                             f"got {shape!r}, {translation!r}, {rotation_deg!r}") from None
+        if min(H, W) < 1 or not all(math.isfinite(t) for t in (dx, dy, phi)):
+            raise ValueError(f"shape must be positive and the motion finite, got {shape!r}, "
+                             f"{translation!r}, {rotation_deg!r}")
+        cy, cx = ((H - 1) / 2, (W - 1) / 2) if centre is None else (float(c) for c in centre)
+        row, col = torch.meshgrid(torch.arange(H, dtype=torch.float64),
+                                  torch.arange(W, dtype=torch.float64), indexing="ij")
+        up, right = cy - row, col - cx  # y up, as the angle convention counts counter-clockwise
+        move_x = dx - phi * up
+        move_y = dy + phi * right
+        length = torch.hypot(move_x, move_y).clamp(min=1)
+        angle = torch.rad2deg(torch.atan2(move_y, move_x)).remainder(180)
+        return cls(length, angle)
+
+    def bank(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The motion bank (F, L, L) (L = :attr:`max_length`) and its (F, 2) (length, angle) grid."""
+        if self._bank is None:
+            self._bank = motion_bank(range(1, self.max_length + 1, 2), self.ANGLES, self.max_length,
+                                     dtype=torch.float64)
+        return self._bank
+
+    def nu_conv_inputs(self, image_shape, *, dtype=torch.float32, device=None
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """bank (F, L, L), idx (1, 4, H, W) and weights (1, 4, H, W) for :func:`deblur_ops.nu_conv`.
+
+        Raises:
+            ValueError: ``image_shape`` differs from the maps' (H, W).
+        """
+        if tuple(int(n) for n in image_shape) != self.shape:
+            raise ValueError(f"MotionField maps are {self.shape} but the image is {tuple(image_shape)}; "
+                             f"give one length and angle per pixel")
+        bank, grid = self.bank()
+        idx, weights = motion_weights(self.length, self.angle, grid)
+        return (bank.to(dtype=dtype, device=device), idx.to(device),
+                weights.to(dtype=dtype, device=device))
+
+    def blur(self, image: torch.Tensor, *, padding: str = "reflect") -> torch.Tensor:
+        """Blur ``image`` (H, W) or (B, C, H, W) with this field (scatter model), same size."""
+        return _blur_with(self, image, padding)
+
+
+class PSFGrid:
+    """PSFs measured on a regular gy x gx grid of field positions, bilinearly interpolated between.
+
+    Node (i, j) sits at row i (H-1)/(gy-1), column j (W-1)/(gx-1), corners included (see
+    :func:`grid_weights`). The blur is the scatter model y = sum_k psfs_k * (w_k x): each scene
+    point is blurred by the weighted mix of the 4 PSFs around it.
+
+    Args:
+        psfs: (gy, gx, kh, kw) array or tensor, odd kh and kw, PSFs centred at (kh//2, kw//2).
+
+    Raises:
+        ValueError: wrong number of dims, even sizes, NaN/Inf, a PSF that sums to zero.
+
+    Example:
+        >>> import torch
+        >>> grid = PSFGrid(torch.ones(2, 3, 5, 5) / 25)
+        >>> grid.grid_shape, round(grid.blur(torch.ones(16, 16))[8, 8].item(), 5)
+        ((2, 3), 1.0)
+    """
+
+    spatially_varying = True
+
+    def __init__(self, psfs):
+        self.psfs = _as_float64(psfs, "PSFGrid psfs", 4, "(gy, gx, kh, kw)")
+        kh, kw = self.psfs.shape[2:]
+        if kh % 2 == 0 or kw % 2 == 0:
+            raise ValueError(f"PSFGrid PSF sizes must be odd (centre at k // 2), got {(kh, kw)}; "
+                             f"pad each PSF with one row/column of zeros")
+        sums = self.psfs.sum((-2, -1))
+        if bool((sums.abs() < 1e-12).any()):
+            raise ValueError("every PSF of a PSFGrid must have a non-zero sum (a PSF of zeros "
+                             "erases the scene); check the measured PSFs")
+
+    @property
+    def grid_shape(self) -> tuple[int, int]:
+        return tuple(self.psfs.shape[:2])
+
+    def nu_conv_inputs(self, image_shape, *, dtype=torch.float32, device=None
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """bank (gy gx, kh, kw), idx (1, 4, H, W) and weights (1, 4, H, W) for :func:`deblur_ops.nu_conv`."""
+        gy, gx, kh, kw = self.psfs.shape
+        idx, weights = grid_weights((gy, gx), image_shape, dtype=dtype, device=device)
+        return self.psfs.reshape(gy * gx, kh, kw).to(dtype=dtype, device=device), idx, weights
+
+    def blur(self, image: torch.Tensor, *, padding: str = "reflect") -> torch.Tensor:
+        """Blur ``image`` (H, W) or (B, C, H, W) with the interpolated PSFs (scatter model), same size."""
+        return _blur_with(self, image, padding)
 
 
 from .psf_models import *  # noqa: E402,F401,F403  (Gaussian, Airy, Born-Wolf, Moffat, camera shake)

@@ -4,8 +4,10 @@ Every method takes (B, C, H, W) or (B, C, D, H, W) torch tensors (CPU or CUDA) a
 itself in :data:`registry.METHODS`, which :func:`deblur_ops.deblur` dispatches on.
 """
 from .admm_tv import admm_tv
+from .irc import irc, irc_admm
+from .nu_cg import nu_cg
 from .registry import METHODS, Method, get_method, register
 from .richardson_lucy import richardson_lucy
 from .wiener import wiener
 
-__all__ = ["METHODS", "Method", "admm_tv", "get_method", "register", "richardson_lucy", "wiener"]
+__all__ = ["METHODS", "Method", "admm_tv", "get_method", "irc", "irc_admm", "nu_cg", "register", "richardson_lucy", "wiener"]
