@@ -2,9 +2,10 @@
 
 Each case is timed after warm-up as the median of repeats (CUDA: events after synchronising), on
 random non-zero data. Ratios are reference time / custom time (> 1 means the custom op is faster).
-For nu_conv the reference is the faster of two pure-PyTorch formulations in the forward pass (the
-tap loop of ``deblur_ops.reference`` and :func:`nu_conv_by_filter`; the "peer" column names it),
-and GFLOP/s counts the dense work
+For nu_conv the forward reference is the faster of two pure-PyTorch formulations (the tap loop of
+``deblur_ops.reference`` and :func:`nu_conv_by_filter`; the "reference" column names it); with
+autograd it is :func:`nu_conv_by_filter`, whose backward is far cheaper than the tap loop's. GFLOP/s
+counts the dense work
 2*H*W*K*kh*kw per forward (x4 for forward+backward): the CPU kernel skips zero taps, so on sparse
 motion filters this is an effective rate, on the dense Gaussian grid an actual one.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
+import os
 import platform
 import statistics
 import time
@@ -192,10 +194,9 @@ def bench_nu_conv(device, size: int, warmup: int, repeats: int) -> list[Row]:
                 custom = t(lambda: nu_conv(x, bk, ix, wt, mode=mode))
                 loop = t(lambda: reference.nu_conv(x, bk, ix, wt, mode=mode))
                 by_filter = t(lambda: nu_conv_by_filter(x, bk, ix, wt, mode=mode))
-            best, best_fn = (by_filter, nu_conv_by_filter) if by_filter < loop else (loop, reference.nu_conv)
-            best_name = "bench.nu_conv_by_filter" if best_fn is nu_conv_by_filter else "deblur_ops.reference"
-            rows.append(Row("nu_conv", shape, f"{mode} forward", custom, best, gflops=work,
-                            reference_impl=best_name))
+            best_name = "bench.nu_conv_by_filter" if by_filter < loop else "deblur_ops.reference"
+            rows.append(Row("nu_conv", shape, f"{mode} forward", custom, min(by_filter, loop),
+                            gflops=work, reference_impl=best_name))
             xg, bg, wg = x.clone().requires_grad_(), bk.clone().requires_grad_(), wt.clone().requires_grad_()
 
             def forward_backward(fn):
@@ -205,10 +206,11 @@ def bench_nu_conv(device, size: int, warmup: int, repeats: int) -> list[Row]:
                     out = fn(xg, bg, ix, wg, mode=mode)
                     out.backward(torch.ones_like(out))
                 return run
-            # Only the formulation that won the forward is timed with autograd: the tap loop's
-            # backward takes tens of seconds at 512^2.
+            # With autograd the baseline is always the by-filter formulation: the tap loop's backward
+            # records ~kh*kw*K full-size tensors (tens of seconds and several GB at 512^2).
             rows.append(Row("nu_conv", shape, f"{mode} forward+backward", t(forward_backward(nu_conv)),
-                            t(forward_backward(best_fn)), gflops=4 * work, reference_impl=best_name))
+                            t(forward_backward(nu_conv_by_filter)), gflops=4 * work,
+                            reference_impl="bench.nu_conv_by_filter"))
     return rows
 
 
@@ -258,6 +260,9 @@ def run(ops=OPS, device="cpu", size: int = 1024, shrink_shape=(8, 64, 256, 256),
         "torch": torch.__version__,
         "numpy": np.__version__,
         "threads": torch.get_num_threads(),
+        # Other processes on the machine skew CPU timings; the 1-minute load average says how busy
+        # it was when the run ended.
+        "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         "backend": _extension.backend(dev),
         "warmup": warmup,
         "repeats": repeats,
@@ -273,7 +278,8 @@ def markdown(report: dict) -> str:
     lines = [
         f"# deblur bench — {report['device']}",
         "",
-        f"{report['date']}, torch {report['torch']}, backend {report['backend']}, median of "
+        f"{report['date']}, torch {report['torch']}, backend {report['backend']}, load average "
+        f"{report['load_average']}, median of "
         f"{report['repeats']} after {report['warmup']} warm-up runs. fp32 matmul attains "
         f"{report['matmul_gflops']:.0f} GFLOP/s here (the practical FMA ceiling).",
         "",
