@@ -537,6 +537,29 @@ class MotionField:
         t = t[None, :].expand(H, W) if axis == "x" else t[:, None].expand(H, W)
         return cls(l0 + (l1 - l0) * t, a0 + (a1 - a0) * t)
 
+    def psf_grid(self, grid_shape) -> "PSFGrid":
+        """The motion kernels at a gy x gx grid of positions (as :func:`grid_weights` places them), to show.
+
+        Each kernel is :func:`linear_motion_kernel` at that pixel's (length, angle), all of side
+        :attr:`max_length`.
+
+        Example:
+            >>> MotionField.constant((9, 9), 5.0, 0.0).psf_grid((2, 2)).psfs[1, 1, 2].tolist()
+            [0.2, 0.2, 0.2, 0.2, 0.2]
+        """
+        try:
+            gy, gx = (int(g) for g in grid_shape)
+        except (TypeError, ValueError):
+            raise ValueError(f"grid_shape must be (gy, gx), got {grid_shape!r}") from None
+        if gy < 1 or gx < 1:
+            raise ValueError(f"grid_shape must be positive, got {(gy, gx)}")
+        H, W = self.shape
+        rows = [round(i * (H - 1) / (gy - 1)) if gy > 1 else 0 for i in range(gy)]
+        cols = [round(j * (W - 1) / (gx - 1)) if gx > 1 else 0 for j in range(gx)]
+        return PSFGrid(torch.stack([torch.stack([
+            linear_motion_kernel(float(self.length[y, x]), float(self.angle[y, x]), self.max_length,
+                                 dtype=torch.float64) for x in cols]) for y in rows]))
+
     def bank(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The motion bank (F, L, L) (L = :attr:`max_length`) and its (F, 2) (length, angle) grid."""
         if self._bank is None:

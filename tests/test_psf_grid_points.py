@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from deblur_ops.psf import MotionField, PSFGrid, psf_grid_from_points
+from deblur_ops.psf import MotionField, PSFGrid, linear_motion_kernel, psf_grid_from_points
 
 
 def _gaussian(size, sigma, dy=0.0, dx=0.0):
@@ -88,3 +88,10 @@ def test_constant_and_linear_motion_fields():
         MotionField.linear((5, 9), (3, 0), (5, 0), axis="z")
     with pytest.raises(ValueError, match=">= 1 pixel"):
         MotionField.constant((5, 9), 0.5, 0)
+
+
+def test_motion_field_preview_grid_samples_the_ramp():
+    field = MotionField.linear((9, 21), (3.0, 0.0), (7.0, 90.0), axis="x")
+    grid = field.psf_grid((1, 3))
+    for j, (length, angle) in enumerate([(3.0, 0.0), (5.0, 45.0), (7.0, 90.0)]):
+        np.testing.assert_allclose(grid.psfs[0, j].numpy(), linear_motion_kernel(length, angle, 7).numpy(), atol=1e-7)
