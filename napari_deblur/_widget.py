@@ -2,8 +2,9 @@
 
 The form is built from :mod:`deblur_ops.catalog` (methods and their parameters, PSF models and
 theirs), so new methods appear without edits here. PSF sources are a name -> callable table
-(:attr:`DeconvolveWidget.psf_sources`) so that a source of spatially varying PSF descriptions can
-be added beside "generated" and "layer" later; whatever it returns goes to ``deblur`` unchanged.
+(:attr:`DeconvolveWidget.psf_sources`); whatever a source returns goes to ``deblur`` unchanged.
+Running, cancelling and publishing (:class:`RestoreRunner`, :func:`publish_image`) are shared
+with the "Spatially varying PSF" widget (``_sv_widget``), which builds PSF grids and motion fields.
 """
 from __future__ import annotations
 

@@ -62,10 +62,13 @@ def test_restore_with_the_psf_stack_layer(make_napari_viewer, run_to_end, manife
 
     viewer = _viewer_with_sample(make_napari_viewer)
     widget = _sv_widget(viewer, STACK, stages=STAGES)
+    side = SAMPLE.psf.shape[-1]
+    viewer.add_image(SAMPLE.psf.reshape(9, side, side), name="flat PSF stack", visible=False)
+    widget.psf_layer.value = viewer.layers["flat PSF stack"]
+    np.testing.assert_array_equal(widget.psf().psfs.numpy(), SAMPLE.psf)  # row-major with 3 x 3 grid fields
     widget.psf_layer.value = viewer.layers["PSF grid stack"]
     widget.preview_grid()
     mosaic = viewer.layers["stars PSF grid"].data
-    side = SAMPLE.psf.shape[-1]
     assert mosaic.shape == (3 * side + 2, 3 * side + 2)
     np.testing.assert_allclose(mosaic[:side, :side], SAMPLE.psf[0, 0] / SAMPLE.psf[0, 0].max(), rtol=1e-5)
     run_to_end(widget)
