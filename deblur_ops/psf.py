@@ -723,8 +723,12 @@ def psf_grid_from_points(image, points, size: int, grid_shape) -> PSFGrid:
         ((1, 1), 1.0)
     """
     img = _as_float64(image, "image", 2, "(H, W)")
-    pts = _as_float64(np.asarray(points, dtype=np.float64) if not isinstance(points, torch.Tensor) else points,
-                      "points", 2, "(n, 2) of (row, col)")
+    if not isinstance(points, torch.Tensor):
+        try:
+            points = np.asarray(points, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"points must be (n, 2) numbers (row, col), got {points!r}") from None
+    pts = _as_float64(points, "points", 2, "(n, 2) of (row, col)")
     if pts.shape[1] != 2:
         raise ValueError(f"points must have shape (n, 2) of (row, col), got {tuple(pts.shape)}")
     if int(size) != size or size < 3 or size % 2 == 0:

@@ -51,10 +51,20 @@ def _viewer_with_sample(make_napari_viewer, data=SAMPLE.blurred):
 
 def test_method_chooser_lists_only_spatially_varying_methods(make_napari_viewer, manifest):
     from deblur_ops.restore import METHODS
+    from napari_deblur._sv_widget import MOTION, POINTS, RAMP
 
     widget = _sv_widget(_viewer_with_sample(make_napari_viewer), "PSF stack layer", method="nu_cg")
     assert set(widget.method.choices) == {n for n, m in METHODS.items() if m.spatially_varying} >= {"irc", "nu_cg"}
     assert "wiener" not in widget.method.choices
+    shown = lambda *fields: [not field.native.isHidden() for field in fields]  # noqa: E731
+    motion_fields = (widget.length, widget.end_length, widget.ramp_axis)
+    assert shown(widget.psf_layer, widget.points, widget.crop, *motion_fields) == [True] + [False] * 5
+    widget.source.value = POINTS
+    assert shown(widget.psf_layer, widget.points, widget.crop, *motion_fields) == [False, True, True] + [False] * 3
+    widget.source.value = MOTION
+    assert shown(*motion_fields) == [True, False, False]
+    widget.motion.value = RAMP
+    assert shown(*motion_fields) == [True, True, True]
 
 
 def test_restore_with_the_psf_stack_layer(make_napari_viewer, run_to_end, manifest):

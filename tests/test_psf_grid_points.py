@@ -50,6 +50,7 @@ def test_off_centre_clicks_are_recentred():
     ([(40, 40)], 11, (2, 1), "have no point near them"),
     ([(40, 40, 1)], 11, (1, 1), "shape (n, 2)"),
     ([(40, 40)], 11, "3x3", "grid_shape"),
+    ("centre", 11, (1, 1), "(n, 2) numbers"),
 ])
 def test_points_validation(points, size, grid_shape, message):
     image = _star_field([2.0], [(40, 40)], shape=(80, 80))
