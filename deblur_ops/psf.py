@@ -17,6 +17,7 @@ import torch
 
 from .boundary import next_fast_len, psf_to_otf
 from .ops.nu_conv import nu_conv
+from .psf_models import center_psf
 
 __all__ = [
     "MotionField",
@@ -26,6 +27,7 @@ __all__ = [
     "linear_motion_kernel",
     "motion_bank",
     "motion_weights",
+    "psf_grid_from_points",
     "psf_to_otf",
 ]
 
@@ -490,6 +492,74 @@ class MotionField:
         angle = torch.rad2deg(torch.atan2(move_y, move_x)).remainder(180)
         return cls(length, angle)
 
+    @classmethod
+    def constant(cls, shape, length: float, angle: float) -> "MotionField":
+        """The same linear motion (length, angle) at every pixel of an (H, W) image.
+
+        Example:
+            >>> f = MotionField.constant((4, 6), 9.0, 30.0)
+            >>> f.shape, float(f.length[3, 5]), float(f.angle[0, 0])
+            ((4, 6), 9.0, 30.0)
+        """
+        return cls.linear(shape, (length, angle), (length, angle))
+
+    @classmethod
+    def linear(cls, shape, start, end, axis: str = "x") -> "MotionField":
+        """Motion that changes linearly from ``start`` to ``end`` = (length, angle) across the image.
+
+        The first column (``axis="x"``) or row (``axis="y"``) has ``start``, the last ``end``; length
+        and angle are interpolated separately, the angle without wrapping (10 -> 170 sweeps through
+        90; give 10 -> -10 for the short way through 0).
+
+        Args:
+            shape: (H, W) of the image.
+            start: (length, angle) at the first column / row; length >= 1 pixel, angle in degrees.
+            end: (length, angle) at the last column / row.
+            axis: ``"x"`` (left to right) or ``"y"`` (top to bottom).
+
+        Example:
+            >>> f = MotionField.linear((2, 3), (1.0, 0.0), (5.0, 90.0))
+            >>> f.length[0].tolist(), f.angle[1].tolist()
+            ([1.0, 3.0, 5.0], [0.0, 45.0, 90.0])
+        """
+        try:
+            H, W = (int(n) for n in shape)
+            (l0, a0), (l1, a1) = ((float(v) for v in pair) for pair in (start, end))
+        except (TypeError, ValueError):
+            raise ValueError(f"shape must be (H, W) and start, end (length, angle) pairs of numbers, got "
+                             f"{shape!r}, {start!r}, {end!r}") from None
+        if min(H, W) < 1:
+            raise ValueError(f"shape must be positive (H, W), got {shape!r}")
+        if axis not in ("x", "y"):
+            raise ValueError(f"axis must be 'x' (along columns) or 'y' (along rows), got {axis!r}")
+        n = W if axis == "x" else H
+        t = torch.linspace(0, 1, n, dtype=torch.float64) if n > 1 else torch.zeros(1, dtype=torch.float64)
+        t = t[None, :].expand(H, W) if axis == "x" else t[:, None].expand(H, W)
+        return cls(l0 + (l1 - l0) * t, a0 + (a1 - a0) * t)
+
+    def psf_grid(self, grid_shape) -> "PSFGrid":
+        """The motion kernels at a gy x gx grid of positions (as :func:`grid_weights` places them), to show.
+
+        Each kernel is :func:`linear_motion_kernel` at that pixel's (length, angle), all of side
+        :attr:`max_length`.
+
+        Example:
+            >>> MotionField.constant((9, 9), 5.0, 0.0).psf_grid((2, 2)).psfs[1, 1, 2].tolist()
+            [0.2, 0.2, 0.2, 0.2, 0.2]
+        """
+        try:
+            gy, gx = (int(g) for g in grid_shape)
+        except (TypeError, ValueError):
+            raise ValueError(f"grid_shape must be (gy, gx), got {grid_shape!r}") from None
+        if gy < 1 or gx < 1:
+            raise ValueError(f"grid_shape must be positive, got {(gy, gx)}")
+        H, W = self.shape
+        rows = [round(i * (H - 1) / (gy - 1)) if gy > 1 else 0 for i in range(gy)]
+        cols = [round(j * (W - 1) / (gx - 1)) if gx > 1 else 0 for j in range(gx)]
+        return PSFGrid(torch.stack([torch.stack([
+            linear_motion_kernel(float(self.length[y, x]), float(self.angle[y, x]), self.max_length,
+                                 dtype=torch.float64) for x in cols]) for y in rows]))
+
     def bank(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The motion bank (F, L, L) (L = :attr:`max_length`) and its (F, 2) (length, angle) grid."""
         if self._bank is None:
@@ -554,6 +624,50 @@ class PSFGrid:
     def grid_shape(self) -> tuple[int, int]:
         return tuple(self.psfs.shape[:2])
 
+    @classmethod
+    def from_stack(cls, psfs, grid_shape=None) -> "PSFGrid":
+        """A grid from a (gy, gx, kh, kw) array, or from an (n, kh, kw) stack in row-major grid order.
+
+        Args:
+            psfs: (gy, gx, kh, kw), or (gy * gx, kh, kw) with ``grid_shape``.
+            grid_shape: (gy, gx) for a 3D stack; must match the first two axes of a 4D one.
+
+        Example:
+            >>> PSFGrid.from_stack(torch.ones(6, 3, 3), (2, 3)).grid_shape
+            (2, 3)
+        """
+        shape = tuple(getattr(psfs, "shape", ()))
+        if len(shape) == 4 and grid_shape in (None, shape[:2]):
+            return cls(psfs)
+        if len(shape) != 3:
+            raise ValueError(f"psfs must have shape (gy, gx, kh, kw) or (n, kh, kw), got {shape}")
+        try:
+            gy, gx = (int(g) for g in grid_shape)
+        except (TypeError, ValueError):
+            raise ValueError(f"an (n, kh, kw) stack needs grid_shape=(gy, gx), got {grid_shape!r}") from None
+        if gy < 1 or gx < 1 or gy * gx != shape[0]:
+            raise ValueError(f"grid_shape {(gy, gx)} holds {gy * gx} PSFs but the stack has {shape[0]}; "
+                             f"give gy * gx = {shape[0]}")
+        return cls(psfs.reshape(gy, gx, *shape[1:]))
+
+    def mosaic(self, gap: int = 1) -> np.ndarray:
+        """The PSFs tiled as they sit on the field, each scaled to peak 1, ``gap`` zero pixels apart.
+
+        Example:
+            >>> PSFGrid(torch.ones(2, 3, 5, 5)).mosaic().shape
+            (11, 17)
+        """
+        if int(gap) != gap or gap < 0:
+            raise ValueError(f"gap must be an integer >= 0, got {gap!r}")
+        gy, gx, kh, kw = self.psfs.shape
+        gap = int(gap)
+        tiles = self.psfs / self.psfs.abs().amax((-2, -1), keepdim=True)
+        out = np.zeros((gy * (kh + gap) - gap, gx * (kw + gap) - gap), np.float32)
+        for i in range(gy):
+            for j in range(gx):
+                out[i * (kh + gap):i * (kh + gap) + kh, j * (kw + gap):j * (kw + gap) + kw] = tiles[i, j].numpy()
+        return out
+
     def nu_conv_inputs(self, image_shape, *, dtype=torch.float32, device=None
                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """bank (gy gx, kh, kw), idx (1, 4, H, W) and weights (1, 4, H, W) for :func:`deblur_ops.nu_conv`."""
@@ -564,6 +678,105 @@ class PSFGrid:
     def blur(self, image: torch.Tensor, *, padding: str = "reflect") -> torch.Tensor:
         """Blur ``image`` (H, W) or (B, C, H, W) with the interpolated PSFs (scatter model), same size."""
         return _blur_with(self, image, padding)
+
+
+def _fit_centred(psf: torch.Tensor, size: int) -> torch.Tensor:
+    """Crop or zero-pad an odd-sized centred PSF to size x size about its centre."""
+    out = psf.new_zeros(size, size)
+    h, w = psf.shape
+    r = size // 2
+    top, left = max(h // 2 - r, 0), max(w // 2 - r, 0)
+    part = psf[top:top + size, left:left + size]
+    oy, ox = r - (h // 2 - top), r - (w // 2 - left)
+    out[oy:oy + part.shape[0], ox:ox + part.shape[1]] = part
+    return out
+
+
+def psf_grid_from_points(image, points, size: int, grid_shape) -> PSFGrid:
+    """Measure a :class:`PSFGrid` from isolated stars or beads picked in an image.
+
+    Each point gives a size x size crop around its (rounded) position. The local background, the
+    median of the crop's border pixels, is subtracted and negative values are clipped (so sky and
+    read noise do not bias the centroid), then the crop is centred on its centre of mass
+    (:func:`deblur_ops.psf_models.center_psf`) and normalised to sum 1. Each point belongs to the
+    grid node nearest to it (node (i, j) at row i (H-1)/(gy-1), column j (W-1)/(gx-1), as in
+    :func:`grid_weights`); the PSFs of a node's points are averaged.
+
+    Args:
+        image: (H, W) array or tensor, background-subtracted or not.
+        points: (n, 2) positions as (row, col) pixel coordinates of the image.
+        size: odd side of the PSFs, larger than the visible wings; the crop's border should be sky.
+        grid_shape: (gy, gx); every node needs at least one point near it.
+
+    Returns:
+        PSFGrid of shape (gy, gx, size, size), each PSF summing to 1.
+
+    Raises:
+        ValueError: bad shapes, an even size, a point whose crop leaves the image, a crop with no
+            signal above its background, a node without a point.
+
+    Example:
+        >>> yy, xx = np.mgrid[0:41, 0:41]
+        >>> star = np.exp(-((yy - 20) ** 2 + (xx - 20) ** 2) / 8.0)
+        >>> grid = psf_grid_from_points(star, [(20, 20)], 9, (1, 1))
+        >>> grid.grid_shape, round(float(grid.psfs.sum()), 6)
+        ((1, 1), 1.0)
+    """
+    img = _as_float64(image, "image", 2, "(H, W)")
+    if not isinstance(points, torch.Tensor):
+        try:
+            points = np.asarray(points, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"points must be (n, 2) numbers (row, col), got {points!r}") from None
+    pts = _as_float64(points, "points", 2, "(n, 2) of (row, col)")
+    if pts.shape[1] != 2:
+        raise ValueError(f"points must have shape (n, 2) of (row, col), got {tuple(pts.shape)}")
+    if int(size) != size or size < 3 or size % 2 == 0:
+        raise ValueError(f"size must be an odd integer >= 3 (the PSF is centred at size // 2), got {size!r}")
+    try:
+        gy, gx = (int(g) for g in grid_shape)
+    except (TypeError, ValueError):
+        raise ValueError(f"grid_shape must be (gy, gx), got {grid_shape!r}") from None
+    if gy < 1 or gx < 1:
+        raise ValueError(f"grid_shape must be positive, got {(gy, gx)}")
+    size, r = int(size), int(size) // 2
+    H, W = img.shape
+    nodes: dict[tuple[int, int], list[torch.Tensor]] = {}
+    offsets = torch.arange(-r, r + 1, dtype=torch.float64)
+
+    def star(y: int, x: int, row: float, col: float) -> torch.Tensor:
+        if not (r <= y < H - r and r <= x < W - r):
+            raise ValueError(f"the {size}x{size} crop around point (row {row:.1f}, col {col:.1f}) leaves the "
+                             f"{H}x{W} image; pick stars at least {r} pixels from the edge or use a smaller size")
+        crop = img[y - r:y + r + 1, x - r:x + r + 1]
+        border = torch.cat([crop[0], crop[-1], crop[1:-1, 0], crop[1:-1, -1]])
+        signal = (crop - border.median()).clamp(min=0)
+        if float(signal.sum()) <= 0:
+            raise ValueError(f"the crop around point (row {row:.1f}, col {col:.1f}) has nothing above its "
+                             f"background; put the point on a star or bead")
+        return signal
+
+    for row, col in pts.tolist():
+        y, x = round(row), round(col)
+        # A click a few pixels off cuts the star's wings and lets them into the border; re-crop
+        # around the measured centroid (twice, enough for clicks within a FWHM or so).
+        for _ in range(2):
+            signal = star(y, x, row, col)
+            total = signal.sum()
+            y += round(float((signal.sum(1) * offsets).sum() / total))
+            x += round(float((signal.sum(0) * offsets).sum() / total))
+        signal = star(y, x, row, col)
+        node = (round(row * (gy - 1) / (H - 1)) if gy > 1 and H > 1 else 0,
+                round(col * (gx - 1) / (W - 1)) if gx > 1 and W > 1 else 0)
+        nodes.setdefault(node, []).append(_fit_centred(center_psf(signal), size))
+    missing = [(i, j) for i in range(gy) for j in range(gx) if (i, j) not in nodes]
+    if missing:
+        where = ", ".join(f"({i * (H - 1) / max(gy - 1, 1):.0f}, {j * (W - 1) / max(gx - 1, 1):.0f})"
+                          for i, j in missing)
+        raise ValueError(f"grid nodes {missing} have no point near them; add a star near (row, col) {where} "
+                         f"or use a smaller grid_shape")
+    psfs = torch.stack([torch.stack([torch.stack(nodes[i, j]).mean(0) for j in range(gx)]) for i in range(gy)])
+    return PSFGrid(psfs / psfs.sum((-2, -1), keepdim=True))
 
 
 from .psf_models import *  # noqa: E402,F401,F403  (Gaussian, Airy, Born-Wolf, Moffat, camera shake)

@@ -2,8 +2,9 @@
 
 The form is built from :mod:`deblur_ops.catalog` (methods and their parameters, PSF models and
 theirs), so new methods appear without edits here. PSF sources are a name -> callable table
-(:attr:`DeconvolveWidget.psf_sources`) so that a source of spatially varying PSF descriptions can
-be added beside "generated" and "layer" later; whatever it returns goes to ``deblur`` unchanged.
+(:attr:`DeconvolveWidget.psf_sources`); whatever a source returns goes to ``deblur`` unchanged.
+Running, cancelling and publishing (:class:`RestoreRunner`, :func:`publish_image`) are shared
+with the "Spatially varying PSF" widget (``_sv_widget``), which builds PSF grids and motion fields.
 """
 from __future__ import annotations
 
@@ -71,13 +72,107 @@ def _preview_pixmap(psf: np.ndarray) -> QPixmap:
                                                    Qt.TransformationMode.FastTransformation)
 
 
-class DeconvolveWidget(QWidget):
+class RestoreRunner:
+    """What both widgets share: run ``_restore`` in a worker with progress and Cancel, then publish.
+
+    The widget provides ``viewer``, ``cancel_button``, ``status`` and ``busy_buttons`` (disabled
+    while a restoration runs).
+    """
+
+    worker = None
+
+    def launch(self, data, psf, *, method, loop_axes, rgb, device, params, source, name, placement, title):
+        """Start the restoration of ``data`` into layer ``name``; nothing is written if it is cancelled."""
+        from napari.qt.threading import thread_worker
+        from napari.utils.notifications import show_error
+
+        total = block_count(data.shape, psf, rgb=rgb, loop_axes=loop_axes)
+        restore = thread_worker(_restore, progress={"total": total, "desc": f"{title} ({method})"})
+        self.worker = restore(data, psf, method=method, loop_axes=loop_axes, rgb=rgb, device=device, **params)
+        self.worker.returned.connect(lambda result: self._publish(result, source, name, placement))
+        self.worker.errored.connect(lambda exc: show_error(f"{title}: {exc}"))
+        self.worker.aborted.connect(lambda: setattr(self.status, "value", "cancelled; no layer written"))
+        self.worker.finished.connect(self._idle)
+        for button in self.busy_buttons:
+            button.enabled = False
+        self.cancel_button.enabled = True
+        self.status.value = f"running {method} on {total} slice(s)..."
+        self.worker.start()
+
+    def cancel(self, _value=None):
+        """Stop the running restoration after the current slice; nothing is written."""
+        if self.worker is not None:
+            self.worker.quit()
+
+    def _idle(self):
+        for button in self.busy_buttons:
+            button.enabled = True
+        self.cancel_button.enabled = False
+
+    def _publish(self, result: np.ndarray, source, name: str, placement: dict):
+        publish_image(self.viewer, result, name, source=source, **placement)
+        self.status.value = f"wrote {name!r}"
+
+
+def publish_image(viewer, data: np.ndarray, name: str, *, source=None, **options):
+    """Put ``data`` into layer ``name``: swapped in if the shape matches, else the layer is replaced.
+
+    ``source`` (an Image layer) lends its RGB flag or colormap and its metadata.
+    """
+    existing = viewer.layers[name] if name in viewer.layers else None
+    if existing is not None and existing.data.shape == data.shape:
+        existing.data = data
+        for key, value in options.items():
+            setattr(existing, key, value)
+        return existing
+    if existing is not None:
+        # A different block shape (another slice axis, another ROI) cannot be swapped into the same layer.
+        viewer.layers.remove(existing)
+    if source is not None:
+        options = {**({"rgb": source.rgb} if source.rgb else {"colormap": source.colormap.name}),
+                   "metadata": dict(source.metadata), **options}
+    return viewer.add_image(data, name=name, **options)
+
+
+def shape_layers(viewer):
+    """(name, layer) of the Shapes layers that hold a rectangle, for ROI choosers."""
+    from napari.layers import Shapes
+
+    return [(layer.name, layer) for layer in viewer.layers
+            if isinstance(layer, Shapes) and "rectangle" in layer.shape_type]
+
+
+def roi_bounds(shapes, image, point) -> tuple[slice, slice]:
+    """Row and column slices of ``image``'s data covered by the selected (else last) rectangle of ``shapes``.
+
+    ``point`` is the viewer's world position; it fills the axes the Shapes layer does not have.
+    """
+    rectangles = [i for i, kind in enumerate(shapes.shape_type) if kind == "rectangle"]
+    if not rectangles:
+        raise ValueError(f"Shapes layer {shapes.name!r} has no rectangle; draw one with the rectangle tool")
+    chosen = [i for i in rectangles if i in shapes.selected_data] or rectangles[-1:]
+    corners = []
+    for vertex in np.asarray(shapes.data[chosen[-1]]):
+        world = np.array(point, dtype=float)
+        world[-2:] = np.asarray(shapes.data_to_world(vertex))[-2:]
+        corners.append(np.asarray(image.world_to_data(world))[-2:])
+    corners = np.array(corners)
+    height, width = image.data.shape[-3:-1] if image.rgb else image.data.shape[-2:]
+    top, left = np.clip(np.floor(corners.min(0)).astype(int), 0, None)
+    bottom, right = np.ceil(corners.max(0)).astype(int) + 1
+    rows, cols = slice(top, min(bottom, height)), slice(left, min(right, width))
+    if rows.stop - rows.start < 2 or cols.stop - cols.start < 2:
+        raise ValueError(f"the rectangle of {shapes.name!r} covers less than 2 x 2 pixels of {image.name!r}; "
+                         f"draw it over the image")
+    return rows, cols
+
+
+class DeconvolveWidget(RestoreRunner, QWidget):
     """Restore an image layer into a new layer ``"<input> [<method>]"`` (replaced if it exists)."""
 
     def __init__(self, napari_viewer: napari.viewer.Viewer):
         super().__init__()
         self.viewer = napari_viewer
-        self.worker = None
         self.psf_sources = {"generated": self._generated_psf, "layer": self._layer_psf}
         self.image = widgets.ComboBox(label="image", choices=self._image_layers)
         self.method = widgets.ComboBox(label="method", choices=list(methods()))
@@ -95,7 +190,12 @@ class DeconvolveWidget(QWidget):
         self.preview_button = widgets.PushButton(text="Preview current slice",
                                                  tooltip="restore only the slice (or volume) on screen into "
                                                          "'<input> [<method>] preview'")
+        self.roi = widgets.ComboBox(label="ROI", choices=lambda _w: shape_layers(self.viewer), nullable=True,
+                                    tooltip="a Shapes layer with a rectangle: 'Preview ROI' restores only "
+                                            "that part of the slice on screen")
+        self.roi_button = widgets.PushButton(text="Preview ROI")
         self.cancel_button = widgets.PushButton(text="Cancel", enabled=False)
+        self.busy_buttons = (self.run_button, self.preview_button, self.roi_button)
         self.status = widgets.Label(value="")
         self.preview = QLabel()
         self.preview.setFixedSize(PREVIEW_SIDE, PREVIEW_SIDE)
@@ -103,9 +203,8 @@ class DeconvolveWidget(QWidget):
         self.preview.setToolTip("PSF preview (max projection, square-root scale)")
         form = widgets.Container(widgets=[self.image, self.method, self.method_params, self.psf_source,
                                           self.psf_layer, self.psf_model, self.psf_params])
-        actions = widgets.Container(widgets=[self.mode, self.slice_axis, self.device, self.preview_button, self.run_button,
-                                             self.cancel_button,
-                                             self.status])
+        actions = widgets.Container(widgets=[self.mode, self.slice_axis, self.device, self.preview_button, self.roi,
+                                             self.roi_button, self.run_button, self.cancel_button, self.status])
         layout = QVBoxLayout(self)
         layout.addWidget(form.native)
         layout.addWidget(self.preview)
@@ -120,6 +219,7 @@ class DeconvolveWidget(QWidget):
         self.mode.changed.connect(self._refresh_slice_axes)
         self.run_button.changed.connect(self.run)
         self.preview_button.changed.connect(self.preview_current)
+        self.roi_button.changed.connect(self.preview_roi)
         self.cancel_button.changed.connect(self.cancel)
         for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed):
             event.connect(self._refresh_layers)
@@ -142,6 +242,7 @@ class DeconvolveWidget(QWidget):
     def _refresh_layers(self, _event=None):
         self.image.reset_choices()
         self.psf_layer.reset_choices()
+        self.roi.reset_choices()
         self._refresh_slice_axes()
 
     def _refresh_slice_axes(self, _value=None):
@@ -207,8 +308,11 @@ class DeconvolveWidget(QWidget):
         """Restore only the block under the viewer's current position, into a preview layer."""
         self._start(preview=True)
 
-    def _start(self, preview: bool):
-        from napari.qt.threading import thread_worker
+    def preview_roi(self, _value=None):
+        """Restore only the ROI rectangle of the block on screen, into a preview layer placed over it."""
+        self._start(preview=True, roi=True)
+
+    def _start(self, preview: bool, roi: bool = False):
         from napari.utils.notifications import show_error
 
         layer = self.image.value
@@ -225,52 +329,28 @@ class DeconvolveWidget(QWidget):
             data = np.asarray(layer.data)
             loop_axes = loop_axes_for(data.shape, np.ndim(psf), rgb=layer.rgb, loop_axes=self.loop_axes())
             block_axes = [a for a in range(layer.ndim) if a not in loop_axes]
+            placement = {"scale": np.asarray(layer.scale), "translate": np.asarray(layer.translate, dtype=float)}
             if preview:
                 data = data[block_at(data.shape, loop_axes, layer.world_to_data(self.viewer.dims.point))]
                 loop_axes = ()
-            total = block_count(data.shape, psf, rgb=layer.rgb, loop_axes=loop_axes)
+                placement = {key: value[block_axes] for key, value in placement.items()}
+            if roi:
+                if self.roi.value is None:
+                    raise ValueError("choose a Shapes layer with a rectangle as ROI")
+                rows, cols = roi_bounds(self.roi.value, layer, self.viewer.dims.point)
+                yx = (-3, -2) if layer.rgb else (-2, -1)
+                index = [slice(None)] * data.ndim
+                index[yx[0]], index[yx[1]] = rows, cols
+                data = data[tuple(index)]
+                # The preview layer has no channel axis in scale/translate: its y, x are the last two.
+                placement["translate"][-2:] += np.array([rows.start, cols.start]) * placement["scale"][-2:]
         except (ValueError, TypeError) as exc:
             show_error(f"Deconvolve: {exc}")
             return
-        name, method = self.output_name() + (" preview" if preview else ""), self.method.value
-        placement = {"scale": np.asarray(layer.scale), "translate": np.asarray(layer.translate)}
-        if preview:
-            placement = {key: value[block_axes] for key, value in placement.items()}
-        restore = thread_worker(_restore, progress={"total": total, "desc": f"Deconvolve ({method})"})
-        self.worker = restore(data, psf, method=method, loop_axes=loop_axes, rgb=layer.rgb, device=self.device.value,
-                              **_values(self.method_params))
-        self.worker.returned.connect(lambda result: self._publish(result, layer, name, placement))
-        self.worker.errored.connect(lambda exc: show_error(f"Deconvolve: {exc}"))
-        self.worker.aborted.connect(lambda: setattr(self.status, "value", "cancelled; no layer written"))
-        self.worker.finished.connect(self._idle)
-        self.run_button.enabled = self.preview_button.enabled = False
-        self.cancel_button.enabled = True
-        self.status.value = f"running {method} on {total} slice(s)..."
-        self.worker.start()
-
-    def cancel(self, _value=None):
-        """Stop the running restoration after the current slice; nothing is written."""
-        if self.worker is not None:
-            self.worker.quit()
-
-    def _idle(self):
-        self.run_button.enabled = self.preview_button.enabled = True
-        self.cancel_button.enabled = False
-
-    def _publish(self, result: np.ndarray, source, name: str, placement: dict):
-        existing = self.viewer.layers[name] if name in self.viewer.layers else None
-        if existing is not None and existing.data.shape == result.shape:
-            existing.data = result
-            return self._done(name)
-        if existing is not None:
-            # A different block shape (another slice axis) cannot be swapped into the same layer.
-            self.viewer.layers.remove(existing)
-        options = {"rgb": source.rgb} if source.rgb else {"colormap": source.colormap.name}
-        self.viewer.add_image(result, name=name, metadata=dict(source.metadata), **placement, **options)
-        self._done(name)
-
-    def _done(self, name: str):
-        self.status.value = f"wrote {name!r}"
+        name = self.output_name() + (" preview" if preview else "")
+        self.launch(data, psf, method=self.method.value, loop_axes=loop_axes, rgb=layer.rgb, device=self.device.value,
+                    params=_values(self.method_params), source=layer, name=name, placement=placement,
+                    title="Deconvolve")
 
 
 def _restore(data, psf, *, method, loop_axes, rgb, device, **params):

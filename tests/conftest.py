@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -8,3 +10,25 @@ requires_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(1234)
+
+
+@pytest.fixture(scope="session")
+def manifest():
+    """The napari plugin's manifest, registered with npe2 (an editable install registers it already)."""
+    npe2 = pytest.importorskip("npe2")
+    parsed = npe2.PluginManifest.from_file(Path(__file__).resolve().parents[1] / "napari_deblur" / "napari.yaml")
+    manager = npe2.PluginManager.instance()
+    if parsed.name not in manager:
+        manager.register(parsed)
+    return parsed
+
+
+@pytest.fixture
+def run_to_end(qtbot):
+    """Start a widget's restoration (``preview=True``: its preview) and wait until it is idle again."""
+    def run(widget, timeout=120_000, preview=False):
+        # Wait on the widget's own state: a fast worker can finish before a waitSignal would connect.
+        widget.preview_current() if preview else widget.run()
+        assert widget.worker is not None and not widget.run_button.enabled
+        qtbot.waitUntil(lambda: widget.run_button.enabled, timeout=timeout)
+    return run

@@ -1,6 +1,4 @@
 """napari plugin: manifest, sample data, FITS reader, and the Deconvolve widget end to end (under Xvfb)."""
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -11,24 +9,11 @@ pytest.importorskip("pytestqt")
 from deblur_ops import deblur, samples  # noqa: E402
 from deblur_ops.stack import deblur_stack  # noqa: E402
 
-MANIFEST = Path(__file__).resolve().parents[1] / "napari_deblur" / "napari.yaml"
-
-
-@pytest.fixture(scope="module")
-def manifest():
-    """The plugin's manifest, registered with npe2 (an editable install registers it already)."""
-    parsed = npe2.PluginManifest.from_file(MANIFEST)
-    manager = npe2.PluginManager.instance()
-    if parsed.name not in manager:
-        manager.register(parsed)
-    return parsed
-
-
 def test_manifest_validates_and_every_command_imports(manifest):
     from npe2.manifest.utils import import_python_name
 
     assert manifest.name == "deblur-ops"
-    assert [w.display_name for w in manifest.contributions.widgets] == ["Deconvolve"]
+    assert [w.display_name for w in manifest.contributions.widgets] == ["Deconvolve", "Spatially varying PSF"]
     assert {s.key for s in manifest.contributions.sample_data} == {"widefield", "astronomy", "photo"}
     for command in manifest.contributions.commands:
         assert callable(import_python_name(command.python_name)), command.id
@@ -66,20 +51,13 @@ def _widget(viewer, image, psf_layer=None, model=None, mode=None, method="richar
     return widget
 
 
-def _run_to_end(qtbot, widget, timeout=120_000, preview=False):
-    # Wait on the widget's own state: a fast worker can finish before a waitSignal would connect.
-    widget.preview_current() if preview else widget.run()
-    assert widget.worker is not None and not widget.run_button.enabled
-    qtbot.waitUntil(lambda: widget.run_button.enabled, timeout=timeout)
-
-
-def test_photo_sample_restored_from_the_kernel_layer(make_napari_viewer, qtbot, manifest):
+def test_photo_sample_restored_from_the_kernel_layer(make_napari_viewer, run_to_end, manifest):
     viewer = make_napari_viewer()
     viewer.open_sample("deblur-ops", "photo")
     source = viewer.layers["motion-blurred photo"]
     before = source.data.copy()
     widget = _widget(viewer, "motion-blurred photo", psf_layer="motion kernel", iterations=20)
-    _run_to_end(qtbot, widget)
+    run_to_end(widget)
     result = viewer.layers["motion-blurred photo [richardson_lucy]"].data
     expected = deblur(before, viewer.layers["motion kernel"].data, method="richardson_lucy", iterations=20)
     np.testing.assert_allclose(result, expected, atol=1e-5)
@@ -89,7 +67,7 @@ def test_photo_sample_restored_from_the_kernel_layer(make_napari_viewer, qtbot, 
     np.testing.assert_array_equal(source.data, before)
 
 
-def test_widefield_volume_in_3d_keeps_scale_and_updates_existing_layer(make_napari_viewer, qtbot, manifest):
+def test_widefield_volume_in_3d_keeps_scale_and_updates_existing_layer(make_napari_viewer, run_to_end, manifest):
     from napari_deblur._widget import VOLUME
 
     viewer = make_napari_viewer()
@@ -97,37 +75,37 @@ def test_widefield_volume_in_3d_keeps_scale_and_updates_existing_layer(make_napa
     source = viewer.layers["widefield"]
     before = source.data.copy()
     widget = _widget(viewer, "widefield", psf_layer="widefield PSF", mode=VOLUME, iterations=5)
-    _run_to_end(qtbot, widget)
+    run_to_end(widget)
     output = viewer.layers["widefield [richardson_lucy]"]
     np.testing.assert_allclose(output.scale, source.scale)
     expected = deblur(before, viewer.layers["widefield PSF"].data, method="richardson_lucy", iterations=5)
     np.testing.assert_allclose(output.data, expected, rtol=1e-4, atol=1e-3)
     widget.method_params["iterations"].value = 2
-    _run_to_end(qtbot, widget)
+    run_to_end(widget)
     assert len([layer for layer in viewer.layers if layer.name == output.name]) == 1
     expected = deblur(before, viewer.layers["widefield PSF"].data, method="richardson_lucy", iterations=2)
     np.testing.assert_allclose(viewer.layers[output.name].data, expected, rtol=1e-4, atol=1e-3)
     np.testing.assert_array_equal(source.data, before)
 
 
-def test_widefield_slice_by_slice_with_generated_airy(make_napari_viewer, qtbot, manifest):
+def test_widefield_slice_by_slice_with_generated_airy(make_napari_viewer, run_to_end, manifest):
     from deblur_ops.catalog import make_psf
 
     viewer = make_napari_viewer()
     viewer.open_sample("deblur-ops", "widefield")
     model = ("airy", {"wavelength": 0.52, "na": 1.2, "pixel_size": 0.1})
     widget = _widget(viewer, "widefield", model=model, method="wiener")
-    _run_to_end(qtbot, widget)
+    run_to_end(widget)
     expected = deblur_stack(viewer.layers["widefield"].data, make_psf("airy", **model[1]), method="wiener")
     np.testing.assert_allclose(viewer.layers["widefield [wiener]"].data, expected, atol=1e-4)
 
 
-def test_astronomy_field_with_generated_moffat_improves_the_stars(make_napari_viewer, qtbot, manifest):
+def test_astronomy_field_with_generated_moffat_improves_the_stars(make_napari_viewer, run_to_end, manifest):
     viewer = make_napari_viewer()
     viewer.open_sample("deblur-ops", "astronomy")
     widget = _widget(viewer, "astronomy field", model=("moffat", {"fwhm": 4.5, "beta": 3.0}), iterations=30)
     assert widget.preview.pixmap() is not None and not widget.preview.pixmap().isNull()
-    _run_to_end(qtbot, widget)
+    run_to_end(widget)
     result = viewer.layers["astronomy field [richardson_lucy]"].data
     sample = samples.astronomy_field()
     # The brightest star concentrates more flux in its peak pixel once the seeing is undone.
@@ -161,14 +139,14 @@ def test_method_and_psf_forms_follow_the_signatures(make_napari_viewer, manifest
     assert [w.name for w in widget.psf_params] == [p.name for p in psf_parameters("born_wolf")]
 
 
-def test_rgb_layer_restored_per_channel_and_kept_in_range(make_napari_viewer, qtbot, manifest):
+def test_rgb_layer_restored_per_channel_and_kept_in_range(make_napari_viewer, run_to_end, manifest):
     from deblur_ops.catalog import make_psf
 
     sample = samples.motion_blurred_photo("astronaut", size=96, length=9, angle=0, noise_sigma=0.0)
     viewer = make_napari_viewer()
     viewer.add_image(sample.blurred, name="astronaut", rgb=True)
     widget = _widget(viewer, "astronaut", model=("motion", {"length": 9.0, "angle": 0.0}), iterations=10)
-    _run_to_end(qtbot, widget)
+    run_to_end(widget)
     result = viewer.layers["astronaut [richardson_lucy]"]
     assert result.rgb and result.data.shape == sample.blurred.shape
     kernel = make_psf("motion", length=9, angle=0)
@@ -176,7 +154,7 @@ def test_rgb_layer_restored_per_channel_and_kept_in_range(make_napari_viewer, qt
     np.testing.assert_allclose(result.data[..., 0], np.clip(red, 0, 1), atol=1e-5)
 
 
-def test_slicing_along_a_chosen_axis(make_napari_viewer, qtbot, manifest):
+def test_slicing_along_a_chosen_axis(make_napari_viewer, run_to_end, manifest):
     from deblur_ops.catalog import make_psf
     from napari_deblur._widget import SLICES, VOLUME
 
@@ -190,7 +168,7 @@ def test_slicing_along_a_chosen_axis(make_napari_viewer, qtbot, manifest):
     assert widget.slice_axis.native.isHidden()
     widget.mode.value = SLICES
     widget.slice_axis.value = 2
-    _run_to_end(qtbot, widget)
+    run_to_end(widget)
     result = viewer.layers["tzyx [richardson_lucy]"].data
     psf = make_psf("gaussian", sigma=1.0)
     for t in range(2):
@@ -199,7 +177,7 @@ def test_slicing_along_a_chosen_axis(make_napari_viewer, qtbot, manifest):
             np.testing.assert_allclose(result[t, :, y], expected, atol=1e-5)
 
 
-def test_preview_restores_only_the_slice_on_screen(make_napari_viewer, qtbot, manifest):
+def test_preview_restores_only_the_slice_on_screen(make_napari_viewer, run_to_end, manifest):
     from deblur_ops.catalog import make_psf
 
     viewer = make_napari_viewer()
@@ -208,9 +186,31 @@ def test_preview_restores_only_the_slice_on_screen(make_napari_viewer, qtbot, ma
     viewer.dims.set_current_step(0, 11)
     model = ("gaussian", {"sigma": 1.5})
     widget = _widget(viewer, "widefield", model=model, method="wiener", balance="0.01")
-    _run_to_end(qtbot, widget, preview=True)
+    run_to_end(widget, preview=True)
     preview = viewer.layers["widefield [wiener] preview"]
     expected = deblur(source.data[11], make_psf("gaussian", sigma=1.5), method="wiener", balance=0.01)
     np.testing.assert_allclose(preview.data, expected, atol=1e-5)
     np.testing.assert_allclose(preview.scale, source.scale[1:])
     assert "widefield [wiener]" not in viewer.layers
+
+
+def test_roi_preview_restores_only_the_rectangle_of_the_slice(make_napari_viewer, qtbot, manifest):
+    from deblur_ops.catalog import make_psf
+
+    volume = np.random.default_rng(2).random((3, 64, 80), dtype=np.float32)
+    viewer = make_napari_viewer()
+    viewer.add_image(volume, name="volume", scale=(1.0, 2.0, 2.0), translate=(0.0, 5.0, 5.0))
+    # World corners (25, 29) and (85, 105) are data rows 10..40 and columns 12..50.
+    viewer.add_shapes([np.array([[25.0, 29.0], [25.0, 105.0], [85.0, 105.0], [85.0, 29.0]])],
+                      shape_type="rectangle", name="roi")
+    viewer.dims.set_current_step(0, 1)
+    widget = _widget(viewer, "volume", model=("gaussian", {"sigma": 1.5}), method="wiener", balance="0.01")
+    widget.roi.value = viewer.layers["roi"]
+    widget.preview_roi()
+    qtbot.waitUntil(lambda: widget.run_button.enabled, timeout=60_000)
+    preview = viewer.layers["volume [wiener] preview"]
+    expected = deblur(volume[1, 10:41, 12:51], make_psf("gaussian", sigma=1.5), method="wiener", balance=0.01)
+    np.testing.assert_allclose(preview.data, expected, atol=1e-5)
+    np.testing.assert_allclose(preview.translate, (5.0 + 2 * 10, 5.0 + 2 * 12))
+    np.testing.assert_allclose(preview.scale, (2.0, 2.0))
+    np.testing.assert_array_equal(viewer.layers["volume"].data, volume)

@@ -1,0 +1,178 @@
+"""The "Spatially varying PSF" widget: build a PSFGrid or MotionField, preview it, restore with it.
+
+The PSF description comes from :mod:`deblur_ops.psf` (``PSFGrid.from_stack``,
+``psf_grid_from_points``, ``MotionField.constant`` / ``linear``); this module only reads the form
+and the layers. Restoration runs like the Deconvolve widget's (:class:`RestoreRunner`).
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+from magicgui import widgets
+from qtpy.QtWidgets import QVBoxLayout, QWidget
+
+from deblur_ops import catalog
+from deblur_ops.psf import MotionField, PSFGrid, psf_grid_from_points
+from deblur_ops.restore import METHODS
+
+from ._widget import RestoreRunner, _field, _values, publish_image
+
+if TYPE_CHECKING:
+    import napari
+
+STACK = "PSF stack layer"
+POINTS = "stars / beads (Points layer)"
+MOTION = "motion field"
+CONSTANT = "constant"
+RAMP = "linear ramp"
+
+
+def _layers(viewer, kind: str):
+    import napari.layers
+
+    cls = getattr(napari.layers, kind)
+    return [(layer.name, layer) for layer in viewer.layers if isinstance(layer, cls)]
+
+
+class SpatiallyVaryingWidget(RestoreRunner, QWidget):
+    """Restore an image layer with a PSF that varies across the field into ``"<input> [<method>]"``."""
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.image = widgets.ComboBox(label="image", choices=lambda _w: _layers(self.viewer, "Image"))
+        self.source = widgets.ComboBox(label="PSF source", choices=[STACK, POINTS, MOTION])
+        self.psf_layer = widgets.ComboBox(label="PSF stack", choices=lambda _w: _layers(self.viewer, "Image"),
+                                          tooltip="(gy, gx, kh, kw), or (gy * gx, kh, kw) in row-major grid order")
+        self.points = widgets.ComboBox(label="stars", choices=lambda _w: _layers(self.viewer, "Points"),
+                                       tooltip="one point on an isolated star or bead near each grid node")
+        self.crop = widgets.SpinBox(label="PSF size", value=31, min=3, max=501, step=2,
+                                    tooltip="odd side of each crop; its border should be background")
+        self.grid_rows = widgets.SpinBox(label="grid rows", value=3, min=1, max=64)
+        self.grid_cols = widgets.SpinBox(label="grid columns", value=3, min=1, max=64)
+        self.motion = widgets.ComboBox(label="motion", choices=[CONSTANT, RAMP])
+        self.length = widgets.FloatSpinBox(label="length", value=9.0, min=1.0, max=200.0)
+        self.angle = widgets.FloatSpinBox(label="angle", value=0.0, min=-360.0, max=360.0)
+        self.end_length = widgets.FloatSpinBox(label="end length", value=15.0, min=1.0, max=200.0)
+        self.end_angle = widgets.FloatSpinBox(label="end angle", value=0.0, min=-360.0, max=360.0)
+        self.ramp_axis = widgets.ComboBox(label="ramp along", choices=["x", "y"])
+        capable = sorted(name for name, method in METHODS.items() if method.spatially_varying)
+        self.method = widgets.ComboBox(label="method", choices=capable)
+        self.method_params = widgets.Container(labels=True)
+        self.device = widgets.ComboBox(label="device", choices=["auto", "cpu", "cuda"])
+        self.grid_button = widgets.PushButton(text="Preview grid",
+                                              tooltip="show the PSFs at the grid nodes in '<input> PSF grid'")
+        self.run_button = widgets.PushButton(text="Restore")
+        self.cancel_button = widgets.PushButton(text="Cancel", enabled=False)
+        self.busy_buttons = (self.run_button, self.grid_button)
+        self.status = widgets.Label(value="")
+        form = widgets.Container(widgets=[
+            self.image, self.source, self.psf_layer, self.points, self.crop, self.grid_rows, self.grid_cols,
+            self.motion, self.length, self.angle, self.end_length, self.end_angle, self.ramp_axis, self.method,
+            self.method_params, self.device, self.grid_button, self.run_button, self.cancel_button, self.status])
+        layout = QVBoxLayout(self)
+        layout.addWidget(form.native)
+        layout.addStretch()
+
+        self.source.changed.connect(self._show_fields)
+        self.motion.changed.connect(self._show_fields)
+        self.method.changed.connect(self._rebuild_method_params)
+        self.grid_button.changed.connect(self.preview_grid)
+        self.run_button.changed.connect(self.run)
+        self.cancel_button.changed.connect(self.cancel)
+        for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed):
+            event.connect(self._refresh_layers)
+        self._rebuild_method_params()
+        self._show_fields()
+
+    def _refresh_layers(self, _event=None):
+        for combo in (self.image, self.psf_layer, self.points):
+            combo.reset_choices()
+
+    def _show_fields(self, _value=None):
+        source, ramp = self.source.value, self.motion.value == RAMP
+        self.psf_layer.visible = source == STACK
+        self.points.visible = self.crop.visible = source == POINTS
+        self.motion.visible = self.length.visible = self.angle.visible = source == MOTION
+        self.end_length.visible = self.end_angle.visible = self.ramp_axis.visible = source == MOTION and ramp
+
+    def _rebuild_method_params(self, _value=None):
+        self.method_params.clear()
+        self.method_params.extend(_field(p) for p in catalog.method_parameters(self.method.value))
+
+    def _image(self):
+        layer = self.image.value
+        if layer is None:
+            raise ValueError("add or choose an image layer first")
+        if layer.rgb:
+            raise ValueError(f"{layer.name!r} is RGB; spatially varying restoration takes a grey (H, W) image "
+                             f"(or a stack of them)")
+        return layer
+
+    def grid_shape(self) -> tuple[int, int]:
+        return self.grid_rows.value, self.grid_cols.value
+
+    def psf(self):
+        """The PSFGrid or MotionField the form describes, sized for the chosen image."""
+        layer = self._image()
+        height, width = layer.data.shape[-2:]
+        if self.source.value == STACK:
+            if self.psf_layer.value is None:
+                raise ValueError("choose the layer holding the PSF stack")
+            stack = np.asarray(self.psf_layer.value.data, dtype=np.float64)
+            return PSFGrid.from_stack(stack, None if stack.ndim == 4 else self.grid_shape())
+        if self.source.value == POINTS:
+            if self.points.value is None:
+                raise ValueError("add a Points layer with one point on a star or bead near each grid node")
+            return psf_grid_from_points(self._plane(layer), self._star_positions(layer), self.crop.value,
+                                        self.grid_shape())
+        if self.motion.value == CONSTANT:
+            return MotionField.constant((height, width), self.length.value, self.angle.value)
+        return MotionField.linear((height, width), (self.length.value, self.angle.value),
+                                  (self.end_length.value, self.end_angle.value), axis=self.ramp_axis.value)
+
+    def _plane(self, layer) -> np.ndarray:
+        """The (H, W) plane of ``layer`` on screen, where the stars are measured."""
+        data = np.asarray(layer.data)
+        if data.ndim == 2:
+            return data
+        position = np.asarray(layer.world_to_data(self.viewer.dims.point))
+        leading = tuple(int(np.clip(round(p), 0, n - 1)) for p, n in zip(position[:-2], data.shape[:-2]))
+        return data[leading]
+
+    def _star_positions(self, layer) -> np.ndarray:
+        """The points as (row, col) of the image's data (the layers may differ in scale and translate)."""
+        points = self.points.value
+        if len(points.data) == 0:
+            raise ValueError(f"Points layer {points.name!r} is empty; click on stars or beads")
+        world = [points.data_to_world(p) for p in points.data]
+        return np.array([np.asarray(layer.world_to_data(w))[-2:] for w in world])
+
+    def preview_grid(self, _value=None):
+        """Show the PSFs at the grid nodes side by side in ``"<input> PSF grid"``."""
+        from napari.utils.notifications import show_error
+
+        try:
+            psf = self.psf()
+            grid = psf.psf_grid(self.grid_shape()) if isinstance(psf, MotionField) else psf
+        except (ValueError, TypeError) as exc:
+            show_error(f"Spatially varying PSF: {exc}")
+            return
+        name = f"{self.image.value.name} PSF grid"
+        publish_image(self.viewer, grid.mosaic(), name, colormap="magma")
+        self.status.value = f"{grid.grid_shape[0]} x {grid.grid_shape[1]} PSFs of {tuple(grid.psfs.shape[2:])}"
+
+    def run(self, _value=None):
+        """Restore the whole image layer (slice by slice for stacks) in a worker thread."""
+        from napari.utils.notifications import show_error
+
+        try:
+            layer, psf = self._image(), self.psf()
+        except (ValueError, TypeError) as exc:
+            show_error(f"Spatially varying PSF: {exc}")
+            return
+        placement = {"scale": np.asarray(layer.scale), "translate": np.asarray(layer.translate)}
+        self.launch(np.asarray(layer.data), psf, method=self.method.value, loop_axes=None, rgb=False,
+                    device=self.device.value, params=_values(self.method_params), source=layer,
+                    name=f"{layer.name} [{self.method.value}]", placement=placement, title="Spatially varying PSF")
