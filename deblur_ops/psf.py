@@ -231,6 +231,17 @@ def motion_weights(length_map: torch.Tensor, angle_map: torch.Tensor, grid: torc
     return idx, weights
 
 
+def _grid_shape(grid_shape) -> tuple[int, int]:
+    """(gy, gx) as two positive ints, or a ValueError that says what came."""
+    try:
+        gy, gx = (int(g) for g in grid_shape)
+    except (TypeError, ValueError):
+        raise ValueError(f"grid_shape must be (gy, gx), got {grid_shape!r}") from None
+    if gy < 1 or gx < 1:
+        raise ValueError(f"grid_shape must be positive, got {(gy, gx)}")
+    return gy, gx
+
+
 def grid_weights(grid_shape, image_shape, *, dtype=torch.float32, device=None
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """Bilinear weights of a regular gy x gx grid of PSFs measured across the field of view.
@@ -547,12 +558,7 @@ class MotionField:
             >>> MotionField.constant((9, 9), 5.0, 0.0).psf_grid((2, 2)).psfs[1, 1, 2].tolist()
             [0.2, 0.2, 0.2, 0.2, 0.2]
         """
-        try:
-            gy, gx = (int(g) for g in grid_shape)
-        except (TypeError, ValueError):
-            raise ValueError(f"grid_shape must be (gy, gx), got {grid_shape!r}") from None
-        if gy < 1 or gx < 1:
-            raise ValueError(f"grid_shape must be positive, got {(gy, gx)}")
+        gy, gx = _grid_shape(grid_shape)
         H, W = self.shape
         rows = [round(i * (H - 1) / (gy - 1)) if gy > 1 else 0 for i in range(gy)]
         cols = [round(j * (W - 1) / (gx - 1)) if gx > 1 else 0 for j in range(gx)]
@@ -733,12 +739,7 @@ def psf_grid_from_points(image, points, size: int, grid_shape) -> PSFGrid:
         raise ValueError(f"points must have shape (n, 2) of (row, col), got {tuple(pts.shape)}")
     if int(size) != size or size < 3 or size % 2 == 0:
         raise ValueError(f"size must be an odd integer >= 3 (the PSF is centred at size // 2), got {size!r}")
-    try:
-        gy, gx = (int(g) for g in grid_shape)
-    except (TypeError, ValueError):
-        raise ValueError(f"grid_shape must be (gy, gx), got {grid_shape!r}") from None
-    if gy < 1 or gx < 1:
-        raise ValueError(f"grid_shape must be positive, got {(gy, gx)}")
+    gy, gx = _grid_shape(grid_shape)
     size, r = int(size), int(size) // 2
     H, W = img.shape
     nodes: dict[tuple[int, int], list[torch.Tensor]] = {}
