@@ -11,6 +11,9 @@ from ._extension import backend
 from .api import deblur, methods
 from .ops import LearnableShrink, learnable_shrink, nu_conv, wiener_stack
 
+from . import models  # noqa: E402  (registers the learned restoration methods)
+from .models.methods import estimate_motion  # noqa: E402
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -18,8 +21,10 @@ __all__ = [
     "backend",
     "boundary",
     "deblur",
+    "estimate_motion",
     "learnable_shrink",
     "methods",
+    "models",
     "nu_conv",
     "psf",
     "reference",

@@ -1,4 +1,4 @@
-"""The `deblur` command: demo, run, bench, doctor, evaluate."""
+"""The `deblur` command: demo, run, train, bench, doctor, evaluate."""
 from __future__ import annotations
 
 import argparse
@@ -102,6 +102,42 @@ def _run(args) -> int:
                   progress=not args.quiet, **params)
     print(json.dumps(summary))
     return 0
+
+
+def _train(args) -> int:
+    from pathlib import Path
+
+    import torch
+
+    from .models.pretrained import WEIGHTS_DIR
+    from .train import RECIPES, TrainOptions, recipes
+
+    available = recipes()
+    if args.list or not args.model:
+        for name, description in available.items():
+            print(f"{name:18s} {description}")
+        return 0 if args.list else 2
+    if args.model not in RECIPES:
+        raise ValueError(f"unknown model {args.model!r}; trainable: {sorted(available)}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out) if args.out else Path(f"{args.model}.pt")
+    if args.install:
+        out = WEIGHTS_DIR / f"{_INSTALL_NAMES.get(args.model, args.model)}.pt"
+    options = TrainOptions(steps=args.steps, batch_size=args.batch_size, patch=args.patch, lr=args.lr,
+                           seed=args.seed, out=out, checkpoint=Path(args.checkpoint) if args.checkpoint else None,
+                           resume=args.resume, device=args.device, images=args.images, progress=not args.quiet,
+                           validate_every=args.validate_every, extra=dict(args.set))
+    info = RECIPES[args.model].run(options)
+    summary = {k: info[k] for k in ("steps", "seconds", "device", "validation_psnr", "validation_input_psnr",
+                                    "validation_motion_mse") if info.get(k) is not None}
+    print(json.dumps(summary, indent=2))
+    print(f"wrote {out}")
+    return 0
+
+
+# recipe name -> registry name of the weights it makes (for --install)
+_INSTALL_NAMES = {"irc": "irc-motion", "motion": "motion-net", "blind": "blind-irc"}
 
 
 def _key_value(text: str) -> tuple[str, object]:
@@ -220,6 +256,28 @@ def build_parser() -> argparse.ArgumentParser:
                    help="same: the input's dtype (integers rounded and clipped); float32: as computed")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_run)
+
+    p = sub.add_parser("train", help="train a model on synthetic blurred images (deblur train --list)")
+    p.add_argument("model", nargs="?", help="recipe name, e.g. irc, motion, blind (see --list)")
+    p.add_argument("--list", action="store_true", help="list the trainable models")
+    p.add_argument("--steps", type=int, help="optimisation steps (default: the recipe's)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--patch", type=int, help="training patch side in pixels")
+    p.add_argument("--lr", type=float, help="learning rate")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="weight file to write (default <model>.pt)")
+    p.add_argument("--install", action="store_true",
+                   help="write the weights into the package, where load_pretrained() finds them")
+    p.add_argument("--checkpoint", help="checkpoint file, written at every validation")
+    p.add_argument("--resume", action="store_true", help="continue from --checkpoint")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("--images", help="folder of training images (default: the built-in offline images)")
+    p.add_argument("--validate-every", type=int, help="steps between validations")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
+    p.add_argument("--set", action="append", default=[], type=_key_value, metavar="KEY=VALUE",
+                   help="recipe option, e.g. --set width=16 (repeatable)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_train)
 
     from . import evaluate
 

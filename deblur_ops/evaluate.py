@@ -192,6 +192,8 @@ def _run(method: str, observed: np.ndarray, kernel: np.ndarray, noise_estimate: 
         return restoration.richardson_lucy(observed, kernel, num_iter=params.get("num_iter", RL_ITERATIONS))
     if method == "richardson_lucy":
         params = {"iterations": RL_ITERATIONS, **params}
+    if not METHODS[method].needs_psf:  # blind methods see the observation only
+        kernel = None
     return deblur(observed, kernel, method=method, device=device, **params)
 
 
@@ -259,7 +261,7 @@ def evaluate(method_specs: Sequence[str] = DEFAULT_METHODS, kernels: Sequence[st
         raise ValueError(f"repeats must be an integer >= 1, got {repeats!r}")
     kernel_arrays = {spec: None if is_field(spec) else make_kernel(spec) for spec in kernels}
     uniform_only = [spec for spec, (name, _) in parsed.items()
-                    if name in PEERS or not METHODS[name].spatially_varying]
+                    if name in PEERS or (METHODS[name].needs_psf and not METHODS[name].spatially_varying)]
     if uniform_only and any(is_field(k) for k in kernels):
         raise ValueError(f"methods {uniform_only} take uniform PSFs only and cannot run on motion fields "
                          f"{[k for k in kernels if is_field(k)]}; score them on separate runs")

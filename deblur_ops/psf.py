@@ -130,12 +130,12 @@ def _grid_axes(grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     angles = torch.unique(grid[grid[:, 0] > 1, 1]) if bool((grid[:, 0] > 1).any()) else \
         torch.unique(grid[:, 1])
     table = torch.full((len(lengths), len(angles)), -1, dtype=torch.long)
-    for f, (length, angle) in enumerate(grid.tolist()):
-        li = int(torch.searchsorted(lengths, length))
-        if length == 1:  # one delta stands for every angle
-            table[li] = f
-        else:
-            table[li, int(torch.searchsorted(angles, angle))] = f
+    li = torch.searchsorted(lengths, grid[:, 0].contiguous())
+    ai = torch.searchsorted(angles, grid[:, 1].contiguous()).clamp(max=len(angles) - 1)
+    order = torch.arange(len(grid))
+    delta = grid[:, 0] == 1  # one delta stands for every angle
+    table[li[delta]] = order[delta][:, None]
+    table[li[~delta], ai[~delta]] = order[~delta]
     if bool((table < 0).any()):
         raise ValueError("grid must hold every (length, angle) pair of its lengths x angles; "
                          "build it with motion_bank")

@@ -7,7 +7,10 @@ including ones added later, without a hand-kept list.
 from __future__ import annotations
 
 from collections.abc import Callable
+import re
 from dataclasses import dataclass
+
+_NAME = re.compile(r"[a-z][a-z0-9_]*(-[a-z0-9_]+)*")
 
 
 @dataclass(frozen=True)
@@ -56,8 +59,9 @@ def register(name: str, description: str, *, needs_psf: bool = True,
         >>> METHODS.pop("identity_demo").description
         'returns the input'
     """
-    if not isinstance(name, str) or not name.isidentifier():
-        raise ValueError(f"method name must be a Python identifier like 'admm_tv', got {name!r}")
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ValueError(f"method name must be lower-case letters, digits, '_' and '-' and start with a letter, "
+                         f"like 'admm_tv' or 'irc-net', got {name!r}")
     if name in METHODS:
         raise ValueError(f"a method named {name!r} is already registered; pick another name")
     if not isinstance(description, str) or not description.strip() or "\n" in description:

@@ -1,0 +1,21 @@
+"""Learned models of the five source papers, and their shipped weights.
+
+- :class:`IRCNet`, :class:`MotionNet`, :class:`BlindIRC` — paper 004 (IRC-Net, Motion-Net, blind pipeline).
+
+``load_pretrained(name)`` returns a shipped trained model (see :func:`pretrained_models`);
+``deblur_ops.deblur(..., method=...)`` uses them as restoration methods.
+"""
+from .blind_irc import BlindIRC
+from .irc_net import IRCNet
+from .motion_net import MotionNet, motion_mse
+from .pretrained import (PRETRAINED, load_pretrained, load_weights, pretrained_models, read_weights,
+                         register_pretrained, save_pretrained)
+
+register_pretrained("irc-motion", IRCNet, "IRC-Net fine-tuned on uniform linear motion (paper 004 §4.2)")
+register_pretrained("motion-net", MotionNet, "Motion-Net trained on camera-motion fields (paper 004 §3.1)")
+register_pretrained("blind-irc", BlindIRC, "Motion-Net + IRC-Net fine-tuned end to end (paper 004 §3.3)")
+
+from . import methods  # noqa: E402,F401  (registers the learned restoration methods and recipes)
+
+__all__ = ["BlindIRC", "IRCNet", "MotionNet", "motion_mse", "PRETRAINED", "load_pretrained", "load_weights",
+           "pretrained_models", "read_weights", "register_pretrained", "save_pretrained"]

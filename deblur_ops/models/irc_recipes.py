@@ -1,0 +1,127 @@
+"""Training recipes of paper 004: ``deblur train irc | motion | blind``.
+
+- ``irc``: IRC-Net fine-tuned on uniform linear motions of the bank's grid (paper 004 §4.2: each
+  sample's exact grid motion selects one inverse filter, which is what its correction learns).
+- ``motion``: Motion-Net regressed on smooth non-uniform camera-motion fields (§4.1).
+- ``blind``: Motion-Net -> IRC-Net fine-tuned end to end on camera-motion fields (§3.3, eq. 18),
+  started from the ``motion`` and ``irc`` weights given with ``--set motion_weights=... irc_weights=...``
+  (default: the shipped ones).
+"""
+from __future__ import annotations
+
+import torch
+
+from ..train.data import SyntheticBlur
+from ..train.loop import fit, supervised_step
+from ..train.recipes import TrainOptions, register_recipe, training_info
+from .blind_irc import BlindIRC
+from .irc_net import IRCNet
+from .motion_net import MotionNet, direction_to_angle, motion_loss, motion_mse
+from .pretrained import PRETRAINED, load_weights, save_pretrained
+
+
+def _data(options: TrainOptions, kind: str, patch: int, cfg: dict) -> tuple[SyntheticBlur, SyntheticBlur, dict]:
+    common = dict(patch=patch, psf_size=cfg["psf_size"], max_length=cfg["train_max_length"],
+                  noise=(cfg["noise_low"], cfg["noise_high"]), images=options.images)
+    train = SyntheticBlur(kind, seed=options.seed, split="train", **common)
+    val = SyntheticBlur(kind, seed=options.seed, split="val", **common)
+    described = {"kind": kind, "patch": patch, "max_length": cfg["train_max_length"],
+                 "noise_sigma": [cfg["noise_low"], cfg["noise_high"]],
+                 "images": options.images or "built-in offline skimage images (training split)"}
+    return train, val, described
+
+
+def train_irc(options: TrainOptions) -> dict:
+    """Fine-tune IRC-Net on uniform grid motions; L2 loss, Adam."""
+    cfg = options.pop_extra({"stages": 5, "inner_steps": 2, "max_length": 35, "delta_size": 15,
+                             "train_max_length": 35, "psf_size": 35, "noise_low": 0.005, "noise_high": 0.02,
+                             "delta_lr_scale": 0.1})
+    torch.manual_seed(options.seed)
+    model = IRCNet(stages=cfg["stages"], inner_steps=cfg["inner_steps"], max_length=cfg["max_length"],
+                   delta_size=cfg["delta_size"])
+    train, val, described = _data(options, "linear", options.get("patch", 64), cfg)
+    lr = options.get("lr", 1e-3)
+    others = [p for n, p in model.named_parameters() if n != "inverse_delta"]
+    optimizer = torch.optim.Adam([{"params": others, "lr": lr},
+                                  {"params": [model.inverse_delta], "lr": lr * cfg["delta_lr_scale"]}])
+
+    def forward(batch):
+        return model(batch["blurry"], motion=(batch["length"], batch["angle"]))
+
+    step = supervised_step(model, optimizer, forward, lambda out, b: ((out - b["sharp"]) ** 2).mean())
+    history = fit(model, step, forward, train, val, steps=options.get("steps", 400),
+                  batch_size=options.get("batch_size", 4), optimizers=[optimizer],
+                  validate_every=options.get("validate_every", 50), checkpoint=options.checkpoint,
+                  resume=options.resume, seed=options.seed, progress=options.progress, device=options.device)
+    info = training_info(options, history, described, lr=lr, loss="l2", optimizer="Adam")
+    save_pretrained(model, options.out, config=model.config(), info=info, name="irc-motion")
+    return info
+
+
+def train_motion(options: TrainOptions) -> dict:
+    """Train Motion-Net on camera-motion fields; loss :func:`motion_loss`, Adam."""
+    cfg = options.pop_extra({"width": 24, "blocks": 2, "max_length": 35.0, "train_max_length": 35,
+                             "psf_size": 35, "noise_low": 0.005, "noise_high": 0.02})
+    torch.manual_seed(options.seed)
+    model = MotionNet(width=cfg["width"], max_length=cfg["max_length"], blocks=cfg["blocks"])
+    train, val, described = _data(options, "field", options.get("patch", 96), cfg)
+    lr = options.get("lr", 1e-3)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    steps = options.get("steps", 600)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+
+    def train_step(batch):
+        optimizer.zero_grad(set_to_none=True)
+        length, direction = model(batch["blurry"])
+        loss = motion_loss(length, direction, batch["length"], batch["angle"])
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+        optimizer.step()
+        return float(loss.detach())
+
+    def score(batch):
+        length, direction = model(batch["blurry"])
+        angle = direction_to_angle(direction)
+        return {"motion_mse": float(motion_mse(length, angle, batch["length"], batch["angle"]).mean()),
+                "loss": float(motion_loss(length, direction, batch["length"], batch["angle"]))}
+
+    history = fit(model, train_step, None, train, val, score=score, steps=steps, batch_size=options.get("batch_size", 4),
+                  optimizers=[optimizer], schedulers=[scheduler], validate_every=options.get("validate_every", 100),
+                  checkpoint=options.checkpoint, resume=options.resume, seed=options.seed,
+                  progress=options.progress, device=options.device)
+    info = training_info(options, history, described, lr=lr, loss="motion_loss", optimizer="Adam, cosine LR",
+                         validation_motion_mse=history["validation"][-1]["motion_mse"])
+    save_pretrained(model, options.out, config=model.config(), info=info, name="motion-net")
+    return info
+
+
+def train_blind(options: TrainOptions) -> dict:
+    """Fine-tune Motion-Net + IRC-Net end to end on camera-motion fields; L2 loss, Adam."""
+    cfg = options.pop_extra({"motion_weights": "", "irc_weights": "", "train_max_length": 35, "psf_size": 35,
+                             "noise_low": 0.005, "noise_high": 0.02, "motion_lr_scale": 0.1})
+    motion = load_weights(cfg["motion_weights"] or PRETRAINED["motion-net"].path, MotionNet)
+    irc = load_weights(cfg["irc_weights"] or PRETRAINED["irc-motion"].path, IRCNet)
+    model = BlindIRC.from_parts(motion, irc).train()
+    train, val, described = _data(options, "field", options.get("patch", 64), cfg)
+    lr = options.get("lr", 1e-4)
+    optimizer = torch.optim.Adam([{"params": model.irc.parameters(), "lr": lr},
+                                  {"params": model.motion_net.parameters(), "lr": lr * cfg["motion_lr_scale"]}])
+
+    def forward(batch):
+        return model(batch["blurry"])
+
+    step = supervised_step(model, optimizer, forward, lambda out, b: ((out - b["sharp"]) ** 2).mean(), grad_clip=1.0)
+    history = fit(model, step, forward, train, val, steps=options.get("steps", 100),
+                  batch_size=options.get("batch_size", 2), optimizers=[optimizer],
+                  validate_every=options.get("validate_every", 25), checkpoint=options.checkpoint,
+                  resume=options.resume, seed=options.seed, progress=options.progress, device=options.device)
+    info = training_info(options, history, described, lr=lr, loss="l2", optimizer="Adam",
+                         started_from={"motion": str(cfg["motion_weights"] or "shipped motion-net"),
+                                       "irc": str(cfg["irc_weights"] or "shipped irc-motion")})
+    save_pretrained(model, options.out, config=model.config(), info=info, name="blind-irc")
+    return info
+
+
+register_recipe("irc", "IRC-Net (paper 004) fine-tuned on uniform grid motions -> irc-motion", train_irc)
+register_recipe("motion", "Motion-Net (paper 004) on camera-motion fields -> motion-net", train_motion)
+register_recipe("blind", "Motion-Net + IRC-Net end to end on camera-motion fields -> blind-irc", train_blind)

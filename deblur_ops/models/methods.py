@@ -1,0 +1,155 @@
+"""The learned models of paper 004 as restoration methods, and ``estimate_motion``.
+
+``deblur(image, psf, method="irc-net")`` runs the shipped fine-tuned IRC-Net with any blur
+description (uniform PSF, ``MotionField``, ``PSFGrid``); ``method="blind-irc"`` needs no PSF:
+Motion-Net estimates the motion field, IRC-Net removes it. Models are loaded once per device.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .. import psf as psf_lib
+from ..restore._common import check_positive
+from ..restore.registry import register
+from . import irc_recipes  # noqa: F401  (registers the training recipes)
+from .pretrained import load_pretrained
+
+_CACHE: dict[tuple[str, str], torch.nn.Module] = {}
+
+
+def cached_model(name: str, device) -> torch.nn.Module:
+    """``load_pretrained(name)`` on ``device``, loaded once per process."""
+    key = (name, str(torch.device(device)))
+    if key not in _CACHE:
+        _CACHE[key] = load_pretrained(name, device=device)
+    return _CACHE[key]
+
+
+def _check_image(image: torch.Tensor) -> None:
+    if not isinstance(image, torch.Tensor) or image.dim() != 4:
+        raise ValueError(f"the learned paper-004 models take 2D images (B, C, H, W), got shape "
+                         f"{tuple(getattr(image, 'shape', ()))}; volumes are not supported")
+    if min(image.shape[-2:]) < 16:
+        raise ValueError(f"image must be at least 16x16 pixels, got {tuple(image.shape[-2:])}")
+
+
+@register("irc-net", "IRC-Net (paper 004): unrolled ADMM + IRC with learned shrinkage and inverse filters",
+          spatially_varying=True)
+def irc_net(image: torch.Tensor, psf, *, noise_sigma=None, weights: str = "irc-motion") -> torch.Tensor:
+    """Non-blind deblurring with the shipped fine-tuned IRC-Net (:class:`deblur_ops.models.IRCNet`).
+
+    Args:
+        image: (B, C, H, W).
+        psf: uniform PSF (kh, kw), ``psf.MotionField`` (uses the learned motion bank) or
+            ``psf.PSFGrid``.
+        noise_sigma: noise level for the shrinkage; estimated when None.
+        weights: registry name or path of an IRC-Net weight file.
+
+    Example:
+        >>> import torch
+        >>> from deblur_ops.psf import linear_motion_kernel
+        >>> irc_net(torch.rand(1, 1, 40, 40), linear_motion_kernel(5, 0)).shape
+        torch.Size([1, 1, 40, 40])
+    """
+    _check_image(image)
+    model = _model(weights, image.device, "irc")
+    with torch.no_grad():
+        return model(image, psf, noise_sigma=noise_sigma)
+
+
+def _model(weights: str, device, kind: str) -> torch.nn.Module:
+    from pathlib import Path
+
+    from .blind_irc import BlindIRC
+    from .irc_net import IRCNet
+    from .pretrained import PRETRAINED, load_weights
+
+    if weights in PRETRAINED:
+        return cached_model(weights, device)
+    if not Path(str(weights)).is_file():
+        raise ValueError(f"weights must be a registered name ({sorted(PRETRAINED)}) or a weight file, got {weights!r}")
+    return load_weights(weights, IRCNet if kind == "irc" else BlindIRC, device=device)
+
+
+@register("blind-irc", "Blind: Motion-Net estimates the per-pixel motion, IRC-Net removes it (paper 004)",
+          needs_psf=False)
+def blind_irc(image: torch.Tensor, psf=None, *, noise_sigma=None, weights: str = "blind-irc") -> torch.Tensor:
+    """Blind motion deblurring with the shipped :class:`deblur_ops.models.BlindIRC`.
+
+    Args:
+        image: (B, C, H, W); colour images share one motion field (estimated on their grey mean).
+        psf: must be None (the blur is estimated).
+        noise_sigma: noise level for the shrinkage; estimated when None.
+        weights: registry name or path of a BlindIRC weight file.
+
+    Example:
+        >>> import torch
+        >>> blind_irc(torch.rand(1, 1, 40, 40)).shape
+        torch.Size([1, 1, 40, 40])
+    """
+    if psf is not None:
+        raise ValueError("blind-irc estimates the blur itself: pass psf=None (or use method='irc-net' with your PSF)")
+    _check_image(image)
+    model = _model(weights, image.device, "blind")
+    with torch.no_grad():
+        return model(image, noise_sigma=noise_sigma)
+
+
+def estimate_motion(image, *, device="auto", weights: str = "motion-net") -> psf_lib.MotionField:
+    """Per-pixel linear motion of a blurred photo, estimated by the shipped Motion-Net.
+
+    Args:
+        image: (H, W) grey or (H, W, 3) colour, NumPy array or torch tensor, values in any range.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``.
+        weights: registry name of the Motion-Net weights.
+
+    Returns:
+        ``psf.MotionField`` with (H, W) ``length`` (pixels) and ``angle`` (degrees in [0, 180));
+        pass it as the psf of ``deblur(..., method="irc-net")`` or draw it as vectors in napari.
+
+    Raises:
+        ValueError, TypeError: wrong shape or type, images smaller than 16 x 16.
+
+    Example:
+        >>> import numpy as np
+        >>> field = estimate_motion(np.random.rand(32, 40).astype(np.float32))
+        >>> field.shape
+        (32, 40)
+    """
+    from ..api import _as_float_tensor, _resolve_device
+
+    target = _resolve_device(device, image)
+    x = _as_float_tensor(image, "image", target)
+    if x.dim() == 2:
+        batch = x[None, None]
+    elif x.dim() == 3 and x.shape[-1] in (3, 4):
+        batch = x[..., :3].permute(2, 0, 1)[None]
+    else:
+        raise ValueError(f"image must have shape (H, W) or (H, W, 3), got {tuple(x.shape)}")
+    _check_image(batch)
+    with torch.no_grad():
+        length, angle = cached_model(weights, target).motion(batch.contiguous())
+    return psf_lib.MotionField(length[0].double().cpu(), angle[0].double().cpu())
+
+
+def motion_vectors(field: psf_lib.MotionField, step: int = 16) -> np.ndarray:
+    """napari ``Vectors`` data for a motion field: one (2, 2) [[row, col], [drow, dcol]] per ``step`` pixels.
+
+    Each vector is the blur line at its node (length in pixels, direction of the angle; the sign of a
+    blur line is arbitrary), centred on the node.
+
+    Example:
+        >>> f = psf_lib.MotionField.constant((32, 32), 8.0, 0.0)
+        >>> v = motion_vectors(f, 16)
+        >>> v.shape, v[0, 1].tolist()
+        ((4, 2, 2), [0.0, 8.0])
+    """
+    step = check_positive(step, "step", integer=True)
+    length, angle = field.length.numpy(), np.deg2rad(field.angle.numpy())
+    rows, cols = np.meshgrid(np.arange(step // 2, length.shape[0], step), np.arange(step // 2, length.shape[1], step),
+                             indexing="ij")
+    l, a = length[rows, cols], angle[rows, cols]
+    d_row, d_col = -l * np.sin(a), l * np.cos(a)  # rows point down, angles count counter-clockwise
+    starts = np.stack([rows - d_row / 2, cols - d_col / 2], -1).reshape(-1, 2)
+    return np.stack([starts, np.stack([d_row, d_col], -1).reshape(-1, 2)], 1).astype(np.float64)

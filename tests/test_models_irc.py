@@ -1,0 +1,184 @@
+"""IRC-Net, Motion-Net and the blind pipeline (paper 004): equality with `irc`, gradients, training, errors."""
+import numpy as np
+import pytest
+import torch
+
+import deblur_ops
+from deblur_ops import psf as psf_lib
+from deblur_ops.models import BlindIRC, IRCNet, MotionNet, load_pretrained, motion_mse, pretrained_models
+from deblur_ops.models.motion_net import angle_to_direction, direction_to_angle, motion_loss
+from deblur_ops.restore.irc import FFTGather, irc
+
+
+@pytest.fixture(scope="module")
+def small_net():
+    return IRCNet(stages=3, inner_steps=2, max_length=9)
+
+
+def _image(seed=0, size=40, channels=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(1, channels, size, size, generator=g)
+
+
+def test_untrained_equals_irc_uniform_psf(small_net):
+    y = _image(1)
+    k = psf_lib.linear_motion_kernel(7, 30)
+    ours = small_net(y, k, noise_sigma=0.01)
+    theirs = irc(y, k, noise_sigma=0.01, stages=3, irc_iterations=2)
+    assert (ours - theirs).abs().max() < 1e-4
+
+
+def test_untrained_equals_irc_motion_field_bank():
+    """A motion field on IRC-Net's own bank: the same as irc given that bank through idx/weights."""
+    net = IRCNet(stages=2, inner_steps=2, max_length=9)
+    y = _image(2, 36)
+    field = psf_lib.MotionField.from_camera_motion((36, 36), (3.0, 2.0), 4.0)
+    idx, weights = net.motion_inputs(field.length.float(), field.angle.float())
+    ours = net(y, motion=(field.length, field.angle), noise_sigma=0.02)
+    grid = psf_lib.PSFGrid  # noqa: F841  (irc takes any spatially varying description)
+
+    class Inputs:
+        spatially_varying = True
+
+        def nu_conv_inputs(self, shape, *, dtype=torch.float32, device=None):
+            return net.bank.to(dtype), idx, weights.to(dtype)
+
+    theirs = irc(y, Inputs(), noise_sigma=0.02, stages=2, irc_iterations=2, filter_size=net.filter_size)
+    assert (ours - theirs).abs().max() < 1e-4
+
+
+def test_fft_gather_matches_nu_conv_and_gradients():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 2, 9, 11, dtype=torch.float64, generator=g, requires_grad=True)
+    bank = torch.rand(4, 5, 3, dtype=torch.float64, generator=g, requires_grad=True)
+    idx = torch.randint(4, (2, 3, 9, 11), generator=g)
+    w = torch.rand(2, 3, 9, 11, dtype=torch.float64, generator=g)
+    w[:, 2] = 0
+    w.requires_grad_(True)
+    expected = deblur_ops.nu_conv(x, bank, idx, w, mode="gather", padding="zeros")
+    assert torch.allclose(FFTGather(bank, idx, w, 2)(x), expected, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda x, b, w: FFTGather(b, idx, w, 2)(x), (x, bank, w))
+
+
+def test_gradients_reach_every_parameter(small_net):
+    net = IRCNet(stages=2, inner_steps=1, max_length=9)
+    y = _image(3, 32)
+    length, angle = torch.full((1, 32, 32), 5.0), torch.full((1, 32, 32), 30.0)
+    out = net(y, motion=(length, angle))
+    out.square().mean().backward()
+    for name, p in net.named_parameters():
+        assert p.grad is not None and bool(p.grad.abs().sum() > 0), name
+
+
+def test_gradients_flow_to_motion_net():
+    net = BlindIRC({"width": 4, "max_length": 9.0}, {"stages": 1, "inner_steps": 1, "max_length": 9})
+    net(_image(4, 32)).mean().backward()
+    for name, p in net.motion_net.named_parameters():
+        if "pool" in name:  # the image-level ASPP branch sees a constant after instance norm
+            continue
+        assert p.grad is not None and bool(torch.isfinite(p.grad).all()), name
+    assert sum(float(p.grad.abs().sum()) for p in net.motion_net.parameters() if p.grad is not None) > 0
+
+
+@pytest.mark.parametrize("channels,size", [(1, (37, 45)), (3, (33, 40))])
+def test_shapes_odd_sizes_and_colour(channels, size):
+    net = IRCNet(stages=1, inner_steps=1, max_length=5)
+    y = torch.rand(2, channels, *size)
+    assert net(y, psf_lib.linear_motion_kernel(5, 10)).shape == y.shape
+    m = MotionNet(width=4)
+    length, angle = m.motion(y)
+    assert length.shape == (2, *size) and angle.shape == (2, *size)
+
+
+def test_direction_encoding_identifies_opposite_angles():
+    a = torch.tensor([[[0.0, 179.0, 90.0]]])
+    d = angle_to_direction(a)
+    assert torch.allclose(direction_to_angle(d), a, atol=1e-4)
+    assert torch.allclose(angle_to_direction(a + 180), d, atol=1e-6)
+    l = torch.full_like(a, 10.0)
+    assert float(motion_mse(l, a + 180, l, a).max()) < 1e-8
+    assert float(motion_loss(l, d, l, a + 180)) < 1e-8
+
+
+def test_tiny_training_lowers_the_loss(tmp_path):
+    from deblur_ops.models.irc_recipes import train_irc
+    from deblur_ops.train import TrainOptions
+
+    options = TrainOptions(steps=6, batch_size=2, patch=24, lr=1e-2, out=tmp_path / "irc.pt", progress=False,
+                           validate_every=3, extra={"stages": 1, "inner_steps": 1, "max_length": 7,
+                                                    "train_max_length": 7, "psf_size": 7, "delta_size": 3})
+    info = train_irc(options)
+    history = info["validation_history"]
+    assert history[-1]["psnr"] > history[0]["psnr"] - 0.5  # not diverging
+    from deblur_ops.models import load_weights
+
+    net = load_weights(options.out, IRCNet)
+    assert net.config()["max_length"] == 7 and net.stages == 1
+    assert net.trained_info["steps"] == 6
+
+
+def test_motion_net_training_lowers_the_loss():
+    torch.manual_seed(0)
+    from deblur_ops.train import SyntheticBlur
+
+    data = SyntheticBlur("field", patch=32, psf_size=9, max_length=9, seed=0)
+    net = MotionNet(width=4, max_length=9.0)
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    batch = data.batch(4)
+
+    def loss():
+        length, direction = net(batch["blurry"])
+        return motion_loss(length, direction, batch["length"], batch["angle"])
+
+    first = float(loss())
+    for _ in range(15):
+        opt.zero_grad()
+        value = loss()
+        value.backward()
+        opt.step()
+    assert float(loss()) < first
+
+
+def test_every_shipped_weight_loads():
+    for name, description in pretrained_models().items():
+        assert "[not shipped]" not in description, name
+        model = load_pretrained(name)
+        assert not model.training and model.trained_info["steps"] > 0
+
+
+def test_methods_run_through_deblur():
+    image = np.random.default_rng(0).random((40, 44)).astype(np.float32)
+    k = psf_lib.linear_motion_kernel(5, 20).numpy()
+    assert deblur_ops.deblur(image, k, method="irc-net").shape == image.shape
+    assert deblur_ops.deblur(image, method="blind-irc").shape == image.shape
+    rgb = np.random.default_rng(1).random((36, 40, 3)).astype(np.float32)
+    assert deblur_ops.deblur(rgb, method="blind-irc").shape == rgb.shape
+    field = deblur_ops.estimate_motion(image)
+    assert field.shape == image.shape and float(field.length.min()) >= 1
+    assert deblur_ops.deblur(image, field, method="irc-net").shape == image.shape
+
+
+def test_bad_inputs_are_clear(small_net):
+    y = _image(5, 32)
+    k = psf_lib.linear_motion_kernel(5, 0)
+    maps = (torch.full((1, 32, 32), 5.0), torch.zeros(1, 32, 32))
+    with pytest.raises(ValueError, match="exactly one blur description"):
+        small_net(y, k, motion=maps)
+    with pytest.raises(ValueError, match="exactly one blur description"):
+        small_net(y)
+    with pytest.raises(ValueError, match="motion maps are"):
+        small_net(y, motion=(torch.full((1, 30, 32), 5.0), torch.zeros(1, 30, 32)))
+    with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
+        small_net(y[0], k)
+    with pytest.raises(ValueError, match="both idx and weights"):
+        small_net(y, idx=torch.zeros(1, 4, 32, 32, dtype=torch.long))
+    with pytest.raises(ValueError, match="max_length must be odd"):
+        IRCNet(max_length=8)
+    with pytest.raises(ValueError, match="psf=None"):
+        deblur_ops.deblur(np.zeros((32, 32), np.float32), k.numpy(), method="blind-irc")
+    with pytest.raises(ValueError, match="needs a psf"):
+        deblur_ops.deblur(np.zeros((32, 32), np.float32), method="irc-net")
+    with pytest.raises(ValueError, match="unknown pretrained model"):
+        load_pretrained("nope")
+    with pytest.raises(ValueError, match=r"\(H, W\) or \(H, W, 3\)"):
+        deblur_ops.estimate_motion(np.zeros((4, 32, 32), np.float32))
