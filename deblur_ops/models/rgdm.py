@@ -451,8 +451,9 @@ class TrajectoryPool:
 def train_rgdm(options) -> dict:
     """Recipe ``deblur train rgdm``: one grey RGDM for all noise levels 0.3-1.5 % and uniform PSFs.
 
-    Defaults (override with the CLI flags and ``--set key=value``): Adam, lr 5e-4 with cosine decay
-    to a tenth, gradient clipping at 1, 1000 updates of 8 patches of 64 x 64, PSFs up to 27 px long
+    Defaults (override with the CLI flags and ``--set key=value``): Adam, lr 1e-4 with cosine decay
+    to a tenth (the model starts as gradient descent and is fine-tuned from there), gradient
+    clipping at 1, 500 updates of 8 patches of 64 x 64, PSFs up to 27 px long
     in 29 x 29. Each update back-propagates through ``train_steps`` (3) steps continued from the
     model's own earlier states (:class:`TrajectoryPool`, trajectories up to 50 steps), with the MSE
     averaged over those steps' estimates. ``--set`` keys: width (16), kernel_size (5),
@@ -473,8 +474,8 @@ def train_rgdm(options) -> dict:
 
     cfg = options.pop_extra({"width": 16, "kernel_size": 5, "train_steps": 3, "psf_size": 29, "max_length": 27.0,
                              "val_batches": 4})
-    steps, batch_size = options.get("steps", 1000), options.get("batch_size", 8)
-    patch, lr = options.get("patch", 64), options.get("lr", 5e-4)
+    steps, batch_size = options.get("steps", 500), options.get("batch_size", 8)
+    patch, lr = options.get("patch", 64), options.get("lr", 1e-4)
     data_options = {"psf": "uniform", "patch": patch, "psf_size": cfg["psf_size"], "channels": 1,
                     "noise": (0.003, 0.015), "max_length": cfg["max_length"], "images": options.images}
     train_data = SyntheticBlur(**data_options, seed=options.seed, split="train")
