@@ -308,3 +308,13 @@ def test_method_bad_input():
         wiener_bilateral(torch.rand(1, 1, 16, 16), k, snr_db=float("inf"))
     with pytest.raises(ValueError, match="bilateral must be None, True or False"):
         deblur_ops.deblur(np.random.rand(16, 16), k.numpy(), method="wiener-stack-net", bilateral="yes")
+
+
+@pytest.mark.parametrize("name", ["deblur_ops.models.wiener_stack_net", "deblur_ops.models.rgdm",
+                                  "deblur_ops.models.losses", "deblur_ops.models._channels"])
+def test_docstring_examples(name):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0

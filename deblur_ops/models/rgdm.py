@@ -19,6 +19,12 @@ level in [0.3 %, 1.5 %] and every PSF; at test time it runs until the relative c
 estimate falls below a tolerance, at most 50 steps (section V.2). Training supervises every step
 ("recursive supervision").
 
+Two choices the paper leaves open, made here so that a small model trained briefly on a CPU
+works: the untrained model *is* plain gradient descent (H and D start as the identity, R near
+zero; :meth:`ConvUnit.start_as_identity`), and training back-propagates through a few steps at a
+time continued from the model's own earlier states (:class:`TrajectoryPool`), so that the steps
+late in a 50-step run are trained as well as the first ones.
+
 Boundaries: the unknown image lives on a domain extended by half the PSF on every side (started
 from the mirrored observation) and the data term compares ``A x`` with ``y`` on the image only, so
 no periodic or mirrored continuation of the scene is assumed; the convolutions are done by FFT on
@@ -37,8 +43,8 @@ from torch import nn
 from ..boundary import _reflect_dim, next_fast_len, psf_to_otf
 from ..restore._common import check_inputs, check_positive
 from ..restore.registry import register
-from ._channels import fold_channels
 from ..train.recipes import register_recipe
+from ._channels import fold_channels
 from .methods import cached_model
 from .pretrained import register_pretrained
 
@@ -170,10 +176,11 @@ class RGDM(nn.Module):
     """Recurrent gradient-descent deconvolution (paper 000): ``x <- x - D(H(grad f(x)) + R(x))``.
 
     Args:
-        channels: image channels the CNNs take (3 for RGB; the shipped model is grey and colour
-            channels are folded into the batch by the ``"rgdm"`` method).
-        width: hidden channels of R, H and D (RGDN used 64).
-        kernel_size: odd kernel side of every (transposed) convolution (RGDN used 5).
+        channels: image channels the CNNs take (3: the paper's RGB; the shipped model is grey and
+            the ``"rgdm"`` method folds colour channels into the batch).
+        width: hidden channels of R, H and D (the paper gives none; the RGDN authors' released
+            code uses 64), at least 2 * channels.
+        kernel_size: odd kernel side of every (transposed) convolution (RGDN's code: 5).
         train_steps: the number of recurrent steps :meth:`forward` runs by default (training).
 
     Shapes:
@@ -186,7 +193,7 @@ class RGDM(nn.Module):
         torch.Size([2, 1, 20, 21])
     """
 
-    def __init__(self, channels: int = 1, width: int = 64, kernel_size: int = 5, train_steps: int = 5):
+    def __init__(self, channels: int = 3, width: int = 64, kernel_size: int = 5, train_steps: int = 3):
         super().__init__()
         self.channels = _positive_int(channels, "channels")
         _positive_int(width, "width")
@@ -344,9 +351,9 @@ def rgdm(image: torch.Tensor, psf: torch.Tensor, *, max_steps: int = MAX_STEPS,
 
     Example:
         >>> import deblur_ops
-        >>> y = torch.rand(1, 1, 32, 32)
+        >>> y = torch.rand(32, 32)
         >>> deblur_ops.deblur(y, torch.ones(5, 5) / 25, method="rgdm", max_steps=3).shape
-        torch.Size([1, 1, 32, 32])
+        torch.Size([32, 32])
     """
     image, psf = check_inputs(image, psf)
     _check_2d(image, "rgdm")

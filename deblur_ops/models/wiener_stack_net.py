@@ -24,8 +24,8 @@ from .. import _validation as v
 from ..ops import wiener_stack
 from ..restore._common import check_inputs, check_positive
 from ..restore.registry import register
-from ._channels import fold_channels
 from ..train.recipes import register_recipe
+from ._channels import fold_channels
 from .methods import cached_model
 from .pretrained import register_pretrained
 
@@ -239,9 +239,9 @@ def wiener_stack_net(image: torch.Tensor, psf: torch.Tensor, *, bilateral: bool 
 
     Example:
         >>> import deblur_ops
-        >>> y = torch.rand(1, 1, 40, 40)
+        >>> y = torch.rand(40, 40)
         >>> deblur_ops.deblur(y, torch.ones(5, 5) / 25, method="wiener-stack-net").shape
-        torch.Size([1, 1, 40, 40])
+        torch.Size([40, 40])
     """
     image, psf = check_inputs(image, psf)
     if image.dim() != 4:
