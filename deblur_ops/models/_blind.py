@@ -119,3 +119,17 @@ def blind_data(options, patch: int, cfg: dict):
 def validation_batches(batch_size: int) -> int:
     """Number of batches of ``batch_size`` that make up about :data:`VALIDATION_PATCHES` patches."""
     return max(1, round(VALIDATION_PATCHES / batch_size))
+
+
+def int_tuple(value, name: str) -> tuple:
+    """A ``--set`` list of integers given as "32,64,128", [32, 64, 128] or 32, as a tuple.
+
+    Example:
+        >>> int_tuple("32,64", "filters"), int_tuple([1, 1], "head")
+        ((32, 64), (1, 1))
+    """
+    items = value if isinstance(value, (list, tuple)) else str(value).strip("[]() ").split(",")
+    try:
+        return tuple(int(i) for i in items)
+    except ValueError:
+        raise ValueError(f"{name} must be comma-separated integers like 32,64,128, got {value!r}") from None

@@ -32,7 +32,7 @@ from .. import _validation as v
 from ..restore.registry import register
 from ..train.loop import fit, supervised_step
 from ..train.recipes import TrainOptions, register_recipe, training_info
-from ._blind import blind_data, check_network_input, run_blind, validation_batches
+from ._blind import blind_data, check_network_input, int_tuple, run_blind, validation_batches
 from .methods import cached_model
 from .pretrained import PRETRAINED, load_weights, register_pretrained, save_pretrained
 
@@ -175,7 +175,7 @@ def train_autoencoder(options: TrainOptions) -> dict:
     ``plateau_patience`` (in validations), ``half`` (store float16).
     """
     cfg = options.pop_extra(dict(RECIPE_DEFAULTS))
-    filters = tuple(int(f) for f in str(cfg["filters"]).split(","))
+    filters = int_tuple(cfg["filters"], "filters")
     torch.manual_seed(options.seed)
     model = DeblurAutoencoder(1, filters, cfg["kernel_size"], cfg["latent_channels"], cfg["residual"])
     patch = options.get("patch", 64)
@@ -192,10 +192,10 @@ def train_autoencoder(options: TrainOptions) -> dict:
 
     step = supervised_step(model, optimizer, forward, lambda out, b: F.mse_loss(out, b["sharp"]))
     batch_size = options.get("batch_size", 16)
-    history = fit(model, step, forward, train, val, steps=options.get("steps", 3000), batch_size=batch_size,
+    history = fit(model, step, forward, train, val, steps=options.get("steps", 2400), batch_size=batch_size,
                   optimizers=[optimizer], schedulers=[plateau], validate_every=options.get("validate_every", 100),
-                  val_batches=validation_batches(batch_size), checkpoint=options.checkpoint, resume=options.resume, seed=options.seed, progress=options.progress, device=options.device,
-                  keep_best=True)
+                  val_batches=validation_batches(batch_size), checkpoint=options.checkpoint, resume=options.resume,
+                  seed=options.seed, progress=options.progress, device=options.device, keep_best=True)
     info = training_info(options, history, described, lr=lr, loss="mse", optimizer="Adam",
                          scheduler=f"ReduceLROnPlateau(factor={cfg['plateau_factor']:.3g}, "
                                    f"patience={cfg['plateau_patience']} validations)",

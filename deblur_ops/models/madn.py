@@ -49,7 +49,7 @@ from .. import _validation as v
 from ..restore.registry import register
 from ..train.loop import fit
 from ..train.recipes import TrainOptions, register_recipe, training_info
-from ._blind import blind_data, check_network_input, run_blind, validation_batches
+from ._blind import blind_data, check_network_input, int_tuple, run_blind, validation_batches
 from .methods import cached_model
 from .pretrained import PRETRAINED, load_weights, register_pretrained, save_pretrained
 
@@ -582,10 +582,6 @@ RECIPE_DEFAULTS = {"width": 16, "res_blocks": 2, "residual": True, "discriminato
                    "decay_power": 1.0, "max_length": 21.0, "noise_low": 0.003, "noise_high": 0.015, "half": True}
 
 
-def _ints(text) -> tuple:
-    return tuple(int(t) for t in str(text).split(","))
-
-
 def train_madn(options: TrainOptions) -> dict:
     """``deblur train madn``: the alternating G / D updates of paper 003 (Algorithm 1, Sec. 4-5.1).
 
@@ -600,13 +596,13 @@ def train_madn(options: TrainOptions) -> dict:
     """
     cfg = options.pop_extra(dict(RECIPE_DEFAULTS))
     torch.manual_seed(options.seed)
-    patch = options.get("patch", 64)
+    patch = options.get("patch", 128)
     gan = MADN({"width": cfg["width"], "res_blocks": cfg["res_blocks"], "residual": cfg["residual"]},
-               {"patch": patch, "widths": _ints(cfg["discriminator_widths"]),
-                "head_channels": _ints(cfg["discriminator_head"]), "dense": cfg["dense"]})
+               {"patch": patch, "widths": int_tuple(cfg["discriminator_widths"], "discriminator_widths"),
+                "head_channels": int_tuple(cfg["discriminator_head"], "discriminator_head"), "dense": cfg["dense"]})
     train, val, described = blind_data(options, patch, cfg)
     lr = options.get("lr", 1e-4)
-    steps = options.get("steps", 1000)
+    steps = options.get("steps", 500)
     optimizers = gan.optimizers(generator_lr=lr, discriminator_lr=4 * lr)
     schedulers = [torch.optim.lr_scheduler.LambdaLR(o, lambda t: max(0.0, 1 - t / steps) ** cfg["decay_power"])
                   for o in optimizers]
@@ -618,7 +614,7 @@ def train_madn(options: TrainOptions) -> dict:
     def predict(batch):
         return gan.generator(batch["blurry"])
 
-    batch_size = options.get("batch_size", 8)
+    batch_size = options.get("batch_size", 4)
     history = fit(gan, train_step, predict, train, val, steps=steps, batch_size=batch_size, optimizers=optimizers,
                   schedulers=schedulers, validate_every=options.get("validate_every", 50),
                   val_batches=validation_batches(batch_size), checkpoint=options.checkpoint, resume=options.resume,
