@@ -35,10 +35,13 @@ def train_irc(options: TrainOptions) -> dict:
     """Fine-tune IRC-Net on uniform grid motions; L2 loss, Adam."""
     cfg = options.pop_extra({"stages": 5, "inner_steps": 2, "max_length": 35, "delta_size": 15,
                              "train_max_length": 35, "psf_size": 35, "noise_low": 0.005, "noise_high": 0.02,
-                             "delta_lr_scale": 0.1})
+                             "delta_lr_scale": 0.1, "init": ""})
     torch.manual_seed(options.seed)
-    model = IRCNet(stages=cfg["stages"], inner_steps=cfg["inner_steps"], max_length=cfg["max_length"],
-                   delta_size=cfg["delta_size"])
+    if cfg["init"]:  # continue from earlier weights (their architecture wins over the size options)
+        model = load_weights(cfg["init"], IRCNet).train()
+    else:
+        model = IRCNet(stages=cfg["stages"], inner_steps=cfg["inner_steps"], max_length=cfg["max_length"],
+                       delta_size=cfg["delta_size"])
     train, val, described = _data(options, "linear", options.get("patch", 64), cfg)
     lr = options.get("lr", 1e-3)
     others = [p for n, p in model.named_parameters() if n != "inverse_delta"]
@@ -55,7 +58,8 @@ def train_irc(options: TrainOptions) -> dict:
                   resume=options.resume, seed=options.seed, progress=options.progress, device=options.device,
                   keep_best=True)
     info = training_info(options, history, described, lr=lr, loss="l2", optimizer="Adam",
-                         best_step=history.get("best_step"))
+                         best_step=history.get("best_step"), started_from=str(cfg["init"]) or "analytic filters",
+                         earlier_training=getattr(model, "trained_info", None))
     save_pretrained(model, options.out, config=model.config(), info=info, name="irc-motion")
     return info
 
