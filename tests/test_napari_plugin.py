@@ -214,3 +214,35 @@ def test_roi_preview_restores_only_the_rectangle_of_the_slice(make_napari_viewer
     np.testing.assert_allclose(preview.translate, (5.0 + 2 * 10, 5.0 + 2 * 12))
     np.testing.assert_allclose(preview.scale, (2.0, 2.0))
     np.testing.assert_array_equal(viewer.layers["volume"].data, volume)
+
+
+def test_blind_method_hides_the_psf_and_restores_slice_by_slice(make_napari_viewer, run_to_end, small_models,
+                                                                manifest, monkeypatch):
+    import napari.utils.notifications
+    import torch
+
+    from napari_deblur._widget import VOLUME, DeconvolveWidget
+
+    viewer = make_napari_viewer()
+    stack = np.random.default_rng(3).random((2, 24, 32), dtype=np.float32)
+    viewer.add_image(stack.copy(), name="stack")
+    widget = DeconvolveWidget(viewer)
+    widget.image.value = viewer.layers["stack"]
+    psf_fields = (widget.psf_source, widget.psf_model, widget.psf_params, widget.psf_layer)
+    assert not widget.psf_source.native.isHidden()
+    widget.method.value = "blind-irc"
+    assert all(field.native.isHidden() for field in psf_fields) and widget.preview.isHidden()
+    assert widget.psf() is None and "no PSF needed" in widget.status.value
+    run_to_end(widget)
+    with torch.no_grad():
+        expected = [small_models["blind-irc"](torch.from_numpy(plane)[None, None])[0, 0].numpy() for plane in stack]
+    np.testing.assert_allclose(viewer.layers["stack [blind-irc]"].data, np.stack(expected), atol=1e-5)
+    np.testing.assert_array_equal(viewer.layers["stack"].data, stack)
+
+    shown = []
+    monkeypatch.setattr(napari.utils.notifications, "show_error", shown.append)
+    widget.mode.value = VOLUME
+    widget.run()
+    assert "blind-irc is blind and restores 2D planes" in shown[-1]
+    widget.method.value = "wiener"
+    assert not widget.psf_source.native.isHidden() and not widget.preview.isHidden()
