@@ -75,7 +75,7 @@ def _preview_pixmap(psf: np.ndarray) -> QPixmap:
 
 
 class RestoreRunner:
-    """What both widgets share: run ``_restore`` in a worker with progress and Cancel, then publish.
+    """What the widgets share: run ``_restore`` (or any worker) with progress and Cancel, then publish.
 
     The widget provides ``viewer``, ``cancel_button``, ``status`` and ``busy_buttons`` (disabled
     while a restoration runs).
@@ -86,20 +86,30 @@ class RestoreRunner:
     def launch(self, data, psf, *, method, loop_axes, rgb, device, params, source, name, placement, title):
         """Start the restoration of ``data`` into layer ``name``; nothing is written if it is cancelled."""
         from napari.qt.threading import thread_worker
-        from napari.utils.notifications import show_error
 
         total = block_count(data.shape, psf, rgb=rgb, loop_axes=loop_axes)
         restore = thread_worker(_restore, progress={"total": total, "desc": f"{title} ({method})"})
-        self.worker = restore(data, psf, method=method, loop_axes=loop_axes, rgb=rgb, device=device, **params)
-        self.worker.returned.connect(lambda result: self._publish(result, source, name, placement))
-        self.worker.errored.connect(lambda exc: show_error(f"{title}: {exc}"))
-        self.worker.aborted.connect(lambda: setattr(self.status, "value", "cancelled; no layer written"))
-        self.worker.finished.connect(self._idle)
+        self.start_worker(restore(data, psf, method=method, loop_axes=loop_axes, rgb=rgb, device=device, **params),
+                          lambda result: self._publish(result, source, name, placement), title=title,
+                          status=f"running {method} on {total} slice(s)...")
+
+    def start_worker(self, worker, on_returned, *, title: str, status: str):
+        """Run a napari thread ``worker`` with the busy buttons disabled and Cancel enabled.
+
+        ``on_returned`` gets the worker's result; errors become notifications prefixed with ``title``.
+        """
+        from napari.utils.notifications import show_error
+
+        self.worker = worker
+        worker.returned.connect(on_returned)
+        worker.errored.connect(lambda exc: show_error(f"{title}: {exc}"))
+        worker.aborted.connect(lambda: setattr(self.status, "value", "cancelled; no layer written"))
+        worker.finished.connect(self._idle)
         for button in self.busy_buttons:
             button.enabled = False
         self.cancel_button.enabled = True
-        self.status.value = f"running {method} on {total} slice(s)..."
-        self.worker.start()
+        self.status.value = status
+        worker.start()
 
     def cancel(self, _value=None):
         """Stop the running restoration after the current slice; nothing is written."""
