@@ -57,6 +57,7 @@ class MotionWidget(RestoreRunner, QWidget):
         self.cancel_button = widgets.PushButton(text="Cancel", enabled=False)
         self.busy_buttons = (self.estimate_button, self.deblur_button)
         self.status = widgets.Label(value="")
+        self.status.native.setWordWrap(True)  # long messages must not widen the dock
         form = widgets.Container(widgets=[self.image, self.spacing, self.scope, self.use_field, self.device,
                                           self.estimate_button, self.deblur_button, self.cancel_button, self.status])
         layout = QVBoxLayout(self)
