@@ -89,6 +89,8 @@ class MotionWidget(RestoreRunner, QWidget):
         layer = self.image.value
         if layer is None:
             raise ValueError("add or choose an image layer first")
+        if layer.multiscale:
+            raise ValueError(f"{layer.name!r} is multiscale; add its full-resolution level as an image layer")
         height, width = layer.data.shape[-3:-1] if layer.rgb else layer.data.shape[-2:]
         if min(height, width) < MIN_SIDE:
             raise ValueError(f"{layer.name!r} has {height} x {width} pixels per plane; the motion models need at "
