@@ -52,8 +52,10 @@ def train_irc(options: TrainOptions) -> dict:
     history = fit(model, step, forward, train, val, steps=options.get("steps", 400),
                   batch_size=options.get("batch_size", 4), optimizers=[optimizer],
                   validate_every=options.get("validate_every", 50), checkpoint=options.checkpoint,
-                  resume=options.resume, seed=options.seed, progress=options.progress, device=options.device)
-    info = training_info(options, history, described, lr=lr, loss="l2", optimizer="Adam")
+                  resume=options.resume, seed=options.seed, progress=options.progress, device=options.device,
+                  keep_best=True)
+    info = training_info(options, history, described, lr=lr, loss="l2", optimizer="Adam",
+                         best_step=history.get("best_step"))
     save_pretrained(model, options.out, config=model.config(), info=info, name="irc-motion")
     return info
 
@@ -88,9 +90,10 @@ def train_motion(options: TrainOptions) -> dict:
     history = fit(model, train_step, None, train, val, score=score, steps=steps, batch_size=options.get("batch_size", 4),
                   optimizers=[optimizer], schedulers=[scheduler], validate_every=options.get("validate_every", 100),
                   checkpoint=options.checkpoint, resume=options.resume, seed=options.seed,
-                  progress=options.progress, device=options.device)
+                  progress=options.progress, device=options.device, keep_best=True)
     info = training_info(options, history, described, lr=lr, loss="motion_loss", optimizer="Adam, cosine LR",
-                         validation_motion_mse=history["validation"][-1]["motion_mse"])
+                         best_step=history.get("best_step"),
+                         validation_motion_mse=min(v["motion_mse"] for v in history["validation"]))
     save_pretrained(model, options.out, config=model.config(), info=info, name="motion-net")
     return info
 
@@ -114,9 +117,10 @@ def train_blind(options: TrainOptions) -> dict:
     history = fit(model, step, forward, train, val, steps=options.get("steps", 100),
                   batch_size=options.get("batch_size", 2), optimizers=[optimizer],
                   validate_every=options.get("validate_every", 25), checkpoint=options.checkpoint,
-                  resume=options.resume, seed=options.seed, progress=options.progress, device=options.device)
+                  resume=options.resume, seed=options.seed, progress=options.progress, device=options.device,
+                  keep_best=True)
     info = training_info(options, history, described, lr=lr, loss="l2", optimizer="Adam",
-                         started_from={"motion": str(cfg["motion_weights"] or "shipped motion-net"),
+                         best_step=history.get("best_step"), started_from={"motion": str(cfg["motion_weights"] or "shipped motion-net"),
                                        "irc": str(cfg["irc_weights"] or "shipped irc-motion")})
     save_pretrained(model, options.out, config=model.config(), info=info, name="blind-irc")
     return info
