@@ -35,15 +35,17 @@ def test_untrained_equals_irc_motion_field_bank():
     field = psf_lib.MotionField.from_camera_motion((36, 36), (3.0, 2.0), 4.0)
     idx, weights = net.motion_inputs(field.length.float(), field.angle.float())
     ours = net(y, motion=(field.length, field.angle), noise_sigma=0.02)
-    grid = psf_lib.PSFGrid  # noqa: F841  (irc takes any spatially varying description)
+    bank, size = net._crop(idx, weights)  # the bank cut to the support of the filters in use
+    used = idx[weights != 0].unique()
+    assert bank.shape[-1] < net.bank.shape[-1] and bank[used].sum((-2, -1)).sub(1).abs().max() < 1e-6
 
     class Inputs:
         spatially_varying = True
 
         def nu_conv_inputs(self, shape, *, dtype=torch.float32, device=None):
-            return net.bank.to(dtype), idx, weights.to(dtype)
+            return bank.to(dtype), idx, weights.to(dtype)
 
-    theirs = irc(y, Inputs(), noise_sigma=0.02, stages=2, irc_iterations=2, filter_size=net.filter_size)
+    theirs = irc(y, Inputs(), noise_sigma=0.02, stages=2, irc_iterations=2, filter_size=size)
     assert (ours - theirs).abs().max() < 1e-4
 
 
