@@ -1,4 +1,4 @@
-"""The `deblur` command: demo, run, train, bench, doctor, evaluate."""
+"""The `deblur` command: demo, run, train, models, bench, doctor, evaluate."""
 from __future__ import annotations
 
 import argparse
@@ -133,6 +133,27 @@ def _train(args) -> int:
                                     "validation_motion_mse") if info.get(k) is not None}
     print(json.dumps(summary, indent=2))
     print(f"wrote {out}")
+    return 0
+
+
+def _models(args) -> int:
+    from .models.pretrained import PRETRAINED, read_weights
+
+    for name, entry in sorted(PRETRAINED.items()):
+        if not entry.path.exists():
+            print(f"{name:18s} {entry.description} [not shipped]")
+            continue
+        info = read_weights(entry.path)["info"]
+        facts = [f"{info.get('steps')} steps x {info.get('batch_size')}", f"{info.get('seconds')} s",
+                 str(info.get("device"))]
+        if info.get("validation_psnr") is not None:
+            facts.append(f"validation {info['validation_psnr']:.2f} dB (blurred {info['validation_input_psnr']:.2f} dB)")
+        if info.get("validation_motion_mse") is not None:
+            facts.append(f"validation motion MSE {info['validation_motion_mse']:.1f}")
+        print(f"{name:18s} {entry.description}\n{'':18s} {'; '.join(facts)}; "
+              f"{entry.path.stat().st_size / 1e6:.2f} MB")
+        if args.verbose:
+            print(json.dumps(info, indent=2))
     return 0
 
 
@@ -278,6 +299,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="recipe option, e.g. --set width=16 (repeatable)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_train)
+
+    p = sub.add_parser("models", help="list the shipped trained models and how each was trained")
+    p.add_argument("--verbose", action="store_true", help="print the whole training record of each")
+    p.set_defaults(func=_models)
 
     from . import evaluate
 

@@ -43,7 +43,7 @@ def _fit(options: TrainOptions, model, step, predict, train, val, optimizer, *, 
 
 def train_irc(options: TrainOptions) -> dict:
     """Fine-tune IRC-Net on uniform grid motions; L2 loss, Adam."""
-    cfg = options.pop_extra({"stages": 5, "inner_steps": 2, "max_length": 35, "delta_size": 15,
+    cfg = options.pop_extra({"stages": 5, "inner_steps": 2, "max_length": 35, "delta_size": None,
                              "train_max_length": 35, "psf_size": 35, "noise_low": 0.005, "noise_high": 0.02,
                              "delta_lr_scale": 0.1, "init": ""})
     torch.manual_seed(options.seed)
