@@ -57,7 +57,7 @@ def test_demo_result_numbers():
 def test_bench_tiny_run_writes_reports(tmp_path, capsys):
     report_json = tmp_path / "bench.json"
     args = ["bench", "--size", "48", "--shrink-shape", "1,2,16,16", "--nu-conv-size", "40",
-            "--warmup", "0", "--repeats", "1",
+            "--irc-shape", "40,48", "--warmup", "0", "--repeats", "1",
             "--json", str(report_json), "--save", str(tmp_path / "results")]
     assert main(args) == 0
     out = capsys.readouterr().out
@@ -67,7 +67,7 @@ def test_bench_tiny_run_writes_reports(tmp_path, capsys):
         ("wiener_stack", "forward"), ("wiener_stack", "forward+backward"),
         ("learnable_shrink", "forward"), ("learnable_shrink", "forward+backward"),
         ("nu_conv", "gather forward"), ("nu_conv", "gather forward+backward"),
-        ("nu_conv", "scatter forward"), ("nu_conv", "scatter forward+backward")}
+        ("nu_conv", "scatter forward"), ("nu_conv", "scatter forward+backward"), ("irc_net", "inference")}
     assert report["matmul_gflops"] > 0
     for row in report["rows"]:
         if row["op"] == "nu_conv":
