@@ -68,7 +68,7 @@ def _bench(args) -> int:
 def _evaluate(args) -> int:
     from . import evaluate
 
-    if args.nonuniform:  # paper 004 Table 3 set-up wherever the user kept the Table 1 defaults
+    if args.nonuniform or args.motion:  # paper 004 Table 3 set-up wherever the user kept the Table 1 defaults
         for key, uniform, nonuniform in (
                 ("methods", evaluate.DEFAULT_METHODS, evaluate.NONUNIFORM_METHODS),
                 ("kernels", evaluate.DEFAULT_KERNELS, evaluate.NONUNIFORM_KERNELS),
@@ -76,6 +76,10 @@ def _evaluate(args) -> int:
                 ("size", 256, evaluate.NONUNIFORM_SIZE)):
             if getattr(args, key) == (list(uniform) if isinstance(uniform, tuple) else uniform):
                 setattr(args, key, list(nonuniform) if isinstance(nonuniform, tuple) else nonuniform)
+    if args.motion:
+        report = evaluate.evaluate_motion(args.kernels, args.images, args.noise, size=args.size, seed=args.seed)
+        _emit(report, evaluate.motion_markdown, evaluate.save_motion, args)
+        return 0
     report = evaluate.evaluate(args.methods, args.kernels, args.images, args.noise, size=args.size,
                                seed=args.seed, repeats=args.repeats, device=args.device,
                                progress=lambda done, total: print(f"  {done}/{total} images", file=sys.stderr))
@@ -331,6 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nonuniform", action="store_true",
                    help="paper 004 Table 3 protocol: nu_cg and irc on random camera-motion fields, "
                         "128x128 (options given explicitly still win)")
+    p.add_argument("--motion", action="store_true",
+                   help="score Motion-Net's motion estimates (paper 004 Table 2 metric) on the --nonuniform protocol")
     p.add_argument("--json", help="also write the report as JSON to this file")
     p.add_argument("--save", metavar="DIR", help="write <date>_evaluate.json/.md into DIR (e.g. benchmarks/results)")
     p.set_defaults(func=_evaluate)
