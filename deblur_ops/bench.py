@@ -253,12 +253,15 @@ def bench_irc_net(device, warmup: int, repeats: int, shape=(375, 500)) -> list[R
     image = to_batch(sample_image("astronaut")[:h, :w]).to(device)
     net = cached_model("irc-motion", device)
     rows = []
-    cases = (("uniform motion 21 px", linear_motion_kernel(21, 30).to(device)),
+    cases = (("uniform motion 21 px", linear_motion_kernel(min(21, min(h, w) // 3), 30).to(device)),
              ("camera-motion field", MotionField.from_camera_motion((h, w), (6.0, 3.0), 2.0)))
     for label, blur in cases:
-        observed = (blur.blur(image.cpu()).to(device) if isinstance(blur, MotionField) else
-                    F.conv2d(F.pad(image, (10, 10, 10, 10), mode="reflect"),
-                             blur.flip(-2, -1).expand(3, 1, 21, 21), groups=3))
+        if isinstance(blur, MotionField):
+            observed = blur.blur(image.cpu()).to(device)
+        else:
+            r = blur.shape[-1] // 2
+            observed = F.conv2d(F.pad(image, (r, r, r, r), mode="reflect"),
+                                blur.flip(-2, -1).expand(3, 1, *blur.shape), groups=3)
         with torch.no_grad():
             custom = time_ms(lambda: net(observed, blur, noise_sigma=0.01), device, warmup=warmup, repeats=repeats)
             ref = time_ms(lambda: nu_cg(observed, blur, noise_sigma=0.01), device, warmup=0, repeats=1)
@@ -268,7 +271,7 @@ def bench_irc_net(device, warmup: int, repeats: int, shape=(375, 500)) -> list[R
 
 
 def run(ops=OPS, device="cpu", size: int = 1024, shrink_shape=(8, 64, 256, 256),
-        nu_conv_size: int = 512, warmup: int = 2, repeats: int = 5) -> dict:
+        nu_conv_size: int = 512, warmup: int = 2, repeats: int = 5, irc_shape=(375, 500)) -> dict:
     """Run the selected benchmarks; returns a JSON-serialisable report."""
     unknown = set(ops) - set(OPS)
     if unknown:
@@ -284,7 +287,7 @@ def run(ops=OPS, device="cpu", size: int = 1024, shrink_shape=(8, 64, 256, 256),
     if "nu_conv" in ops:
         rows += bench_nu_conv(dev, nu_conv_size, warmup, repeats)
     if "irc_net" in ops:
-        rows += bench_irc_net(dev, warmup, repeats)
+        rows += bench_irc_net(dev, warmup, repeats, tuple(irc_shape))
     return {
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "device": device_name(dev),
