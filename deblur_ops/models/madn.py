@@ -454,7 +454,7 @@ def madn_discriminator_loss(discriminator: MADNDiscriminator, outputs: MADNOutpu
         >>> g = MADNGenerator(width=2, res_blocks=0)
         >>> d = MADNDiscriminator(patch=32, widths=(2,) * 5, dense=4)
         >>> x = torch.rand(2, 1, 32, 32)
-        >>> float(madn_discriminator_loss(d, g.outputs(x), x)) > 0
+        >>> madn_discriminator_loss(d, g.outputs(x), x).item() > 0
         True
     """
     real = _log_d_is(discriminator.logits(sharp), True) + _log_d_is(
