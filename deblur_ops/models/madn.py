@@ -513,6 +513,9 @@ class MADN(nn.Module):
 
         Returns:
             dict of floats: "generator" (L_G), "discriminator" (L_d, when adversarial) and L_G's terms.
+
+        Raises:
+            FloatingPointError: L_G is NaN or infinite.
         """
         blurry, sharp = batch["blurry"], batch["sharp"]
         outputs = self.generator.outputs(blurry)
@@ -529,6 +532,8 @@ class MADN(nn.Module):
         try:
             g_loss, terms = madn_generator_loss(outputs, sharp, self.discriminator if adversarial else None,
                                                 self.loss_weights)
+            if not torch.isfinite(g_loss):
+                raise FloatingPointError(f"generator loss became {g_loss.item()} ({terms}); lower the learning rate")
             g_loss.backward()
         finally:
             self.discriminator.requires_grad_(True)
