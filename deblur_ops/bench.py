@@ -30,7 +30,7 @@ from . import _extension, reference
 from .ops import learnable_shrink, nu_conv, wiener_stack
 from .psf import grid_weights, linear_motion_kernel, motion_bank, motion_weights
 
-OPS = ("wiener_stack", "learnable_shrink", "nu_conv")
+OPS = ("wiener_stack", "learnable_shrink", "nu_conv", "irc_net")
 
 
 @dataclass
@@ -237,8 +237,41 @@ def device_name(device: torch.device) -> str:
     return f"{name} ({torch.get_num_threads()} threads)"
 
 
+def bench_irc_net(device, warmup: int, repeats: int, shape=(375, 500)) -> list[Row]:
+    """The shipped IRC-Net on a 375 x 500 RGB photo (paper 004's runtime setting) against NU-CG.
+
+    Two blurs: a uniform 21 px motion PSF and a camera-motion field (the learned motion bank).
+    The reference column is ``nu_cg`` (paper 004's NU-CG baseline, default iterations) on the same
+    input, so "custom vs reference" is the speed-up the paper reports (300x on its GPU).
+    """
+    from .data import sample_image, to_batch
+    from .models.methods import cached_model
+    from .psf import MotionField
+    from .restore.nu_cg import nu_cg
+
+    h, w = shape
+    image = to_batch(sample_image("astronaut")[:h, :w]).to(device)
+    net = cached_model("irc-motion", device)
+    rows = []
+    cases = (("uniform motion 21 px", linear_motion_kernel(min(21, min(h, w) // 3), 30).to(device)),
+             ("camera-motion field", MotionField.from_camera_motion((h, w), (6.0, 3.0), 2.0)))
+    for label, blur in cases:
+        if isinstance(blur, MotionField):
+            observed = blur.blur(image.cpu()).to(device)
+        else:
+            r = blur.shape[-1] // 2
+            observed = F.conv2d(F.pad(image, (r, r, r, r), mode="reflect"),
+                                blur.flip(-2, -1).expand(3, 1, *blur.shape), groups=3)
+        with torch.no_grad():
+            custom = time_ms(lambda: net(observed, blur, noise_sigma=0.01), device, warmup=warmup, repeats=repeats)
+            ref = time_ms(lambda: nu_cg(observed, blur, noise_sigma=0.01), device, warmup=0, repeats=1)
+        rows.append(Row("irc_net", f"1x3x{h}x{w}, {label}", "inference", custom, ref,
+                        reference_impl="nu_cg (paper 004 NU-CG)"))
+    return rows
+
+
 def run(ops=OPS, device="cpu", size: int = 1024, shrink_shape=(8, 64, 256, 256),
-        nu_conv_size: int = 512, warmup: int = 2, repeats: int = 5) -> dict:
+        nu_conv_size: int = 512, warmup: int = 2, repeats: int = 5, irc_shape=(375, 500)) -> dict:
     """Run the selected benchmarks; returns a JSON-serialisable report."""
     unknown = set(ops) - set(OPS)
     if unknown:
@@ -253,6 +286,8 @@ def run(ops=OPS, device="cpu", size: int = 1024, shrink_shape=(8, 64, 256, 256),
         rows += bench_learnable_shrink(dev, tuple(shrink_shape), warmup, repeats)
     if "nu_conv" in ops:
         rows += bench_nu_conv(dev, nu_conv_size, warmup, repeats)
+    if "irc_net" in ops:
+        rows += bench_irc_net(dev, warmup, repeats, tuple(irc_shape))
     return {
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "device": device_name(dev),

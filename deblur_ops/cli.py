@@ -1,4 +1,4 @@
-"""The `deblur` command: demo, run, train, bench, doctor, evaluate."""
+"""The `deblur` command: demo, run, train, models, bench, doctor, evaluate."""
 from __future__ import annotations
 
 import argparse
@@ -60,7 +60,7 @@ def _bench(args) -> int:
         torch.set_num_threads(args.threads)
     report = bench.run(args.ops, device=args.device, size=args.size,
                        shrink_shape=args.shrink_shape, nu_conv_size=args.nu_conv_size,
-                       warmup=args.warmup, repeats=args.repeats)
+                       warmup=args.warmup, repeats=args.repeats, irc_shape=_pair(args.irc_shape, "--irc-shape"))
     _emit(report, bench.markdown, bench.save, args)
     return 0
 
@@ -68,7 +68,7 @@ def _bench(args) -> int:
 def _evaluate(args) -> int:
     from . import evaluate
 
-    if args.nonuniform:  # paper 004 Table 3 set-up wherever the user kept the Table 1 defaults
+    if args.nonuniform or args.motion:  # paper 004 Table 3 set-up wherever the user kept the Table 1 defaults
         for key, uniform, nonuniform in (
                 ("methods", evaluate.DEFAULT_METHODS, evaluate.NONUNIFORM_METHODS),
                 ("kernels", evaluate.DEFAULT_KERNELS, evaluate.NONUNIFORM_KERNELS),
@@ -76,6 +76,10 @@ def _evaluate(args) -> int:
                 ("size", 256, evaluate.NONUNIFORM_SIZE)):
             if getattr(args, key) == (list(uniform) if isinstance(uniform, tuple) else uniform):
                 setattr(args, key, list(nonuniform) if isinstance(nonuniform, tuple) else nonuniform)
+    if args.motion:
+        report = evaluate.evaluate_motion(args.kernels, args.images, args.noise, size=args.size, seed=args.seed)
+        _emit(report, evaluate.motion_markdown, evaluate.save_motion, args)
+        return 0
     report = evaluate.evaluate(args.methods, args.kernels, args.images, args.noise, size=args.size,
                                seed=args.seed, repeats=args.repeats, device=args.device,
                                progress=lambda done, total: print(f"  {done}/{total} images", file=sys.stderr))
@@ -136,6 +140,27 @@ def _train(args) -> int:
     return 0
 
 
+def _models(args) -> int:
+    from .models.pretrained import PRETRAINED, read_weights
+
+    for name, entry in sorted(PRETRAINED.items()):
+        if not entry.path.exists():
+            print(f"{name:18s} {entry.description} [not shipped]")
+            continue
+        info = read_weights(entry.path)["info"]
+        facts = [f"{info.get('steps')} steps x {info.get('batch_size')}", f"{info.get('seconds')} s",
+                 str(info.get("device"))]
+        if info.get("validation_psnr") is not None:
+            facts.append(f"validation {info['validation_psnr']:.2f} dB (blurred {info['validation_input_psnr']:.2f} dB)")
+        if info.get("validation_motion_mse") is not None:
+            facts.append(f"validation motion MSE {info['validation_motion_mse']:.1f}")
+        print(f"{name:18s} {entry.description}\n{'':18s} {'; '.join(facts)}; "
+              f"{entry.path.stat().st_size / 1e6:.2f} MB")
+        if args.verbose:
+            print(json.dumps(info, indent=2))
+    return 0
+
+
 # recipe name -> registry name of the weights it makes (for --install)
 _INSTALL_NAMES = {"irc": "irc-motion", "motion": "motion-net", "blind": "blind-irc"}
 
@@ -160,6 +185,12 @@ def _psf_options() -> dict[str, tuple[type, list[str]]]:
             kind = _ints if parameter.name in ("size", "shape") else float
             options.setdefault(parameter.name, (kind, []))[1].append(model)
     return options
+
+
+def _pair(value, name: str) -> tuple[int, int]:
+    if isinstance(value, int) or len(value) != 2:
+        raise ValueError(f"{name} takes two sizes H,W, got {value!r}")
+    return tuple(value)
 
 
 def _ints(text: str) -> int | tuple[int, ...]:
@@ -219,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="B,C,H,W for learnable_shrink (default 8,64,256,256)")
     p.add_argument("--nu-conv-size", type=int, default=512,
                    help="image side for nu_conv (default 512; 2048 is the GPU target size)")
+    p.add_argument("--irc-shape", type=_ints, default=(375, 500),
+                   help="H,W of the RGB photo for irc_net (default 375,500, paper 004's setting)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
@@ -279,6 +312,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_train)
 
+    p = sub.add_parser("models", help="list the shipped trained models and how each was trained")
+    p.add_argument("--verbose", action="store_true", help="print the whole training record of each")
+    p.set_defaults(func=_models)
+
     from . import evaluate
 
     p = sub.add_parser("evaluate", help="score restoration methods (PSNR, SSIM, runtime) on blurred test images")
@@ -298,6 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nonuniform", action="store_true",
                    help="paper 004 Table 3 protocol: nu_cg and irc on random camera-motion fields, "
                         "128x128 (options given explicitly still win)")
+    p.add_argument("--motion", action="store_true",
+                   help="score Motion-Net's motion estimates (paper 004 Table 2 metric) on the --nonuniform protocol")
     p.add_argument("--json", help="also write the report as JSON to this file")
     p.add_argument("--save", metavar="DIR", help="write <date>_evaluate.json/.md into DIR (e.g. benchmarks/results)")
     p.set_defaults(func=_evaluate)

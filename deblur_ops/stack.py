@@ -1,7 +1,8 @@
 """Restore nD stacks with :func:`deblur_ops.deblur`: slice by slice, or chunk-wise on dask.
 
 A stack is split into *blocks* that one ``deblur`` call restores — (H, W), (H, W, 3) colour or
-(D, H, W) — and *loop axes* (time, channel, z for 2D processing) iterated over. In memory the
+(D, H, W) — and *loop axes* (time, channel, z for 2D processing) iterated over. Blind methods
+(``psf=None``) restore 2D planes, grey or colour. In memory the
 blocks are restored one after another (:func:`iter_deblur_stack` yields each, so a caller can
 show progress and stop early); out of core, :func:`deblur_dask` tiles the block axes into chunks
 with a halo (``dask.array.map_overlap``) so that only a few chunks are in memory at once.
@@ -40,13 +41,14 @@ def _normalise_axes(axes: Sequence[int], ndim: int, name: str) -> tuple[int, ...
     return tuple(sorted(normalised))
 
 
-def loop_axes_for(shape: Sequence[int], psf_ndim: int, *, rgb: bool = False,
+def loop_axes_for(shape: Sequence[int], psf_ndim: int | None, *, rgb: bool = False,
                   loop_axes: Sequence[int] | None = None) -> tuple[int, ...]:
     """The axes to iterate over so that each remaining block fits one ``deblur`` call.
 
     Args:
         shape: the stack's shape.
-        psf_ndim: 2 (blocks are (H, W) images, or (H, W, C) with ``rgb``) or 3 ((D, H, W) volumes).
+        psf_ndim: 2 (blocks are (H, W) images, or (H, W, C) with ``rgb``) or 3 ((D, H, W) volumes);
+            None for no PSF (a blind method): the blocks are 2D images as with 2.
         rgb: whether the last axis holds colour channels (kept in every block).
         loop_axes: explicit choice; None takes every leading axis.
 
@@ -61,10 +63,15 @@ def loop_axes_for(shape: Sequence[int], psf_ndim: int, *, rgb: bool = False,
         (0, 1)
         >>> loop_axes_for((5, 32, 64, 64), 3)
         (0,)
+        >>> loop_axes_for((5, 32, 64, 64, 3), None, rgb=True)
+        (0, 1)
     """
     ndim = len(shape)
+    if psf_ndim is None:
+        # The blind methods (Motion-Net and the like) estimate a blur of 2D pictures.
+        psf_ndim = 2
     if psf_ndim not in (2, 3):
-        raise ValueError(f"psf_ndim must be 2 or 3, got {psf_ndim!r}")
+        raise ValueError(f"psf_ndim must be 2, 3 or None (no PSF), got {psf_ndim!r}")
     block_ndim = psf_ndim + (1 if rgb else 0)
     if rgb and psf_ndim == 3:
         raise ValueError("an RGB stack cannot be restored as 3D volumes; use a 2D PSF (slice by slice)")
@@ -136,7 +143,16 @@ def _block_indices(shape: Sequence[int], loop_axes: tuple[int, ...]) -> list[tup
     return indices
 
 
-def _psf_ndim(psf) -> int:
+def psf_ndim(psf) -> int | None:
+    """The number of image axes a PSF acts on: 2 or 3 for arrays, 2 for spatially varying
+    descriptions (``MotionField``, ``PSFGrid``), None for no PSF (a blind method).
+
+    Example:
+        >>> psf_ndim(np.ones((3, 5, 5))), psf_ndim(None)
+        (3, None)
+    """
+    if psf is None:
+        return None
     if getattr(psf, "spatially_varying", False):
         return 2
     return np.ndim(psf)
@@ -150,7 +166,8 @@ def iter_deblur_stack(image, psf, *, method: str = "wiener", loop_axes: Sequence
 
     Args:
         image: nD NumPy array (any real dtype).
-        psf: as for :func:`deblur_ops.deblur` (2D, 3D, or a spatially varying description).
+        psf: as for :func:`deblur_ops.deblur` (2D, 3D, a spatially varying description, or None
+            for a blind method, which restores each 2D plane, grey or colour).
         method: a name from :func:`deblur_ops.methods`.
         loop_axes: axes iterated over (see :func:`loop_axes_for`); None: all leading axes.
         rgb: whether the last axis is colour.
@@ -169,7 +186,7 @@ def iter_deblur_stack(image, psf, *, method: str = "wiener", loop_axes: Sequence
     """
     if not isinstance(image, np.ndarray):
         raise TypeError(f"image must be a NumPy array, got {type(image).__name__}; use numpy.asarray(image)")
-    axes = loop_axes_for(image.shape, _psf_ndim(psf), rgb=rgb, loop_axes=loop_axes)
+    axes = loop_axes_for(image.shape, psf_ndim(psf), rgb=rgb, loop_axes=loop_axes)
     for index in _block_indices(image.shape, axes):
         yield index, deblur(image[index], psf, method=method, device=device, **params)
 
@@ -180,8 +197,10 @@ def block_count(shape: Sequence[int], psf, *, rgb: bool = False, loop_axes: Sequ
     Example:
         >>> block_count((4, 5, 32, 32), np.ones((3, 3)))
         20
+        >>> block_count((4, 5, 32, 32), None)
+        20
     """
-    axes = loop_axes_for(shape, _psf_ndim(psf), rgb=rgb, loop_axes=loop_axes)
+    axes = loop_axes_for(shape, psf_ndim(psf), rgb=rgb, loop_axes=loop_axes)
     return math.prod(shape[a] for a in axes)
 
 
@@ -253,6 +272,9 @@ def deblur_dask(array, psf, *, method: str = "wiener", loop_axes: Sequence[int] 
 
     if not isinstance(array, da.Array):
         raise TypeError(f"array must be a dask array, got {type(array).__name__}; wrap it with dask.array.from_array")
+    if psf is None:
+        raise ValueError("deblur_dask sizes its halo from the PSF and needs a uniform PSF array, got None; restore "
+                         "with a blind method in memory with deblur_stack (or iter_deblur_stack)")
     psf = np.asarray(psf, dtype=np.float32)
     axes = loop_axes_for(array.shape, psf.ndim, rgb=rgb, loop_axes=loop_axes)
     spatial = [a for a in range(array.ndim) if a not in axes and not (rgb and a == array.ndim - 1)]

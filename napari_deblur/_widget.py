@@ -3,6 +3,7 @@
 The form is built from :mod:`deblur_ops.catalog` (methods and their parameters, PSF models and
 theirs), so new methods appear without edits here. PSF sources are a name -> callable table
 (:attr:`DeconvolveWidget.psf_sources`); whatever a source returns goes to ``deblur`` unchanged.
+Blind methods (``needs_psf`` False) hide the PSF fields and get ``psf=None``.
 Running, cancelling and publishing (:class:`RestoreRunner`, :func:`publish_image`) are shared
 with the "Spatially varying PSF" widget (``_sv_widget``), which builds PSF grids and motion fields.
 """
@@ -19,7 +20,8 @@ from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from deblur_ops import catalog, methods
 from deblur_ops.io import cast_like
-from deblur_ops.stack import block_at, block_count, iter_deblur_stack, loop_axes_for, slicing_loop_axes
+from deblur_ops.restore import get_method
+from deblur_ops.stack import block_at, block_count, iter_deblur_stack, loop_axes_for, psf_ndim, slicing_loop_axes
 
 if TYPE_CHECKING:
     import napari
@@ -73,7 +75,7 @@ def _preview_pixmap(psf: np.ndarray) -> QPixmap:
 
 
 class RestoreRunner:
-    """What both widgets share: run ``_restore`` in a worker with progress and Cancel, then publish.
+    """What the widgets share: run ``_restore`` (or any worker) with progress and Cancel, then publish.
 
     The widget provides ``viewer``, ``cancel_button``, ``status`` and ``busy_buttons`` (disabled
     while a restoration runs).
@@ -84,20 +86,30 @@ class RestoreRunner:
     def launch(self, data, psf, *, method, loop_axes, rgb, device, params, source, name, placement, title):
         """Start the restoration of ``data`` into layer ``name``; nothing is written if it is cancelled."""
         from napari.qt.threading import thread_worker
-        from napari.utils.notifications import show_error
 
         total = block_count(data.shape, psf, rgb=rgb, loop_axes=loop_axes)
         restore = thread_worker(_restore, progress={"total": total, "desc": f"{title} ({method})"})
-        self.worker = restore(data, psf, method=method, loop_axes=loop_axes, rgb=rgb, device=device, **params)
-        self.worker.returned.connect(lambda result: self._publish(result, source, name, placement))
-        self.worker.errored.connect(lambda exc: show_error(f"{title}: {exc}"))
-        self.worker.aborted.connect(lambda: setattr(self.status, "value", "cancelled; no layer written"))
-        self.worker.finished.connect(self._idle)
+        self.start_worker(restore(data, psf, method=method, loop_axes=loop_axes, rgb=rgb, device=device, **params),
+                          lambda result: self._publish(result, source, name, placement), title=title,
+                          status=f"running {method} on {total} slice(s)...")
+
+    def start_worker(self, worker, on_returned, *, title: str, status: str):
+        """Run a napari thread ``worker`` with the busy buttons disabled and Cancel enabled.
+
+        ``on_returned`` gets the worker's result; errors become notifications prefixed with ``title``.
+        """
+        from napari.utils.notifications import show_error
+
+        self.worker = worker
+        worker.returned.connect(on_returned)
+        worker.errored.connect(lambda exc: show_error(f"{title}: {exc}"))
+        worker.aborted.connect(lambda: setattr(self.status, "value", "cancelled; no layer written"))
+        worker.finished.connect(self._idle)
         for button in self.busy_buttons:
             button.enabled = False
         self.cancel_button.enabled = True
-        self.status.value = f"running {method} on {total} slice(s)..."
-        self.worker.start()
+        self.status.value = status
+        worker.start()
 
     def cancel(self, _value=None):
         """Stop the running restoration after the current slice; nothing is written."""
@@ -212,6 +224,7 @@ class DeconvolveWidget(RestoreRunner, QWidget):
         layout.addStretch()
 
         self.method.changed.connect(self._rebuild_method_params)
+        self.method.changed.connect(self._show_psf_fields)
         self.psf_model.changed.connect(self._rebuild_psf_params)
         self.psf_source.changed.connect(self._show_psf_fields)
         self.psf_layer.changed.connect(self._update_preview)
@@ -266,10 +279,16 @@ class DeconvolveWidget(RestoreRunner, QWidget):
         self.psf_params.changed.connect(self._update_preview)
         self._update_preview()
 
+    def needs_psf(self) -> bool:
+        return get_method(self.method.value).needs_psf
+
     def _show_psf_fields(self, _value=None):
+        needed = self.needs_psf()
         generated = self.psf_source.value == "generated"
-        self.psf_model.visible = self.psf_params.visible = generated
-        self.psf_layer.visible = self.psf_source.value == "layer"
+        self.psf_source.visible = needed
+        self.psf_model.visible = self.psf_params.visible = needed and generated
+        self.psf_layer.visible = needed and self.psf_source.value == "layer"
+        self.preview.setVisible(needed)
         self._update_preview()
 
     def _generated_psf(self) -> np.ndarray:
@@ -282,10 +301,15 @@ class DeconvolveWidget(RestoreRunner, QWidget):
         return np.asarray(layer.data, dtype=np.float32)
 
     def psf(self):
-        """The PSF from the chosen source, as ``deblur`` takes it."""
+        """The PSF from the chosen source, as ``deblur`` takes it; None for a blind method."""
+        if not self.needs_psf():
+            return None
         return self.psf_sources[self.psf_source.value]()
 
     def _update_preview(self, _value=None):
+        if not self.needs_psf():
+            self.status.value = f"{self.method.value} estimates the blur itself; no PSF needed"
+            return
         try:
             psf = np.asarray(self.psf(), dtype=np.float32)
         except (ValueError, TypeError) as exc:
@@ -321,13 +345,15 @@ class DeconvolveWidget(RestoreRunner, QWidget):
             return
         try:
             psf = self.psf()
+            if self.mode.value == VOLUME and psf is None:
+                raise ValueError(f"{self.method.value} is blind and restores 2D planes; process slice by slice")
             if self.mode.value == VOLUME and np.ndim(psf) != 3:
                 raise ValueError("3D volume processing needs a 3D PSF: choose the born_wolf model or a 3D PSF "
                                  "layer, or process slice by slice")
             if self.mode.value == SLICES and np.ndim(psf) == 3:
                 raise ValueError("slice-by-slice processing needs a 2D PSF; choose '3D volume' for a 3D PSF")
             data = np.asarray(layer.data)
-            loop_axes = loop_axes_for(data.shape, np.ndim(psf), rgb=layer.rgb, loop_axes=self.loop_axes())
+            loop_axes = loop_axes_for(data.shape, psf_ndim(psf), rgb=layer.rgb, loop_axes=self.loop_axes())
             block_axes = [a for a in range(layer.ndim) if a not in loop_axes]
             placement = {"scale": np.asarray(layer.scale), "translate": np.asarray(layer.translate, dtype=float)}
             if preview:

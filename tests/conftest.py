@@ -32,3 +32,19 @@ def run_to_end(qtbot):
         assert widget.worker is not None and not widget.run_button.enabled
         qtbot.waitUntil(lambda: widget.run_button.enabled, timeout=timeout)
     return run
+
+
+@pytest.fixture
+def small_models(monkeypatch):
+    """Small untrained paper-004 models in place of the shipped weights (fast, and there without them).
+
+    Returns the dict name -> model that ``deblur_ops.models.methods.cached_model`` now serves.
+    """
+    from deblur_ops.models import BlindIRC, IRCNet, MotionNet, methods
+
+    models = {"motion-net": MotionNet(width=4, max_length=9.0).eval(),
+              "blind-irc": BlindIRC({"width": 4, "max_length": 9.0},
+                                    {"stages": 1, "inner_steps": 1, "max_length": 9}).eval(),
+              "irc-motion": IRCNet(stages=1, inner_steps=1, max_length=9).eval()}
+    monkeypatch.setattr(methods, "cached_model", lambda name, device: models[name].to(device))
+    return models

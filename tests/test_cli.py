@@ -57,7 +57,7 @@ def test_demo_result_numbers():
 def test_bench_tiny_run_writes_reports(tmp_path, capsys):
     report_json = tmp_path / "bench.json"
     args = ["bench", "--size", "48", "--shrink-shape", "1,2,16,16", "--nu-conv-size", "40",
-            "--warmup", "0", "--repeats", "1",
+            "--irc-shape", "40,48", "--warmup", "0", "--repeats", "1",
             "--json", str(report_json), "--save", str(tmp_path / "results")]
     assert main(args) == 0
     out = capsys.readouterr().out
@@ -67,7 +67,7 @@ def test_bench_tiny_run_writes_reports(tmp_path, capsys):
         ("wiener_stack", "forward"), ("wiener_stack", "forward+backward"),
         ("learnable_shrink", "forward"), ("learnable_shrink", "forward+backward"),
         ("nu_conv", "gather forward"), ("nu_conv", "gather forward+backward"),
-        ("nu_conv", "scatter forward"), ("nu_conv", "scatter forward+backward")}
+        ("nu_conv", "scatter forward"), ("nu_conv", "scatter forward+backward"), ("irc_net", "inference")}
     assert report["matmul_gflops"] > 0
     for row in report["rows"]:
         if row["op"] == "nu_conv":
@@ -108,3 +108,28 @@ def test_cli_reports_bad_arguments(capsys):
     assert "expected comma-separated integers" in capsys.readouterr().err
     assert main(["demo", "--size", "0", "--output", ""]) == 2
     assert "size must be >= 1" in capsys.readouterr().err
+
+
+def test_train_lists_recipes_and_trains_a_tiny_model(tmp_path, capsys):
+    assert main(["train", "--list"]) == 0
+    listed = capsys.readouterr().out
+    assert "irc" in listed and "motion" in listed and "blind" in listed
+    out = tmp_path / "tiny.pt"
+    argv = ["train", "irc", "--steps", "2", "--batch-size", "1", "--patch", "24", "--validate-every", "1",
+            "--quiet", "--out", str(out), "--checkpoint", str(tmp_path / "ckpt.pt"),
+            "--set", "stages=1", "--set", "inner_steps=1", "--set", "max_length=5", "--set", "train_max_length=5",
+            "--set", "psf_size=5"]
+    assert main(argv) == 0
+    summary = capsys.readouterr().out
+    assert "validation_psnr" in summary and out.is_file()
+    # resuming a finished run trains no further and writes the same weights again
+    assert main(argv + ["--resume"]) == 0
+    assert main(["train", "irc", "--set", "width=3", "--steps", "1", "--quiet", "--out", str(out)]) == 2
+    assert "unknown --set option(s) ['width']" in capsys.readouterr().err
+    assert main(["train", "nope"]) == 2
+
+
+def test_models_lists_how_each_weight_was_trained(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "irc-motion" in out and "steps" in out and "[not shipped]" not in out

@@ -152,6 +152,32 @@ def test_stack_helpers_loop_axes_and_errors():
         stack.deblur_dask(da.zeros((64, 64), chunks=8), psf)
 
 
+@pytest.mark.parametrize("rgb", [False, True], ids=["grey", "rgb"])
+def test_blind_method_without_psf_restores_every_plane(small_models, rgb):
+    """psf=None (a blind method): the blocks are 2D planes, each restored by the model on its own."""
+    rng = np.random.default_rng(0)
+    shape = (2, 2, 24, 32) + ((3,) if rgb else ())
+    volume = rng.random(shape, dtype=np.float32)
+    assert stack.loop_axes_for(shape, None, rgb=rgb) == (0, 1)
+    assert stack.block_count(shape, None, rgb=rgb) == 4
+    out = stack.deblur_stack(volume, None, method="blind-irc", rgb=rgb, noise_sigma=0.01)
+    model = small_models["blind-irc"]
+    for t, z in np.ndindex(2, 2):
+        plane = torch.from_numpy(volume[t, z])
+        batch = plane.permute(2, 0, 1)[None] if rgb else plane[None, None]
+        with torch.no_grad():
+            expected = model(batch, noise_sigma=0.01)[0]
+        expected = expected.permute(1, 2, 0) if rgb else expected[0]
+        np.testing.assert_allclose(out[t, z], expected.numpy(), atol=1e-5)
+
+
+def test_psf_none_errors_name_the_fix():
+    with pytest.raises(ValueError, match="needs a psf"):
+        next(stack.iter_deblur_stack(np.zeros((2, 16, 16), np.float32), None, method="wiener"))
+    with pytest.raises(ValueError, match="blind method in memory"):
+        stack.deblur_dask(da.zeros((2, 64, 64), chunks=32), None, method="blind-irc")
+
+
 def test_slicing_along_a_middle_axis_matches_a_manual_loop():
     rng = np.random.default_rng(0)
     volume = rng.random((24, 5, 20), dtype=np.float32)

@@ -35,15 +35,17 @@ def test_untrained_equals_irc_motion_field_bank():
     field = psf_lib.MotionField.from_camera_motion((36, 36), (3.0, 2.0), 4.0)
     idx, weights = net.motion_inputs(field.length.float(), field.angle.float())
     ours = net(y, motion=(field.length, field.angle), noise_sigma=0.02)
-    grid = psf_lib.PSFGrid  # noqa: F841  (irc takes any spatially varying description)
+    bank, size = net._crop(idx, weights)  # the bank cut to the support of the filters in use
+    used = idx[weights != 0].unique()
+    assert bank.shape[-1] < net.bank.shape[-1] and bank[used].sum((-2, -1)).sub(1).abs().max() < 1e-6
 
     class Inputs:
         spatially_varying = True
 
         def nu_conv_inputs(self, shape, *, dtype=torch.float32, device=None):
-            return net.bank.to(dtype), idx, weights.to(dtype)
+            return bank.to(dtype), idx, weights.to(dtype)
 
-    theirs = irc(y, Inputs(), noise_sigma=0.02, stages=2, irc_iterations=2, filter_size=net.filter_size)
+    theirs = irc(y, Inputs(), noise_sigma=0.02, stages=2, irc_iterations=2, filter_size=size)
     assert (ours - theirs).abs().max() < 1e-4
 
 
@@ -109,12 +111,34 @@ def test_tiny_training_lowers_the_loss(tmp_path):
                                                     "train_max_length": 7, "psf_size": 7, "delta_size": 3})
     info = train_irc(options)
     history = info["validation_history"]
-    assert history[-1]["psnr"] > history[0]["psnr"] - 0.5  # not diverging
+    assert [v["step"] for v in history] == [0, 3, 6]
+    assert info["validation_psnr"] == max(v["psnr"] for v in history)  # the best weights are kept
     from deblur_ops.models import load_weights
 
     net = load_weights(options.out, IRCNet)
     assert net.config()["max_length"] == 7 and net.stages == 1
     assert net.trained_info["steps"] == 6
+
+
+def test_irc_net_training_lowers_the_loss():
+    from deblur_ops.train import SyntheticBlur
+
+    torch.manual_seed(0)
+    batch = SyntheticBlur("linear", patch=24, psf_size=7, max_length=7, seed=1).batch(2)
+    net = IRCNet(stages=2, inner_steps=1, max_length=7, delta_size=3)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+
+    def loss():
+        out = net(batch["blurry"], motion=(batch["length"], batch["angle"]), noise_sigma=batch["sigma"])
+        return ((out - batch["sharp"]) ** 2).mean()
+
+    first = float(loss())
+    for _ in range(8):
+        opt.zero_grad()
+        value = loss()
+        value.backward()
+        opt.step()
+    assert float(loss()) < 0.9 * first
 
 
 def test_motion_net_training_lowers_the_loss():

@@ -13,7 +13,8 @@ def test_manifest_validates_and_every_command_imports(manifest):
     from npe2.manifest.utils import import_python_name
 
     assert manifest.name == "deblur-ops"
-    assert [w.display_name for w in manifest.contributions.widgets] == ["Deconvolve", "Spatially varying PSF"]
+    assert [w.display_name for w in manifest.contributions.widgets] == ["Deconvolve", "Spatially varying PSF",
+                                                                     "Estimate motion"]
     assert {s.key for s in manifest.contributions.sample_data} == {"widefield", "astronomy", "photo"}
     for command in manifest.contributions.commands:
         assert callable(import_python_name(command.python_name)), command.id
@@ -214,3 +215,35 @@ def test_roi_preview_restores_only_the_rectangle_of_the_slice(make_napari_viewer
     np.testing.assert_allclose(preview.translate, (5.0 + 2 * 10, 5.0 + 2 * 12))
     np.testing.assert_allclose(preview.scale, (2.0, 2.0))
     np.testing.assert_array_equal(viewer.layers["volume"].data, volume)
+
+
+def test_blind_method_hides_the_psf_and_restores_slice_by_slice(make_napari_viewer, run_to_end, small_models,
+                                                                manifest, monkeypatch):
+    import napari.utils.notifications
+    import torch
+
+    from napari_deblur._widget import VOLUME, DeconvolveWidget
+
+    viewer = make_napari_viewer()
+    stack = np.random.default_rng(3).random((2, 24, 32), dtype=np.float32)
+    viewer.add_image(stack.copy(), name="stack")
+    widget = DeconvolveWidget(viewer)
+    widget.image.value = viewer.layers["stack"]
+    psf_fields = (widget.psf_source, widget.psf_model, widget.psf_params, widget.psf_layer)
+    assert not widget.psf_source.native.isHidden()
+    widget.method.value = "blind-irc"
+    assert all(field.native.isHidden() for field in psf_fields) and widget.preview.isHidden()
+    assert widget.psf() is None and "no PSF needed" in widget.status.value
+    run_to_end(widget)
+    with torch.no_grad():
+        expected = [small_models["blind-irc"](torch.from_numpy(plane)[None, None])[0, 0].numpy() for plane in stack]
+    np.testing.assert_allclose(viewer.layers["stack [blind-irc]"].data, np.stack(expected), atol=1e-5)
+    np.testing.assert_array_equal(viewer.layers["stack"].data, stack)
+
+    shown = []
+    monkeypatch.setattr(napari.utils.notifications, "show_error", shown.append)
+    widget.mode.value = VOLUME
+    widget.run()
+    assert "blind-irc is blind and restores 2D planes" in shown[-1]
+    widget.method.value = "wiener"
+    assert not widget.psf_source.native.isHidden() and not widget.preview.isHidden()

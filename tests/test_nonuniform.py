@@ -251,7 +251,7 @@ class TestDeblurEntryPoint:
 
     def test_uniform_only_methods_reject_spatially_varying_psfs(self):
         field = MotionField(np.full((16, 16), 3.0), np.zeros((16, 16)))
-        with pytest.raises(ValueError, match=r"uniform blur only.*\['irc', 'nu_cg'"):
+        with pytest.raises(ValueError, match=r"uniform blur only.*\['irc', 'irc-net', 'nu_cg'"):
             deblur_ops.deblur(np.zeros((16, 16)), field, method="wiener")
 
     def test_bad_shapes(self):

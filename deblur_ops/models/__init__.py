@@ -1,6 +1,8 @@
 """Learned models of the five source papers, and their shipped weights.
 
 - :class:`IRCNet`, :class:`MotionNet`, :class:`BlindIRC` — paper 004 (IRC-Net, Motion-Net, blind pipeline).
+- :class:`DeblurAutoencoder` — paper 002 (blind convolutional autoencoder).
+- :class:`MADN` (:class:`MADNGenerator`, :class:`MADNDiscriminator`) — paper 003 (blind multi-scale GAN).
 - :class:`WienerStackNet` — paper 001; :class:`RGDM` — paper 000 (non-blind; their modules register
   their methods, baselines, weights and recipes).
 
@@ -18,8 +20,11 @@ register_pretrained("motion-net", MotionNet, "Motion-Net trained on camera-motio
 register_pretrained("blind-irc", BlindIRC, "Motion-Net + IRC-Net fine-tuned end to end (paper 004 §3.3)")
 
 from . import methods  # noqa: E402,F401  (registers the learned restoration methods and recipes)
+from .autoencoder import DeblurAutoencoder  # noqa: E402  (registers "autoencoder": method, weights, recipe)
+from .madn import MADN, MADNDiscriminator, MADNGenerator  # noqa: E402  (registers "madn")
 from .rgdm import RGDM  # noqa: E402
 from .wiener_stack_net import WienerStackNet  # noqa: E402
 
-__all__ = ["BlindIRC", "IRCNet", "MotionNet", "RGDM", "WienerStackNet", "motion_mse", "PRETRAINED", "load_pretrained",
-           "load_weights", "pretrained_models", "read_weights", "register_pretrained", "save_pretrained"]
+__all__ = ["BlindIRC", "DeblurAutoencoder", "IRCNet", "MADN", "MADNDiscriminator", "MADNGenerator", "MotionNet",
+           "RGDM", "WienerStackNet", "motion_mse", "PRETRAINED", "load_pretrained", "load_weights",
+           "pretrained_models", "read_weights", "register_pretrained", "save_pretrained"]

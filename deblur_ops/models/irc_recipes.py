@@ -31,14 +31,27 @@ def _data(options: TrainOptions, kind: str, patch: int, cfg: dict) -> tuple[Synt
     return train, val, described
 
 
+def _fit(options: TrainOptions, model, step, predict, train, val, optimizer, *, steps: int, batch_size: int,
+         validate_every: int, **more) -> dict:
+    """fit() with the options' steps, batch, checkpoint, device; keeps the best validated weights."""
+    return fit(model, step, predict, train, val, steps=options.get("steps", steps),
+               batch_size=options.get("batch_size", batch_size), optimizers=[optimizer],
+               validate_every=options.get("validate_every", validate_every), checkpoint=options.checkpoint,
+               resume=options.resume, seed=options.seed, progress=options.progress, device=options.device,
+               keep_best=True, **more)
+
+
 def train_irc(options: TrainOptions) -> dict:
     """Fine-tune IRC-Net on uniform grid motions; L2 loss, Adam."""
-    cfg = options.pop_extra({"stages": 5, "inner_steps": 2, "max_length": 35, "delta_size": 15,
+    cfg = options.pop_extra({"stages": 5, "inner_steps": 2, "max_length": 35, "delta_size": None,
                              "train_max_length": 35, "psf_size": 35, "noise_low": 0.005, "noise_high": 0.02,
-                             "delta_lr_scale": 0.1})
+                             "delta_lr_scale": 0.1, "init": ""})
     torch.manual_seed(options.seed)
-    model = IRCNet(stages=cfg["stages"], inner_steps=cfg["inner_steps"], max_length=cfg["max_length"],
-                   delta_size=cfg["delta_size"])
+    if cfg["init"]:  # continue from earlier weights (their architecture wins over the size options)
+        model = load_weights(cfg["init"], IRCNet).train()
+    else:
+        model = IRCNet(stages=cfg["stages"], inner_steps=cfg["inner_steps"], max_length=cfg["max_length"],
+                       delta_size=cfg["delta_size"])
     train, val, described = _data(options, "linear", options.get("patch", 64), cfg)
     lr = options.get("lr", 1e-3)
     others = [p for n, p in model.named_parameters() if n != "inverse_delta"]
@@ -49,11 +62,10 @@ def train_irc(options: TrainOptions) -> dict:
         return model(batch["blurry"], motion=(batch["length"], batch["angle"]))
 
     step = supervised_step(model, optimizer, forward, lambda out, b: ((out - b["sharp"]) ** 2).mean())
-    history = fit(model, step, forward, train, val, steps=options.get("steps", 400),
-                  batch_size=options.get("batch_size", 4), optimizers=[optimizer],
-                  validate_every=options.get("validate_every", 50), checkpoint=options.checkpoint,
-                  resume=options.resume, seed=options.seed, progress=options.progress, device=options.device)
-    info = training_info(options, history, described, lr=lr, loss="l2", optimizer="Adam")
+    history = _fit(options, model, step, forward, train, val, optimizer, steps=400, batch_size=4, validate_every=50)
+    info = training_info(options, history, described, lr=lr, loss="l2", optimizer="Adam",
+                         best_step=history.get("best_step"), started_from=str(cfg["init"]) or "analytic filters",
+                         earlier_training=getattr(model, "trained_info", None))
     save_pretrained(model, options.out, config=model.config(), info=info, name="irc-motion")
     return info
 
@@ -85,12 +97,11 @@ def train_motion(options: TrainOptions) -> dict:
         return {"motion_mse": float(motion_mse(length, angle, batch["length"], batch["angle"]).mean()),
                 "loss": float(motion_loss(length, direction, batch["length"], batch["angle"]))}
 
-    history = fit(model, train_step, None, train, val, score=score, steps=steps, batch_size=options.get("batch_size", 4),
-                  optimizers=[optimizer], schedulers=[scheduler], validate_every=options.get("validate_every", 100),
-                  checkpoint=options.checkpoint, resume=options.resume, seed=options.seed,
-                  progress=options.progress, device=options.device)
+    history = _fit(options, model, train_step, None, train, val, optimizer, steps=steps, batch_size=4,
+                   validate_every=100, score=score, schedulers=[scheduler])
     info = training_info(options, history, described, lr=lr, loss="motion_loss", optimizer="Adam, cosine LR",
-                         validation_motion_mse=history["validation"][-1]["motion_mse"])
+                         best_step=history.get("best_step"),
+                         validation_motion_mse=min(v["motion_mse"] for v in history["validation"]))
     save_pretrained(model, options.out, config=model.config(), info=info, name="motion-net")
     return info
 
@@ -111,12 +122,9 @@ def train_blind(options: TrainOptions) -> dict:
         return model(batch["blurry"])
 
     step = supervised_step(model, optimizer, forward, lambda out, b: ((out - b["sharp"]) ** 2).mean(), grad_clip=1.0)
-    history = fit(model, step, forward, train, val, steps=options.get("steps", 100),
-                  batch_size=options.get("batch_size", 2), optimizers=[optimizer],
-                  validate_every=options.get("validate_every", 25), checkpoint=options.checkpoint,
-                  resume=options.resume, seed=options.seed, progress=options.progress, device=options.device)
+    history = _fit(options, model, step, forward, train, val, optimizer, steps=100, batch_size=2, validate_every=25)
     info = training_info(options, history, described, lr=lr, loss="l2", optimizer="Adam",
-                         started_from={"motion": str(cfg["motion_weights"] or "shipped motion-net"),
+                         best_step=history.get("best_step"), started_from={"motion": str(cfg["motion_weights"] or "shipped motion-net"),
                                        "irc": str(cfg["irc_weights"] or "shipped irc-motion")})
     save_pretrained(model, options.out, config=model.config(), info=info, name="blind-irc")
     return info

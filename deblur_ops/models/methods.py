@@ -150,6 +150,6 @@ def motion_vectors(field: psf_lib.MotionField, step: int = 16) -> np.ndarray:
     rows, cols = np.meshgrid(np.arange(step // 2, length.shape[0], step), np.arange(step // 2, length.shape[1], step),
                              indexing="ij")
     l, a = length[rows, cols], angle[rows, cols]
-    d_row, d_col = -l * np.sin(a), l * np.cos(a)  # rows point down, angles count counter-clockwise
+    d_row, d_col = -l * np.sin(a) + 0.0, l * np.cos(a) + 0.0  # rows point down, angles counter-clockwise; no -0.0
     starts = np.stack([rows - d_row / 2, cols - d_col / 2], -1).reshape(-1, 2)
     return np.stack([starts, np.stack([d_row, d_col], -1).reshape(-1, 2)], 1).astype(np.float64)

@@ -18,31 +18,38 @@ from torch import nn
 from .. import _validation as v
 
 
-def _block(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, padding=dilation, dilation=dilation, bias=False),
-                         nn.InstanceNorm2d(cout, affine=True), nn.ReLU(inplace=True))
+NORMS = ("instance", "none")
+
+
+def _norm(kind: str, channels: int) -> nn.Module:
+    return nn.InstanceNorm2d(channels, affine=True) if kind == "instance" else nn.Identity()
+
+
+def _block(cin: int, cout: int, norm: str, stride: int = 1, dilation: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, padding=dilation, dilation=dilation, bias=norm == "none"),
+                         _norm(norm, cout), nn.ReLU(inplace=True))
 
 
 class _Residual(nn.Module):
-    def __init__(self, width: int, dilation: int):
+    def __init__(self, width: int, dilation: int, norm: str):
         super().__init__()
-        self.body = nn.Sequential(_block(width, width, dilation=dilation),
-                                  nn.Conv2d(width, width, 3, padding=dilation, dilation=dilation, bias=False),
-                                  nn.InstanceNorm2d(width, affine=True))
+        self.body = nn.Sequential(_block(width, width, norm, dilation=dilation),
+                                  nn.Conv2d(width, width, 3, padding=dilation, dilation=dilation, bias=norm == "none"),
+                                  _norm(norm, width))
 
     def forward(self, x):
         return F.relu(x + self.body(x))
 
 
 class _ASPP(nn.Module):
-    def __init__(self, cin: int, cout: int, rates=(1, 2, 4, 8)):
+    def __init__(self, cin: int, cout: int, norm: str, rates=(1, 2, 4, 8)):
         super().__init__()
         self.branches = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(cin, cout, 1, bias=False), nn.InstanceNorm2d(cout, affine=True), nn.ReLU(inplace=True))
-            if r == 1 else _block(cin, cout, dilation=r) for r in rates)
+            nn.Sequential(nn.Conv2d(cin, cout, 1, bias=norm == "none"), _norm(norm, cout), nn.ReLU(inplace=True))
+            if r == 1 else _block(cin, cout, norm, dilation=r) for r in rates)
         self.pool = nn.Sequential(nn.Conv2d(cin, cout, 1), nn.ReLU(inplace=True))
-        self.project = nn.Sequential(nn.Conv2d(cout * (len(rates) + 1), cout, 1, bias=False),
-                                     nn.InstanceNorm2d(cout, affine=True), nn.ReLU(inplace=True))
+        self.project = nn.Sequential(nn.Conv2d(cout * (len(rates) + 1), cout, 1, bias=norm == "none"),
+                                     _norm(norm, cout), nn.ReLU(inplace=True))
 
     def forward(self, x):
         pooled = self.pool(x.mean((-2, -1), keepdim=True)).expand(-1, -1, *x.shape[-2:])
@@ -56,6 +63,10 @@ class MotionNet(nn.Module):
         width: channels of the first layer (the encoder doubles it twice).
         max_length: longest motion in pixels it can predict.
         blocks: dilated residual blocks at 1/4 resolution.
+        norm: ``"none"`` (default) or ``"instance"`` (the paper's). Instance norm rescales every
+            feature map to unit variance, which removes the relative energy of differently oriented
+            responses — the very cue of a blur's direction and length; without it the regressor
+            learns the direction of a uniform motion within a few hundred steps, with it not in 300.
 
     Example:
         >>> import torch
@@ -65,17 +76,20 @@ class MotionNet(nn.Module):
         (torch.Size([1, 30, 42]), True, True)
     """
 
-    def __init__(self, width: int = 24, max_length: float = 35.0, blocks: int = 2):
+    def __init__(self, width: int = 24, max_length: float = 35.0, blocks: int = 2, norm: str = "none"):
         super().__init__()
         if isinstance(width, bool) or int(width) != width or width < 2:
             raise ValueError(f"width must be an integer >= 2, got {width!r}")
         if not (math.isfinite(max_length) and max_length > 1):
             raise ValueError(f"max_length must be > 1 pixel, got {max_length!r}")
+        if norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
         w = int(width)
-        self.width, self.max_length, self.blocks = w, float(max_length), int(blocks)
-        self.encoder = nn.Sequential(_block(1, w), _block(w, 2 * w, stride=2), _block(2 * w, 4 * w, stride=2),
-                                     *[_Residual(4 * w, 2 ** (i + 1)) for i in range(int(blocks))])
-        self.aspp = _ASPP(4 * w, 4 * w)
+        self.width, self.max_length, self.blocks, self.norm = w, float(max_length), int(blocks), norm
+        self.encoder = nn.Sequential(_block(1, w, norm), _block(w, 2 * w, norm, stride=2),
+                                     _block(2 * w, 4 * w, norm, stride=2),
+                                     *[_Residual(4 * w, 2 ** (i + 1), norm) for i in range(int(blocks))])
+        self.aspp = _ASPP(4 * w, 4 * w, norm)
         self.head = nn.Conv2d(4 * w, 3, 1)
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -107,7 +121,7 @@ class MotionNet(nn.Module):
         return length, direction_to_angle(direction)
 
     def config(self) -> dict:
-        return {"width": self.width, "max_length": self.max_length, "blocks": self.blocks}
+        return {"width": self.width, "max_length": self.max_length, "blocks": self.blocks, "norm": self.norm}
 
 
 def direction_to_angle(direction: torch.Tensor) -> torch.Tensor:

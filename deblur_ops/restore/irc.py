@@ -85,23 +85,29 @@ def irc_admm(observed: torch.Tensor, blur: Callable, prior: Callable, inverse: C
     return x
 
 
-# Measured on the 2-core CPU (one thread): the direct NU-Conv gather does about 7e9 filter taps
-# per second on smooth index maps; an FFT convolution about 5e8 (pixels x log2 pixels) per second.
-_DIRECT_TAPS_PER_S = 7e9
+# Measured on the 2-core CPU (one thread): the direct NU-Conv gather does about 2e9 filter taps per
+# second with dense 71 x 71 filters on a smooth camera-motion field (7e9 when long runs of pixels
+# share their filters); an FFT convolution about 5e8 (pixels x log2 pixels) per second.
+_DIRECT_TAPS_PER_S = 2e9
 _FFT_UNITS_PER_S = 5e8
 INVERSE_METHODS = ("auto", "nu_conv", "fft")
 
 
-def _fft_is_faster(filters: torch.Tensor, idx: torch.Tensor, weights: torch.Tensor, planes: int) -> bool:
-    """Whether :func:`fft_gather` should beat the direct gather for these inputs (cost model above)."""
+def _fft_is_faster(filters: torch.Tensor, idx: torch.Tensor, weights: torch.Tensor) -> bool:
+    """Whether :class:`FFTGather` should beat the direct gather for these inputs (cost model above).
+
+    The direct gather costs (pixels x taps x filters per pixel) per branch; the FFT one inverse FFT
+    per filter in use (branches are summed before it) plus one forward FFT per branch.
+    """
+    branches = filters.shape[1]
     s_h, s_w = filters.shape[-2:]
     h, w = idx.shape[-2:]
-    nonzero = (weights != 0).sum(1).float().mean()
-    direct = planes * h * w * float(nonzero) * s_h * s_w / _DIRECT_TAPS_PER_S
+    nonzero = float((weights != 0).sum(1).float().mean())
+    direct = branches * h * w * nonzero * s_h * s_w / _DIRECT_TAPS_PER_S
     used = sum(int((torch.bincount(i[wt != 0], minlength=len(filters)) > 0).sum())
                for i, wt in zip(idx, weights)) / max(len(idx), 1)
     pixels = (h + s_h) * (w + s_w)
-    fft = planes * used * pixels * math.log2(pixels) / _FFT_UNITS_PER_S
+    fft = (used + branches) * pixels * math.log2(pixels) / _FFT_UNITS_PER_S
     return fft < direct
 
 
@@ -127,17 +133,14 @@ def branch_inverse(filters: torch.Tensor, idx: torch.Tensor, weights: torch.Tens
     weights = weights.expand(batch, *weights.shape[1:]).repeat(branches, 1, 1, 1).contiguous()
     if method == "auto":
         with torch.no_grad():
-            method = "fft" if _fft_is_faster(filters, idx[:batch], weights[:batch], branches * batch) else "nu_conv"
+            method = "fft" if _fft_is_faster(filters, idx[:batch], weights[:batch]) else "nu_conv"
     if method == "fft":
-        gather = FFTGather(bank, idx, weights, len(idx))
-    else:
-        def gather(x):
-            return nu_conv(x, bank, idx, weights, mode="gather", padding="zeros")
+        return FFTGather(filters, idx[:batch], weights[:batch], batch)
 
     def inverse(residuals):
         # Branch i is batch block i, reading filters i * F + idx.
         stacked = torch.cat(residuals).contiguous()
-        out = gather(stacked)
+        out = nu_conv(stacked, bank, idx, weights, mode="gather", padding="zeros")
         return out.reshape(branches, *residuals[0].shape).sum(0)
 
     return inverse
@@ -234,8 +237,12 @@ class FFTGather:
     reused for every call with the same bank, idx and weights (as in IRC's loop). Differentiable in
     x, bank and weights.
 
+    With a bank of several branches, (F, n, kh, kw), a call takes n inputs sharing idx and weights
+    and returns sum_i gather(x_i, bank[:, i]); the branches are summed in the Fourier domain, so the
+    n branches cost one inverse FFT per filter, not n (IRC's inverse step, eq. 17).
+
     Args:
-        bank: (F, kh, kw) filters.
+        bank: (F, kh, kw) filters, or (F, n, kh, kw) for n branches.
         idx, weights: (B or 1, K, H, W).
         batch: B of the inputs it will be called with.
 
@@ -249,6 +256,8 @@ class FFTGather:
     """
 
     def __init__(self, bank: torch.Tensor, idx: torch.Tensor, weights: torch.Tensor, batch: int):
+        self.branched = bank.dim() == 4
+        bank = bank if self.branched else bank[:, None]
         self.kh, self.kw = bank.shape[-2:]
         self.h, self.w = idx.shape[-2:]
         self.shape = (self.h + self.kh - 1, self.w + self.kw - 1)
@@ -262,25 +271,26 @@ class FFTGather:
             if len(used) == 0:
                 self.items.append(None)
                 continue
-            # W_f(p): the weights of filter f at each pixel, (U, H, W)
+            # W_f(p): the weights of filter f at each pixel, (U, H, W); slot 0 collects unused entries
             lookup = torch.full((len(bank),), -1, dtype=torch.long, device=idx.device)
             lookup[used] = torch.arange(len(used), device=idx.device)
-            slot = lookup[idx[n]]  # (K, H, W), -1 where a filter is unused (zero weight)
-            maps = weights.new_zeros(len(used) + 1, self.h, self.w)
-            flat = (slot + 1).reshape(len(slot), -1)  # slot 0 collects the unused entries
-            maps = maps.reshape(len(used) + 1, -1).scatter_add(0, flat, weights[n].reshape(len(slot), -1))
-            spectra = torch.fft.rfft2(bank[used], s=self.shape)
+            flat = (lookup[idx[n]] + 1).reshape(idx.shape[1], -1)
+            maps = weights.new_zeros(len(used) + 1, self.h * self.w).scatter_add(
+                0, flat, weights[n].reshape(idx.shape[1], -1))
+            spectra = torch.fft.rfft2(bank[used], s=self.shape)  # (U, n, ...)
             self.items.append((spectra, maps[1:].reshape(len(used), 1, self.h, self.w)))
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        spectrum = torch.fft.rfft2(x, s=self.shape)
+    def __call__(self, x) -> torch.Tensor:
+        inputs = list(x) if self.branched else [x]
+        spectrum = torch.stack([torch.fft.rfft2(t, s=self.shape) for t in inputs], 1)  # (B, n, C, ...)
         out = []
         for n, item in enumerate(self.items):
             if item is None:
-                out.append(torch.zeros_like(x[n]))
+                out.append(torch.zeros_like(inputs[0][n]))
                 continue
             spectra, maps = item
-            full = torch.fft.irfft2(spectrum[n][None] * spectra[:, None], s=self.shape)  # (U, C, ...)
+            summed = (spectrum[n][None] * spectra[:, :, None]).sum(1)  # (U, C, ...): branches summed
+            full = torch.fft.irfft2(summed, s=self.shape)
             same = full[..., self.kh // 2:self.kh // 2 + self.h, self.kw // 2:self.kw // 2 + self.w]
             out.append((maps * same).sum(0))
         return torch.stack(out)

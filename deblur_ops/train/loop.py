@@ -87,7 +87,8 @@ def fit(model: nn.Module, train_step: Callable[[dict], float], predict: Callable
         train_data, val_data=None, *, steps: int, batch_size: int, optimizers: Sequence[torch.optim.Optimizer],
         schedulers: Sequence = (), validate_every: int = 50, val_batches: int = 2, checkpoint=None,
         resume: bool = False, seed: int = 0, progress: bool = True, device="cpu",
-        log: Callable[[str], None] | None = None, score: Callable[[dict], dict] | None = None) -> dict:
+        log: Callable[[str], None] | None = None, score: Callable[[dict], dict] | None = None,
+        keep_best: bool = False) -> dict:
     """Train for ``steps`` steps, validating every ``validate_every`` steps and at the end.
 
     Args:
@@ -113,6 +114,8 @@ def fit(model: nn.Module, train_step: Callable[[dict], float], predict: Callable
         log: called with one line per validation (default: tqdm.write).
         score: ``score(batch) -> {name: float}`` validation metrics when ``predict`` is None
             (e.g. a motion error); the ``"mse"`` key, if any, drives ``ReduceLROnPlateau``.
+        keep_best: end with the weights of the best validation (highest PSNR, or lowest first
+            ``score`` value) instead of the last step's; ``history["best_step"]`` says which.
 
     Returns:
         history: ``{"loss": [...], "validation": [{"step", "psnr", "input_psnr", "mse"}, ...],
@@ -155,11 +158,17 @@ def fit(model: nn.Module, train_step: Callable[[dict], float], predict: Callable
                     "rng": torch.get_rng_state(), "history": history}, tmp)
         tmp.replace(checkpoint)  # never leave a half-written checkpoint
 
+    best = {}
+
     def run_validation():
         if not fixed:
             return
         result = {"step": history["steps"], **validate(model, predict, fixed, score)}
         history["validation"].append(result)
+        value = result["psnr"] if "psnr" in result else -next(v for k, v in result.items() if k != "step")
+        if keep_best and ("value" not in best or value > best["value"]):
+            best.update(value=value, step=result["step"],
+                        state={k: t.detach().clone() for k, t in model.state_dict().items()})
         for sched in schedulers:
             if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau) and "mse" in result:
                 sched.step(result["mse"])
@@ -189,4 +198,9 @@ def fit(model: nn.Module, train_step: Callable[[dict], float], predict: Callable
             save_checkpoint()
     bar.close()
     history["seconds"] = time.perf_counter() - start
+    if keep_best and best:
+        # A resumed run only knows the validations it ran itself; earlier ones are in the history.
+        model.load_state_dict(best["state"])
+        history["best_step"] = best["step"]
+        write(f"kept the weights of step {best['step']} (best validation)")
     return history

@@ -96,8 +96,10 @@ def device_name(device) -> str:
 
 
 def training_info(options: TrainOptions, history: dict, data: dict, **more) -> dict:
-    """The ``info`` stored with a weight file: data, steps, batch, time, device, validation."""
-    last = history["validation"][-1] if history["validation"] else {}
+    """The ``info`` stored with a weight file: data, steps, batch, time, device, and the validation
+    of the weights kept (the best one with ``keep_best``, else the last)."""
+    chosen = [v for v in history["validation"] if v["step"] == history.get("best_step")]
+    last = chosen[-1] if chosen else (history["validation"][-1] if history["validation"] else {})
     return {"steps": history["steps"], "batch_size": history["batch_size"], "seconds": round(history["seconds"], 1),
             "device": device_name(options.device), "torch": torch.__version__, "seed": options.seed,
             "data": data, "validation_psnr": last.get("psnr"), "validation_input_psnr": last.get("input_psnr"),
