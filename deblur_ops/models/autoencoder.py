@@ -22,7 +22,6 @@ residual one is what ships.
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -33,8 +32,7 @@ from ..restore.registry import register
 from ..train.loop import fit, supervised_step
 from ..train.recipes import TrainOptions, register_recipe, training_info
 from ._blind import blind_data, check_network_input, int_tuple, run_blind, validation_batches
-from .methods import cached_model
-from .pretrained import PRETRAINED, load_weights, register_pretrained, save_pretrained
+from .pretrained import register_pretrained, resolve_weights, save_pretrained
 
 PRETRAINED_NAME = "autoencoder"
 
@@ -123,12 +121,9 @@ class DeblurAutoencoder(nn.Module):
 
 
 def _network(weights: str, device) -> DeblurAutoencoder:
-    if weights in PRETRAINED:
-        return cached_model(weights, device)
-    if not Path(str(weights)).is_file():
-        raise ValueError(f"weights must be a registered name ({sorted(PRETRAINED)}) or a weight file written by "
-                         f"`deblur train autoencoder`, got {weights!r}")
-    return load_weights(weights, DeblurAutoencoder, device=device)
+    from . import methods
+
+    return resolve_weights(weights, DeblurAutoencoder, device=device, cached=methods.cached_model, recipe="autoencoder")
 
 
 @register("autoencoder", "Blind: convolutional encoder-latent-decoder network (paper 002), no PSF needed",

@@ -38,7 +38,6 @@ Shipped weights use reduced widths (see :data:`RECIPE_DEFAULTS`); ``MADNGenerato
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import NamedTuple
 
 import torch
@@ -50,8 +49,7 @@ from ..restore.registry import register
 from ..train.loop import fit
 from ..train.recipes import TrainOptions, register_recipe, training_info
 from ._blind import blind_data, check_network_input, int_tuple, run_blind, validation_batches
-from .methods import cached_model
-from .pretrained import PRETRAINED, load_weights, register_pretrained, save_pretrained
+from .pretrained import register_pretrained, resolve_weights, save_pretrained
 
 PRETRAINED_NAME = "madn"
 SCALES = (0.25, 0.5, 1.0)
@@ -544,12 +542,9 @@ class MADN(nn.Module):
 
 
 def _network(weights: str, device) -> MADNGenerator:
-    if weights in PRETRAINED:
-        return cached_model(weights, device)
-    if not Path(str(weights)).is_file():
-        raise ValueError(f"weights must be a registered name ({sorted(PRETRAINED)}) or a weight file written by "
-                         f"`deblur train madn`, got {weights!r}")
-    return load_weights(weights, MADNGenerator, device=device)
+    from . import methods
+
+    return resolve_weights(weights, MADNGenerator, device=device, cached=methods.cached_model, recipe="madn")
 
 
 @register("madn", "Blind: multi-scale GAN generator with gradient guidance (paper 003), no PSF needed",

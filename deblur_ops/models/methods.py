@@ -59,17 +59,12 @@ def irc_net(image: torch.Tensor, psf, *, noise_sigma=None, weights: str = "irc-m
 
 
 def _model(weights: str, device, kind: str) -> torch.nn.Module:
-    from pathlib import Path
-
     from .blind_irc import BlindIRC
     from .irc_net import IRCNet
-    from .pretrained import PRETRAINED, load_weights
+    from .pretrained import resolve_weights
 
-    if weights in PRETRAINED:
-        return cached_model(weights, device)
-    if not Path(str(weights)).is_file():
-        raise ValueError(f"weights must be a registered name ({sorted(PRETRAINED)}) or a weight file, got {weights!r}")
-    return load_weights(weights, IRCNet if kind == "irc" else BlindIRC, device=device)
+    builder, recipe = (IRCNet, "irc") if kind == "irc" else (BlindIRC, "blind")
+    return resolve_weights(weights, builder, device=device, cached=lambda n, d: cached_model(n, d), recipe=recipe)
 
 
 @register("blind-irc", "Blind: Motion-Net estimates the per-pixel motion, IRC-Net removes it (paper 004)",

@@ -157,3 +157,18 @@ def load_pretrained(name: str, *, device="cpu") -> nn.Module:
         raise ValueError(f"unknown pretrained model {name!r}; known: {sorted(PRETRAINED)}")
     entry = PRETRAINED[name]
     return load_weights(entry.path, entry.builder, device=device)
+
+
+def resolve_weights(weights, builder: Callable[..., nn.Module], *, device, cached: Callable, recipe: str) -> nn.Module:
+    """The model for a method's ``weights=`` argument: a registry name (loaded once, through
+    ``cached(name, device)``) or a weight file written by ``deblur train <recipe>``.
+
+    Raises:
+        ValueError: neither a registered name nor an existing file.
+    """
+    if weights in PRETRAINED:
+        return cached(weights, device)
+    if not Path(str(weights)).is_file():
+        raise ValueError(f"weights must be a registered name ({sorted(PRETRAINED)}) or a weight file written by "
+                         f"`deblur train {recipe}`, got {weights!r}")
+    return load_weights(weights, builder, device=device)

@@ -44,7 +44,7 @@ from ..boundary import _reflect_dim, next_fast_len, psf_to_otf
 from ..restore._common import check_inputs, check_positive
 from ..restore.registry import register
 from ..train.recipes import register_recipe
-from ._channels import fold_channels
+from ._channels import fold_channels, positive_int
 from .methods import cached_model
 from .pretrained import register_pretrained
 
@@ -166,12 +166,6 @@ class ConvUnit(nn.Module):
             last.weight[c + eye, eye, centre, centre] = -scale
 
 
-def _positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
-
-
 class RGDM(nn.Module):
     """Recurrent gradient-descent deconvolution (paper 000): ``x <- x - D(H(grad f(x)) + R(x))``.
 
@@ -195,11 +189,11 @@ class RGDM(nn.Module):
 
     def __init__(self, channels: int = 3, width: int = 64, kernel_size: int = 5, train_steps: int = 3):
         super().__init__()
-        self.channels = _positive_int(channels, "channels")
-        _positive_int(width, "width")
-        if _positive_int(kernel_size, "kernel_size") % 2 == 0:
+        self.channels = positive_int(channels, "channels")
+        positive_int(width, "width")
+        if positive_int(kernel_size, "kernel_size") % 2 == 0:
             raise ValueError(f"kernel_size must be odd so that the convolutions keep the size, got {kernel_size}")
-        self.train_steps = _positive_int(train_steps, "train_steps")
+        self.train_steps = positive_int(train_steps, "train_steps")
         if width < 2 * channels:
             raise ValueError(f"width must be at least 2 * channels = {2 * channels} (the identity start of H and D), "
                              f"got {width}")
@@ -241,7 +235,7 @@ class RGDM(nn.Module):
     def unroll(self, operator: MaskedBlur, x: torch.Tensor, steps: int) -> list[torch.Tensor]:
         """The states on the extended domain after each of ``steps`` steps from ``x`` (e.g. ``operator.start``)."""
         states = []
-        for _ in range(_positive_int(steps, "steps")):
+        for _ in range(positive_int(steps, "steps")):
             x = self.step(x, operator)
             states.append(x)
         return states
@@ -277,7 +271,7 @@ class RGDM(nn.Module):
             >>> x.shape, int(steps.max()) <= 4
             (torch.Size([1, 1, 16, 16]), True)
         """
-        _positive_int(max_steps, "max_steps")
+        positive_int(max_steps, "max_steps")
         tol = check_positive(tol, "tol", allow_zero=True)
         operator = self.operator(blurry, psf)
         x = operator.start
@@ -357,7 +351,7 @@ def rgdm(image: torch.Tensor, psf: torch.Tensor, *, max_steps: int = MAX_STEPS,
     """
     image, psf = check_inputs(image, psf)
     _check_2d(image, "rgdm")
-    _positive_int(max_steps, "max_steps")
+    positive_int(max_steps, "max_steps")
     check_positive(tol, "tol", allow_zero=True)
     model = cached_model("rgdm", image.device)
     batch, kernels = fold_channels(image.float(), psf.float(), model.channels)
@@ -389,7 +383,7 @@ def gradient_descent_method(image: torch.Tensor, psf: torch.Tensor, *, steps: in
     """
     image, psf = check_inputs(image, psf)
     _check_2d(image, "gradient-descent")
-    _positive_int(steps, "steps")
+    positive_int(steps, "steps")
     step_size = check_positive(step_size, "step_size")
     if not math.isfinite(step_size):
         raise ValueError(f"step_size must be finite, got {step_size!r}")

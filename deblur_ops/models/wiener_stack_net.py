@@ -25,7 +25,7 @@ from ..ops import wiener_stack
 from ..restore._common import check_inputs, check_positive
 from ..restore.registry import register
 from ..train.recipes import register_recipe
-from ._channels import fold_channels
+from ._channels import fold_channels, positive_int
 from .methods import cached_model
 from .pretrained import register_pretrained
 
@@ -112,12 +112,6 @@ class ResBlock(nn.Module):
         return x + self.conv2(torch.relu(self.conv1(x)))
 
 
-def _check_positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
-
-
 class WienerStackNet(nn.Module):
     """Paper 001's network: Wiener stack + blurry image -> conv -> ResBlocks -> conv (-> bilateral).
 
@@ -151,11 +145,11 @@ class WienerStackNet(nn.Module):
                  bilateral_sigma_color: float = BILATERAL_SIGMA_COLOR,
                  bilateral_sigma_space: float = BILATERAL_SIGMA_SPACE):
         super().__init__()
-        self.channels = _check_positive_int(channels, "channels")
-        _check_positive_int(width, "width")
+        self.channels = positive_int(channels, "channels")
+        positive_int(width, "width")
         if isinstance(blocks, bool) or not isinstance(blocks, int) or blocks < 0:
             raise ValueError(f"blocks must be an integer >= 0, got {blocks!r}")
-        if _check_positive_int(kernel_size, "kernel_size") % 2 == 0:
+        if positive_int(kernel_size, "kernel_size") % 2 == 0:
             raise ValueError(f"kernel_size must be odd so that the convolutions keep the size, got {kernel_size}")
         snr = [float(s) for s in snr_db]
         if not snr or not all(math.isfinite(s) for s in snr):
