@@ -108,8 +108,7 @@ def blind_data(options, patch: int, cfg: dict):
     psf_size = longest + 1 - longest % 2  # the smallest odd size that holds the longest motion
     common = dict(patch=patch, psf_size=psf_size, max_length=cfg["max_length"],
                   noise=(cfg["noise_low"], cfg["noise_high"]), images=options.images)
-    train = SyntheticBlur("uniform", seed=options.seed, split="train", **common)
-    val = SyntheticBlur("uniform", seed=options.seed, split="val", **common)
+    train, val = SyntheticBlur.splits("uniform", seed=options.seed, **common)
     described = {"kind": "uniform (linear motion, camera shake, Gaussian)", "patch": patch,
                  "max_length": cfg["max_length"], "noise_sigma": [cfg["noise_low"], cfg["noise_high"]],
                  "channels": 1, "images": options.images or "built-in offline skimage images (training split)"}

@@ -23,8 +23,7 @@ from .pretrained import PRETRAINED, load_weights, save_pretrained
 def _data(options: TrainOptions, kind: str, patch: int, cfg: dict) -> tuple[SyntheticBlur, SyntheticBlur, dict]:
     common = dict(patch=patch, psf_size=cfg["psf_size"], max_length=cfg["train_max_length"],
                   noise=(cfg["noise_low"], cfg["noise_high"]), images=options.images)
-    train = SyntheticBlur(kind, seed=options.seed, split="train", **common)
-    val = SyntheticBlur(kind, seed=options.seed, split="val", **common)
+    train, val = SyntheticBlur.splits(kind, seed=options.seed, **common)
     described = {"kind": kind, "patch": patch, "max_length": cfg["train_max_length"],
                  "noise_sigma": [cfg["noise_low"], cfg["noise_high"]],
                  "images": options.images or "built-in offline skimage images (training split)"}

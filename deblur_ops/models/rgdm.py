@@ -479,8 +479,7 @@ def train_rgdm(options) -> dict:
     patch, lr = options.get("patch", 64), options.get("lr", 1e-4)
     data_options = {"psf": "uniform", "patch": patch, "psf_size": cfg["psf_size"], "channels": 1,
                     "noise": (0.003, 0.015), "max_length": cfg["max_length"], "images": options.images}
-    train_data = SyntheticBlur(**data_options, seed=options.seed, split="train")
-    val_data = SyntheticBlur(**data_options, seed=options.seed, split="val")
+    train_data, val_data = SyntheticBlur.splits(**data_options, seed=options.seed)
     torch.manual_seed(options.seed)
     model = RGDM(channels=1, width=cfg["width"], kernel_size=cfg["kernel_size"], train_steps=cfg["train_steps"])
     model.to(options.device)

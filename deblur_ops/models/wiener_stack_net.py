@@ -341,8 +341,7 @@ def train_wiener_stack_net(options) -> dict:
     patch, lr = options.get("patch", 64), options.get("lr", 1e-3)
     data_options = {"psf": "uniform", "patch": patch, "psf_size": cfg["psf_size"], "channels": 1,
                     "noise": (0.003, 0.015), "max_length": cfg["max_length"], "images": options.images}
-    train_data = SyntheticBlur(**data_options, seed=options.seed, split="train")
-    val_data = SyntheticBlur(**data_options, seed=options.seed, split="val")
+    train_data, val_data = SyntheticBlur.splits(**data_options, seed=options.seed)
     snr = dataset_snr_db(SyntheticBlur(**data_options, seed=options.seed + 1, split="train"))
     torch.manual_seed(options.seed)
     model = WienerStackNet(channels=1, width=cfg["width"], blocks=cfg["blocks"], kernel_size=cfg["kernel_size"],

@@ -170,6 +170,17 @@ class SyntheticBlur:
         bank_lengths = [n for n in range(1, 36, 2) if n <= self.max_length]
         self.bank, self.grid = psf_lib.motion_bank(bank_lengths, range(0, 180, 6), self.psf_size)
 
+    @classmethod
+    def splits(cls, psf: str = "uniform", *, seed: int = 0, **options) -> tuple["SyntheticBlur", "SyntheticBlur"]:
+        """The training and the validation stream of one configuration (disjoint images, one seed).
+
+        Example:
+            >>> train, val = SyntheticBlur.splits(patch=32, psf_size=15, max_length=9, seed=0)
+            >>> len(train.images), len(val.images)  # the built-in training and validation pictures
+            (13, 2)
+        """
+        return (cls(psf, seed=seed, split="train", **options), cls(psf, seed=seed, split="val", **options))
+
     # -- state, so that a resumed training continues the same sequence
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state()}
