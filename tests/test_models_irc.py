@@ -24,7 +24,7 @@ def test_untrained_equals_irc_uniform_psf(small_net):
     y = _image(1)
     k = psf_lib.linear_motion_kernel(7, 30)
     ours = small_net(y, k, noise_sigma=0.01)
-    theirs = irc(y, k, noise_sigma=0.01, stages=3, irc_iterations=2)
+    theirs = irc(y, k, noise_sigma=0.01, stages=3, irc_iterations=2, inverse="bank")
     assert (ours - theirs).abs().max() < 1e-4
 
 
@@ -45,7 +45,8 @@ def test_untrained_equals_irc_motion_field_bank():
         def nu_conv_inputs(self, shape, *, dtype=torch.float32, device=None):
             return bank.to(dtype), idx, weights.to(dtype)
 
-    theirs = irc(y, Inputs(), noise_sigma=0.02, stages=2, irc_iterations=2, filter_size=size)
+    theirs = irc(y, Inputs(), noise_sigma=0.02, stages=2, irc_iterations=2, filter_size=size,
+                 inverse="bank")
     assert (ours - theirs).abs().max() < 1e-4
 
 
@@ -224,7 +225,7 @@ def test_shipped_models_on_a_real_photo(length, angle):
     assert float(torch.minimum(error, 180 - error).median()) < 20  # measured 11 and 7 degrees
     assert abs(float(field.length.median()) - length) < 5  # measured 12.8 and 13.7 px
     ours = torch.from_numpy(deblur_ops.deblur(observed[0, 0].numpy(), k.numpy(), method="irc-net"))
-    untrained = irc(observed, k, stages=5, irc_iterations=2)
+    untrained = irc(observed, k, stages=5, irc_iterations=2, inverse="bank")
     score = psnr(ours[None, None].clamp(0, 1), sharp)
     assert score > psnr(observed, sharp) + 2.5  # measured +2.8 and +3.1 dB
     assert score > psnr(untrained.clamp(0, 1), sharp)  # measured +0.17 and +0.12 dB

@@ -5,7 +5,8 @@ shrinkage), the x update by iterative residual compensation repeated T times (NU
 local blur filters, subtraction, NU-Conv with the local inverse filters, sum) and the beta
 update with a learnable rate. It runs the same loop as the untrained ``irc`` method
 (:func:`deblur_ops.restore.irc.irc_admm`) on the same extended domain, so an untrained
-IRC-Net *is* that method.
+IRC-Net *is* that method with ``inverse="bank"`` (the paper's interpolated inverse filters, which
+IRC-Net learns; ``irc`` defaults to the grid preconditioner instead).
 
 Trainable parameters:
 

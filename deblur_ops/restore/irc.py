@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import psf as psf_lib
+from ..boundary import next_fast_len
 from ..ops.nu_conv import nu_conv
 from ._common import check_callback, check_positive, noise_sigma_per_item, per_item
 from ._nonuniform import BlurOperator
@@ -24,6 +25,14 @@ from .registry import register
 # grid over rho 0.05-0.8 and lambda 0.004-0.01; the fewer stages, the smaller the best lambda).
 WEIGHT_PER_ROOT_NOISE = 0.04
 DEFAULT_RHO = 0.1
+
+# The node PSFs may under-estimate the blur a pixel between nodes sees (a neighbouring node's motion
+# can have energy where this node's has a spectral zero); Richardson's iteration x += P r diverges
+# where P A^T A > 2. Each node's denominator is floored by the largest |K_f|^2 + rho |G|^2 among
+# the filters within its reach divided by this factor, which keeps P A^T A below ~1.9 (stable) while
+# P stays the node's own inverse wherever that is safe.
+PRECONDITIONER_SAFETY = 1.9
+DEFAULT_GRID_SPACING = 64
 
 
 def irc_admm(observed: torch.Tensor, blur: Callable, prior: Callable, inverse: Callable,
@@ -91,6 +100,9 @@ def irc_admm(observed: torch.Tensor, blur: Callable, prior: Callable, inverse: C
 _DIRECT_TAPS_PER_S = 2e9
 _FFT_UNITS_PER_S = 5e8
 INVERSE_METHODS = ("auto", "nu_conv", "fft")
+# How irc inverts in its x update: "grid" (exact adjoint + node-wise Fourier preconditioner) or
+# "bank" (paper 004 eq. 17: the bank's inverse filters interpolated per pixel).
+IRC_INVERSES = ("grid", "bank")
 
 
 def _fft_is_faster(filters: torch.Tensor, idx: torch.Tensor, weights: torch.Tensor) -> bool:
@@ -157,7 +169,8 @@ def conv_same(x: torch.Tensor, filters: torch.Tensor) -> list[torch.Tensor]:
 @register("irc", "ADMM + iterative residual compensation with analytic inverse filters (paper 004 Alg. 2.1)",
           spatially_varying=True)
 def irc(image: torch.Tensor, psf, *, weight=None, noise_sigma=None, rho: float = DEFAULT_RHO,
-        stages: int = 10, irc_iterations: int = 1, filter_size: int | None = None,
+        stages: int = 10, irc_iterations: int = 1, inverse: str = "grid",
+        grid_spacing: int = DEFAULT_GRID_SPACING, filter_size: int | None = None,
         callback=None) -> torch.Tensor:
     r"""Untrained IRC solver of paper 004 for uniform and spatially varying blur.
 
@@ -197,6 +210,11 @@ def irc(image: torch.Tensor, psf, *, weight=None, noise_sigma=None, rho: float =
     stages = check_positive(stages, "stages", integer=True)
     irc_iterations = check_positive(irc_iterations, "irc_iterations", integer=True)
     check_callback(callback)
+    if inverse not in IRC_INVERSES:
+        raise ValueError(f"inverse must be one of {IRC_INVERSES}, got {inverse!r}")
+    if isinstance(grid_spacing, bool) or not isinstance(grid_spacing, int) or grid_spacing < 8:
+        raise ValueError(f"grid_spacing must be an integer >= 8 (pixels between preconditioner nodes), "
+                         f"got {grid_spacing!r}")
     op = BlurOperator(image, psf)
     ksize = max(op.bank.shape[-2:])
     size = 2 * ksize + 1 if filter_size is None else filter_size
@@ -211,8 +229,11 @@ def irc(image: torch.Tensor, psf, *, weight=None, noise_sigma=None, rho: float =
         raise ValueError(f"weight must be > 0 (the TV prior needs a positive weight), got {weight!r}")
 
     priors = psf_lib._GRADIENT_PRIORS
-    filters = psf_lib.inverse_filters(op.bank, int(size), priors, rho, branches=True)  # (F, 1 + n, s, s)
-    inverse = branch_inverse(filters, op.idx, op.weights, op.data.shape[0])
+    if inverse == "grid":
+        invert = preconditioned_inverse(op, priors, rho, grid_spacing)
+    else:
+        filters = psf_lib.inverse_filters(op.bank, int(size), priors, rho, branches=True)  # (F, 1 + n, s, s)
+        invert = branch_inverse(filters, op.idx, op.weights, op.data.shape[0])
     threshold = lam / rho
 
     def shrink(values, stage):
@@ -221,7 +242,7 @@ def irc(image: torch.Tensor, psf, *, weight=None, noise_sigma=None, rho: float =
     crop_callback = None if callback is None else (lambda stage, x: callback(stage, op.crop(x)))
     # The data residual counts on the observed pixels only (see BlurOperator).
     x = irc_admm(op.mask * op.data, lambda x: op.mask * op.blur(x), lambda x: conv_same(x, priors),
-                 inverse, shrink, rho=rho, stages=stages, irc_iterations=irc_iterations,
+                 invert, shrink, rho=rho, stages=stages, irc_iterations=irc_iterations,
                  start=op.data, callback=crop_callback)
     return op.crop(x)
 
@@ -294,3 +315,141 @@ class FFTGather:
             same = full[..., self.kh // 2:self.kh // 2 + self.h, self.kw // 2:self.kw // 2 + self.w]
             out.append((maps * same).sum(0))
         return torch.stack(out)
+
+
+
+def _power_spectrum(filters: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """|rfft2(filters, s=size)|^2; it does not depend on where a filter sits, so no centring.
+
+    The column FFT runs on the filter's own rows only (the zero rows add nothing), which halves
+    the cost for small filters on a large grid.
+    """
+    rows = torch.fft.rfft(filters, n=size[1], dim=-1).transpose(-1, -2).contiguous()
+    spectrum = torch.fft.fft(rows, n=size[0], dim=-1)
+    return (spectrum.real ** 2 + spectrum.imag ** 2).transpose(-1, -2).contiguous()
+
+
+class GridPreconditioner:
+    r"""An approximate inverse of A^T A + rho G^T G for a spatially varying blur, node by node.
+
+    The blur is sampled on a regular grid of nodes about ``spacing`` pixels apart (corners
+    included, as :class:`deblur_ops.psf.PSFGrid`); node n's local PSF k_n (the blur's own
+    per-pixel filter there) gives the Fourier-domain inverse
+    P_n = 1 / (|K_n|^2 + rho sum_i |G_i|^2), floored for stability (see
+    :data:`PRECONDITIONER_SAFETY`). Applied to s, the result is the bilinear blend
+    sum_n w_n(p) (P_n s)(p); each node works on its own tile (its bilinear support plus a margin),
+    so the cost grows with the image area, not its square. A uniform blur is one node, and then
+    P A^T is exactly eq. 14's inverse filter d_0 without the finite-support truncation.
+
+    Args:
+        op: the :class:`BlurOperator` (bank, idx, weights on its extended domain).
+        priors: (n, ph, pw) prior filters g_i.
+        rho: the ADMM penalty.
+        spacing: node spacing in pixels (>= 8).
+        margin: extra pixels around each tile (default twice the blur size).
+    """
+
+    def __init__(self, op: BlurOperator, priors: torch.Tensor, rho: float, spacing: int,
+                 margin: int | None = None):
+        h, w = op.data.shape[-2:]
+        ksize = max(op.bank.shape[-2:])
+        margin = 2 * ksize if margin is None else margin
+        dtype, device = op.data.dtype, op.data.device
+        idx = op.idx.expand(op.data.shape[0], *op.idx.shape[1:])
+        weights = op.weights.expand_as(idx)
+        uniform = all(torch.unique(i[wt != 0]).numel() <= 1 and bool(torch.all(wt.sum(0) == wt.sum(0).flatten()[0]))
+                      for i, wt in zip(idx, weights))
+        gy = 1 if uniform else max(2, math.ceil((h - 1) / spacing) + 1)
+        gx = 1 if uniform else max(2, math.ceil((w - 1) / spacing) + 1)
+        rows = torch.linspace(0, h - 1, gy).round().long().tolist() if gy > 1 else [0]
+        cols = torch.linspace(0, w - 1, gx).round().long().tolist() if gx > 1 else [0]
+        node_idx, node_w = psf_lib.grid_weights((gy, gx), (h, w), dtype=dtype, device=device)
+        regions = []
+        for i in range(gy):
+            for j in range(gx):
+                # output rows/cols: the node's bilinear support; input: that plus the margin
+                out_r = (rows[i - 1] if i > 0 else 0, rows[i + 1] + 1 if i + 1 < gy else h)
+                out_c = (cols[j - 1] if j > 0 else 0, cols[j + 1] + 1 if j + 1 < gx else w)
+                in_r = (max(0, out_r[0] - margin), min(h, out_r[1] + margin))
+                in_c = (max(0, out_c[0] - margin), min(w, out_c[1] + margin))
+                regions.append((i, j, in_r, in_c, out_r, out_c))
+        # One FFT size for all tiles (the largest, plus the margin against wrap-around), so the
+        # spectra of the bank filters are computed once.
+        size = (next_fast_len(max(r[2][1] - r[2][0] for r in regions) + margin),
+                next_fast_len(max(r[3][1] - r[3][0] for r in regions) + margin))
+        # On small domains it is cheaper for every tile to read all of it: one shared forward FFT
+        # (of a somewhat larger size) instead of one per tile.
+        whole = (next_fast_len(h + margin), next_fast_len(w + margin))
+        if (len(regions) + 1) * whole[0] * whole[1] <= 2 * len(regions) * size[0] * size[1]:
+            size = whole
+            regions = [(i, j, (0, h), (0, w), out_r, out_c) for i, j, _, _, out_r, out_c in regions]
+        prior_power = rho * _power_spectrum(priors.to(device=device, dtype=dtype), size).sum(0)
+        # the local PSF at every node of every batch item: (B, N, kh, kw), one batched FFT
+        node_rows = torch.tensor(rows, device=device).repeat_interleave(gx)
+        node_cols = torch.tensor(cols, device=device).repeat(gy)
+        node_ids, node_mix = idx[:, :, node_rows, node_cols], weights[:, :, node_rows, node_cols]  # (B, K, N)
+        node_psfs = (node_mix[..., None, None] * op.bank[node_ids]).sum(1)
+        dens = _power_spectrum(node_psfs, size) + prior_power  # (B, N, *F)
+        if not uniform:
+            used = torch.unique(idx[weights != 0])
+            lookup = torch.zeros(len(op.bank), dtype=torch.long, device=device)
+            lookup[used] = torch.arange(len(used), device=device)
+            power = _power_spectrum(op.bank[used], size)  # (U, *F)
+        if not uniform:
+            # The largest |K_f|^2 of the filters used in each cell between four nodes (cells are
+            # disjoint, so each filter is maximised over about once); a node reaches its <= 4 cells.
+            row_cells = list(zip(rows[:-1], rows[1:]))
+            col_cells = list(zip(cols[:-1], cols[1:]))
+            cell_max = {}
+            for a, (r0, r1) in enumerate(row_cells):
+                for b, (c0, c1) in enumerate(col_cells):
+                    maxima = []
+                    for item in range(idx.shape[0]):
+                        ids, mix = idx[item, :, r0:r1 + 1, c0:c1 + 1], weights[item, :, r0:r1 + 1, c0:c1 + 1]
+                        maxima.append(power[lookup[torch.unique(ids[mix != 0])]].amax(0))
+                    cell_max[a, b] = torch.stack(maxima)
+        self.size = size
+        self.tiles = []
+        for i, j, in_r, in_c, out_r, out_c in regions:
+            n = i * gx + j
+            window = (slice(None), slice(None), slice(*out_r), slice(*out_c))
+            hat = (node_w * (node_idx == n))[window].sum(1, keepdim=True)  # (1, 1, h', w')
+            den = dens[:, n]
+            if not uniform:
+                near = [cell_max[a, b] for a in (i - 1, i) for b in (j - 1, j) if (a, b) in cell_max]
+                safe = torch.stack(near).amax(0) + prior_power
+                den = torch.maximum(den, safe / PRECONDITIONER_SAFETY)
+            self.tiles.append((in_r, in_c, out_r, out_c, (1 / den)[:, None], hat))
+
+    def __call__(self, s: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros_like(s)
+        spectra = {}  # tiles that read the same region (all of it, on small images) share its FFT
+        for in_r, in_c, out_r, out_c, spectrum, hat in self.tiles:
+            if (in_r, in_c) not in spectra:
+                spectra[in_r, in_c] = torch.fft.rfft2(s[..., in_r[0]:in_r[1], in_c[0]:in_c[1]], s=self.size)
+            full = torch.fft.irfft2(spectra[in_r, in_c] * spectrum, s=self.size)
+            top, left = out_r[0] - in_r[0], out_c[0] - in_c[0]
+            part = full[..., top:top + out_r[1] - out_r[0], left:left + out_c[1] - out_c[0]]
+            out[..., out_r[0]:out_r[1], out_c[0]:out_c[1]] += hat * part
+        return out
+
+
+def preconditioned_inverse(op: BlurOperator, priors: torch.Tensor, rho: float, spacing: int) -> Callable:
+    """``inverse([r_0, ..., r_n]) = P (A^T r_0 + sqrt(rho) sum_i g_i^T r_i)`` for :func:`irc_admm`.
+
+    Eq. 14's inverse filters factor as d_i = P k_i^T with P = (K^T K + rho G^T G)^{-1}. Applying
+    the exact adjoints k_i^T (NU-Conv gather) and only approximating P (:class:`GridPreconditioner`)
+    keeps IRC's fixed point the exact x update of eq. 5 however coarse the approximation, whereas
+    interpolated inverse filters (eq. 17) move the fixed point wherever they are off.
+    """
+    precondition = GridPreconditioner(op, priors, rho, spacing)
+    flipped = priors.flip(-2, -1)
+    root = math.sqrt(rho)
+
+    def inverse(residuals):
+        s = op.adjoint(residuals[0])
+        for r, g in zip(residuals[1:], flipped):
+            s = s + root * conv_same(r, g[None])[0]
+        return precondition(s)
+
+    return inverse
