@@ -30,7 +30,7 @@ from . import _extension, reference
 from .ops import learnable_shrink, nu_conv, wiener_stack
 from .psf import grid_weights, linear_motion_kernel, motion_bank, motion_weights
 
-OPS = ("wiener_stack", "learnable_shrink", "nu_conv", "irc_net")
+OPS = ("wiener_stack", "learnable_shrink", "nu_conv", "irc_net", "irc")
 
 
 @dataclass
@@ -244,28 +244,51 @@ def bench_irc_net(device, warmup: int, repeats: int, shape=(375, 500)) -> list[R
     The reference column is ``nu_cg`` (paper 004's NU-CG baseline, default iterations) on the same
     input, so "custom vs reference" is the speed-up the paper reports (300x on its GPU).
     """
-    from .data import sample_image, to_batch
     from .models.methods import cached_model
-    from .psf import MotionField
     from .restore.nu_cg import nu_cg
 
     h, w = shape
-    image = to_batch(sample_image("astronaut")[:h, :w]).to(device)
     net = cached_model("irc-motion", device)
     rows = []
-    cases = (("uniform motion 21 px", linear_motion_kernel(min(21, min(h, w) // 3), 30).to(device)),
-             ("camera-motion field", MotionField.from_camera_motion((h, w), (6.0, 3.0), 2.0)))
-    for label, blur in cases:
-        if isinstance(blur, MotionField):
-            observed = blur.blur(image.cpu()).to(device)
-        else:
-            r = blur.shape[-1] // 2
-            observed = F.conv2d(F.pad(image, (r, r, r, r), mode="reflect"),
-                                blur.flip(-2, -1).expand(3, 1, *blur.shape), groups=3)
+    for label, blur, observed in _photo_cases(device, shape):
         with torch.no_grad():
             custom = time_ms(lambda: net(observed, blur, noise_sigma=0.01), device, warmup=warmup, repeats=repeats)
             ref = time_ms(lambda: nu_cg(observed, blur, noise_sigma=0.01), device, warmup=0, repeats=1)
         rows.append(Row("irc_net", f"1x3x{h}x{w}, {label}", "inference", custom, ref,
+                        reference_impl="nu_cg (paper 004 NU-CG)"))
+    return rows
+
+
+def _photo_cases(device, shape):
+    """The astronaut photo cut to ``shape`` (RGB) under a uniform 21 px motion and a camera-motion
+    field: [(label, blur, observed)], the blurs as the methods take them."""
+    from .data import sample_image, to_batch
+    from .psf import MotionField
+
+    h, w = shape
+    image = to_batch(sample_image("astronaut")[:h, :w]).to(device)
+    kernel = linear_motion_kernel(min(21, min(h, w) // 3), 30).to(device)
+    r = kernel.shape[-1] // 2
+    uniform = F.conv2d(F.pad(image, (r, r, r, r), mode="reflect"), kernel.flip(-2, -1).expand(3, 1, *kernel.shape), groups=3)
+    field = MotionField.from_camera_motion((h, w), (6.0, 3.0), 2.0)
+    return [("uniform motion 21 px", kernel, uniform),
+            ("camera-motion field", field, field.blur(image.cpu()).to(device))]
+
+
+def bench_irc(device, warmup: int, repeats: int, shape=(375, 500)) -> list[Row]:
+    """The untrained ``irc`` solver (grid preconditioner, default) against NU-CG, with the paper's
+    eq. 17 inverse (``inverse="bank"``) as the peer, on a 375 x 500 RGB photo (default settings)."""
+    from .restore.irc import irc
+    from .restore.nu_cg import nu_cg
+
+    rows = []
+    for label, blur, observed in _photo_cases(device, shape):
+        with torch.no_grad():
+            custom = time_ms(lambda: irc(observed, blur, noise_sigma=0.01), device, warmup=warmup, repeats=repeats)
+            peer = time_ms(lambda: irc(observed, blur, noise_sigma=0.01, inverse="bank"), device, warmup=1, repeats=1)
+            ref = time_ms(lambda: nu_cg(observed, blur, noise_sigma=0.01), device, warmup=0, repeats=1)
+        rows.append(Row("irc", f"1x3x{shape[0]}x{shape[1]}, {label}", "inference", custom, ref,
+                        peer="irc inverse='bank' (paper 004 eq. 17)", peer_ms=peer,
                         reference_impl="nu_cg (paper 004 NU-CG)"))
     return rows
 
@@ -288,6 +311,8 @@ def run(ops=OPS, device="cpu", size: int = 1024, shrink_shape=(8, 64, 256, 256),
         rows += bench_nu_conv(dev, nu_conv_size, warmup, repeats)
     if "irc_net" in ops:
         rows += bench_irc_net(dev, warmup, repeats, tuple(irc_shape))
+    if "irc" in ops:
+        rows += bench_irc(dev, warmup, repeats, tuple(irc_shape))
     return {
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "device": device_name(dev),

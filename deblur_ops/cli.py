@@ -251,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nu-conv-size", type=int, default=512,
                    help="image side for nu_conv (default 512; 2048 is the GPU target size)")
     p.add_argument("--irc-shape", type=_ints, default=(375, 500),
-                   help="H,W of the RGB photo for irc_net (default 375,500, paper 004's setting)")
+                   help="H,W of the RGB photo for irc_net and irc (default 375,500, paper 004's setting)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")

@@ -67,7 +67,10 @@ def test_bench_tiny_run_writes_reports(tmp_path, capsys):
         ("wiener_stack", "forward"), ("wiener_stack", "forward+backward"),
         ("learnable_shrink", "forward"), ("learnable_shrink", "forward+backward"),
         ("nu_conv", "gather forward"), ("nu_conv", "gather forward+backward"),
-        ("nu_conv", "scatter forward"), ("nu_conv", "scatter forward+backward"), ("irc_net", "inference")}
+        ("nu_conv", "scatter forward"), ("nu_conv", "scatter forward+backward"), ("irc_net", "inference"),
+        ("irc", "inference")}
+    irc_rows = [r for r in report["rows"] if r["op"] == "irc"]
+    assert len(irc_rows) == 2 and all(r["peer_ms"] > 0 and "eq. 17" in r["peer"] for r in irc_rows)
     assert report["matmul_gflops"] > 0
     for row in report["rows"]:
         if row["op"] == "nu_conv":
