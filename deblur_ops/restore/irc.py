@@ -194,8 +194,8 @@ def irc(image: torch.Tensor, psf, *, weight=None, noise_sigma=None, rho: float =
       weights; this is what IRC-Net (``irc-net``) starts from and learns.
 
     On the paper 004 Table 1 protocol (8 linear motions x 5 images) ``grid`` scored 26.51 dB
-    against 25.22 dB for ``bank``; on the Table 3 camera-motion fields 26.05 dB against 25.83 dB,
-    in a sixth of the time (``benchmarks/results/``).
+    against 25.31 dB for ``bank``; on the Table 3 camera-motion fields 26.05 dB against 25.94 dB,
+    in about a tenth of the time (``benchmarks/results/*_irc_grid.md``).
 
     Args:
         image: (B, C, H, W) float tensor.
@@ -204,10 +204,10 @@ def irc(image: torch.Tensor, psf, *, weight=None, noise_sigma=None, rho: float =
         noise_sigma: noise level for the default weight; estimated (Immerkaer) when None.
         rho: ADMM penalty (> 0), also the prior weight of the inverse filters.
         stages: ADMM stages (>= 1).
+        irc_iterations: IRC iterations per stage (>= 1).
         inverse: ``"grid"`` or ``"bank"`` (see above).
         grid_spacing: pixels between the preconditioner's nodes for ``"grid"`` (>= 8); smaller
             follows faster-varying blur more closely, at more FFTs per stage.
-        irc_iterations: IRC iterations per stage (>= 1).
         filter_size: odd side of the ``"bank"`` inverse filters; default twice the blur filter
             size plus one.
         callback: ``callback(stage, estimate)`` after each stage, estimate cropped to the image.
@@ -335,7 +335,6 @@ class FFTGather:
         return torch.stack(out)
 
 
-
 def _power_spectrum(filters: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """|rfft2(filters, s=size)|^2; it does not depend on where a filter sits, so no centring.
 
@@ -413,7 +412,6 @@ class GridPreconditioner:
             lookup = torch.zeros(len(op.bank), dtype=torch.long, device=device)
             lookup[used] = torch.arange(len(used), device=device)
             power = _power_spectrum(op.bank[used], size)  # (U, *F)
-        if not uniform:
             # The largest |K_f|^2 of the filters used in each cell between four nodes (cells are
             # disjoint, so each filter is maximised over about once); a node reaches its <= 4 cells.
             row_cells = list(zip(rows[:-1], rows[1:]))
