@@ -219,12 +219,12 @@ def test_irc_close_to_admm_tv_on_uniform_blur(uniform_case):
 
 
 def test_irc_close_to_nu_cg_on_motion_field(field_case):
-    # Issue 4 aims at 0.3 dB; measured here (96 x 96, 15 stages): grid -0.41 dB, bank (eq. 17)
-    # -0.48 dB; grid with 20 stages -0.20 dB.
+    # Issue 4 aims at 0.3 dB; measured here (camera 96 x 96, a hard case for 15 stages): grid
+    # -0.30 dB, bank (eq. 17) -0.48 dB; grid with 20 stages -0.16 dB.
     clean, observed, field = field_case
     reference = psnr(nu_cg(observed, field, noise_sigma=SIGMA), clean)
-    assert psnr(irc(observed, field, noise_sigma=SIGMA), clean) > reference - 0.6
-    assert psnr(irc(observed, field, noise_sigma=SIGMA, stages=20), clean) > reference - 0.35
+    assert psnr(irc(observed, field, noise_sigma=SIGMA), clean) > reference - 0.45
+    assert psnr(irc(observed, field, noise_sigma=SIGMA, stages=20), clean) > reference - 0.3
     assert psnr(irc(observed, field, noise_sigma=SIGMA, inverse="bank"), clean) > reference - 0.7
 
 
@@ -274,6 +274,34 @@ class TestGridInverse:
         bank = solve(branch_inverse(filters, op.idx, op.weights, 1), 300)
         assert float((apply(bank) - rhs).norm() / rhs.norm()) > 10 * error
 
+    def test_windows_match_a_node_by_node_loop(self):
+        """The unfold / batched FFT / fold application equals applying each node's inverse to its
+        own window and blending with the tents, one node at a time."""
+        from deblur_ops.restore.irc import GridPreconditioner
+
+        field = MotionField.from_camera_motion((50, 44), (4.0, -2.0), 6.0)
+        op = BlurOperator(torch.rand(2, 1, 50, 44, dtype=torch.float64), field)
+        precondition = GridPreconditioner(op, psf_lib._GRADIENT_PRIORS, 0.1, 12)
+        (gy, gx), (dy, dx), m = precondition.grid, precondition.spacing, precondition.margin
+        assert gy > 2 and gx > 2
+        s = torch.rand(2, 3, *op.data.shape[-2:], dtype=torch.float64)
+        h, w = s.shape[-2:]
+        big = torch.zeros(2, 3, h + 4 * (dy + m), w + 4 * (dx + m), dtype=torch.float64)
+        oy, ox = 2 * (dy + m), 2 * (dx + m)  # s sits at (oy, ox) of big, zeros around it
+        big[..., oy:oy + h, ox:ox + w] = s
+        expected = torch.zeros_like(big)
+        for i in range(gy):
+            for j in range(gx):
+                top, left = oy + i * dy - (dy - 1), ox + j * dx - (dx - 1)  # the tent's support
+                window = big[..., top - m:top + 2 * dy - 1 + m, left - m:left + 2 * dx - 1 + m]
+                full = torch.fft.irfft2(torch.fft.rfft2(window, s=precondition.size)
+                                        * precondition.inverse[:, :, i, j], s=precondition.size)
+                rows = 1 - torch.arange(1 - dy, dy, dtype=torch.float64).abs() / dy
+                cols = 1 - torch.arange(1 - dx, dx, dtype=torch.float64).abs() / dx
+                expected[..., top:top + 2 * dy - 1, left:left + 2 * dx - 1] += (
+                    rows[:, None] * cols * full[..., m:m + 2 * dy - 1, m:m + 2 * dx - 1])
+        torch.testing.assert_close(precondition(s), expected[..., oy:oy + h, ox:ox + w], rtol=0, atol=1e-12)
+
     def test_uniform_psf_is_the_exact_fourier_inverse(self):
         from deblur_ops.boundary import psf_to_otf
         from deblur_ops.restore.irc import GridPreconditioner
@@ -281,7 +309,7 @@ class TestGridInverse:
         kernel = linear_motion_kernel(9, 30, dtype=torch.float64)
         op = BlurOperator(torch.rand(2, 1, 30, 34, dtype=torch.float64), kernel)
         precondition = GridPreconditioner(op, psf_lib._GRADIENT_PRIORS, 0.2, 16)
-        assert len(precondition.tiles) == 1
+        assert precondition.grid == (1, 1)
         s = torch.rand_like(op.data)
         size = precondition.size
         den = psf_to_otf(kernel[None], size).abs() ** 2 + 0.2 * (psf_to_otf(psf_lib._GRADIENT_PRIORS, size).abs() ** 2).sum(0)
@@ -301,7 +329,7 @@ class TestGridInverse:
 
         op = BlurOperator(images, field)
         tiles = GridPreconditioner(op, psf_lib._GRADIENT_PRIORS.float(), 0.1, 24)
-        assert any(t[0] != (0, op.data.shape[-2]) for t in tiles.tiles)  # really tiled
+        assert tiles.grid[0] > 2 and 2 * tiles.spacing[0] < op.data.shape[-2]  # really tiled
 
     def test_bad_options(self):
         with pytest.raises(ValueError, match="inverse must be one of"):

@@ -57,6 +57,13 @@ def nu_conv(x: torch.Tensor, bank: torch.Tensor, idx: torch.Tensor, weights: tor
                 [0.0000, 0.0000, 0.0000]])
     """
     ref.validate_nu_conv(x, bank, idx, weights, mode, padding)
+    return nu_conv_unchecked(x, bank, idx, weights, mode, padding)
+
+
+def nu_conv_unchecked(x: torch.Tensor, bank: torch.Tensor, idx: torch.Tensor, weights: torch.Tensor,
+                      mode: str, padding: str) -> torch.Tensor:
+    """:func:`nu_conv` without its input checks, for solvers that call it hundreds of times with a
+    bank, idx and weights they validated once (the checks scan every tensor for NaN and range)."""
     if _extension.has_kernel("nu_conv", x.device):
         return torch.ops.deblur_ops.nu_conv(x, bank, idx, weights, mode, padding)
     return ref.nu_conv_core(x, bank, idx, weights, mode, padding)

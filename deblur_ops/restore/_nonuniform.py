@@ -13,8 +13,9 @@ from __future__ import annotations
 import torch
 
 from .. import _validation as v
+from .. import reference as ref
 from ..boundary import crop, pad_for_fft
-from ..ops.nu_conv import nu_conv
+from ..ops.nu_conv import nu_conv_unchecked
 
 
 def _extend(t: torch.Tensor, pads: list[tuple[int, int]]) -> torch.Tensor:
@@ -66,14 +67,17 @@ class BlurOperator:
         self.weights = _extend(weights, self.pads).contiguous()
         self.mask = torch.zeros_like(self.data[:1, :1])
         crop(self.mask, self.pads).fill_(1)
+        # Checked once here; the solvers then call NU-Conv every iteration without re-scanning them.
+        ref.validate_nu_conv(self.data, self.bank, self.idx, self.weights, "scatter", "zeros")
+        self.flipped = self.bank.flip(-2, -1).contiguous()
 
     def blur(self, x: torch.Tensor) -> torch.Tensor:
-        """k * x, scatter model (the PSF belongs to the scene point)."""
-        return nu_conv(x, self.bank, self.idx, self.weights, mode="scatter", padding="zeros")
+        """k * x, scatter model (the PSF belongs to the scene point); x of the extended domain's shape."""
+        return nu_conv_unchecked(x, self.bank, self.idx, self.weights, "scatter", "zeros")
 
     def adjoint(self, r: torch.Tensor) -> torch.Tensor:
         """A^T r: gather with the flipped filters, the exact adjoint of :meth:`blur` (zero padding)."""
-        return nu_conv(r, self.bank.flip(-2, -1), self.idx, self.weights, mode="gather", padding="zeros")
+        return nu_conv_unchecked(r, self.flipped, self.idx, self.weights, "gather", "zeros")
 
     def crop(self, x: torch.Tensor) -> torch.Tensor:
         return crop(x, self.pads)
