@@ -50,6 +50,47 @@ def test_untrained_equals_irc_motion_field_bank():
     assert (ours - theirs).abs().max() < 1e-4
 
 
+def test_untrained_grid_net_equals_irc():
+    """inverse="grid": the untrained network is the default irc with the same stage structure."""
+    net = IRCNet(stages=3, inner_steps=2, max_length=9, inverse="grid")
+    y = _image(5, 40)
+    k = psf_lib.linear_motion_kernel(7, 30)
+    assert (net(y, k, noise_sigma=0.01) - irc(y, k, noise_sigma=0.01, stages=3, irc_iterations=2)).abs().max() < 1e-4
+    field = psf_lib.MotionField.from_camera_motion((40, 40), (3.0, 2.0), 4.0)
+    idx, weights = net.motion_inputs(field.length.float(), field.angle.float())
+    bank, _ = net._crop(idx, weights)
+
+    class Inputs:
+        spatially_varying = True
+
+        def nu_conv_inputs(self, shape, *, dtype=torch.float32, device=None):
+            return bank.to(dtype), idx, weights.to(dtype)
+
+    ours = net(y, motion=(field.length, field.angle), noise_sigma=0.02)
+    theirs = irc(y, Inputs(), noise_sigma=0.02, stages=3, irc_iterations=2)
+    assert (ours - theirs).abs().max() < 1e-4
+
+
+def test_grid_net_gradients_reach_every_parameter():
+    net = IRCNet(stages=2, inner_steps=2, max_length=9, inverse="grid", prior_filters=4)
+    assert not hasattr(net, "inverse_delta") and net.config()["inverse"] == "grid"
+    length, angle = torch.linspace(3, 7, 32).expand(1, 32, 32), torch.full((1, 32, 32), 30.0)
+    net(_image(6, 32), motion=(length, angle)).square().mean().backward()
+    for name, p in net.named_parameters():
+        assert p.grad is not None and bool(p.grad.abs().sum() > 0), name
+    rebuilt = IRCNet(**net.config())
+    rebuilt.load_state_dict(net.state_dict())
+
+
+def test_grid_net_bad_options():
+    with pytest.raises(ValueError, match="inverse must be one of"):
+        IRCNet(stages=1, max_length=5, inverse="fft")
+    with pytest.raises(ValueError, match="delta_size"):
+        IRCNet(stages=1, max_length=5, inverse="grid", delta_size=3)
+    with pytest.raises(ValueError, match="momentum"):
+        IRCNet(stages=1, max_length=5, inverse="grid", momentum=1.5)
+
+
 def test_fft_gather_matches_nu_conv_and_gradients():
     g = torch.Generator().manual_seed(0)
     x = torch.rand(2, 2, 9, 11, dtype=torch.float64, generator=g, requires_grad=True)

@@ -36,7 +36,8 @@ from .. import psf as psf_lib
 from ..ops.learnable_shrink import LearnableShrink
 from ..restore._common import noise_sigma_per_item
 from ..restore._nonuniform import BlurOperator
-from ..restore.irc import DEFAULT_RHO, WEIGHT_PER_ROOT_NOISE, branch_inverse, conv_same, irc_admm
+from ..restore.irc import (BANK_DEFAULTS, DEFAULT_GRID_SPACING, GRID_DEFAULTS, IRC_INVERSES, WEIGHT_PER_ROOT_NOISE,
+                           branch_inverse, conv_same, irc_admm, preconditioned_inverse, spatially_invariant)
 
 # Extra prior filters beyond the two gradients: the two diagonal differences, then second
 # differences, so prior_filters up to 6 starts from sensible sparsifying filters.
@@ -82,13 +83,20 @@ class IRCNet(nn.Module):
         max_length: longest motion of the bank (odd); the bank is paper 004's grid, lengths
             1, 3, ..., max_length and angles 0, 6, ..., 174 degrees (511 filters for 35).
         angle_step: angle step of the bank in degrees (divides 180).
-        rho: ADMM penalty; also the prior weight of the analytic inverse filters.
+        rho: ADMM penalty; also the prior weight of the analytic inverse filters. Default 0.1 for
+            ``"bank"``; for ``"grid"`` None picks it per input as ``irc`` does.
         delta_size: odd side of the learned correction at the centre of each inverse filter
             (0 disables it); default min(15, filter_size).
         n_knots, shrink_range: knots of the learnable shrinkage on the normalised axis v / t.
         weight_mode: ``"bilinear"`` or ``"softmax"`` (eq. 17-18) interpolation of motion fields
             between the bank's grid motions.
         temperature: softmax temperature.
+        inverse: the x update's inverse, as ``irc``'s: ``"bank"`` (paper 004 eq. 17, the bank's
+            interpolated inverse filters, with their learned centres) or ``"grid"`` (exact adjoints
+            of the blur and of the learned priors, then the node-wise Fourier preconditioner; no
+            per-filter parameters, a learned momentum per stage instead).
+        grid_spacing: node spacing of the ``"grid"`` preconditioner.
+        momentum: initial heavy-ball factor of the ``"grid"`` x steps (learned per stage).
 
     Example:
         >>> import torch
@@ -99,10 +107,23 @@ class IRCNet(nn.Module):
     """
 
     def __init__(self, stages: int = 5, inner_steps: int = 2, prior_filters: int = 2, filter_size: int | None = None,
-                 max_length: int = 35, angle_step: int = 6, rho: float = DEFAULT_RHO, delta_size: int | None = None,
+                 max_length: int = 35, angle_step: int = 6, rho: float | None = None, delta_size: int | None = None,
                  n_knots: int = 81, shrink_range: float = 8.0, weight_mode: str = "bilinear",
-                 temperature: float = 0.25):
+                 temperature: float = 0.25, inverse: str = "bank", grid_spacing: int = DEFAULT_GRID_SPACING,
+                 momentum: float | None = None):
         super().__init__()
+        if inverse not in IRC_INVERSES:
+            raise ValueError(f"inverse must be one of {IRC_INVERSES}, got {inverse!r}")
+        defaults = GRID_DEFAULTS if inverse == "grid" else BANK_DEFAULTS
+        if inverse == "bank" and rho is None:
+            rho = defaults["rho"]
+        momentum = defaults["momentum"] if momentum is None else momentum
+        if isinstance(grid_spacing, bool) or int(grid_spacing) != grid_spacing or grid_spacing < 8:
+            raise ValueError(f"grid_spacing must be an integer >= 8, got {grid_spacing!r}")
+        if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0 <= momentum < 1:
+            raise ValueError(f"momentum must be a number in [0, 1), got {momentum!r}")
+        if inverse == "grid" and delta_size:
+            raise ValueError("delta_size corrects the bank's inverse filters; the grid inverse has none (use 0)")
         for name, value, low in (("stages", stages, 1), ("inner_steps", inner_steps, 1), ("max_length", max_length, 1),
                                  ("angle_step", angle_step, 1), ("n_knots", n_knots, 3)):
             if isinstance(value, bool) or int(value) != value or value < low:
@@ -115,18 +136,21 @@ class IRCNet(nn.Module):
         if isinstance(size, bool) or int(size) != size or size < 3 or size % 2 == 0:
             raise ValueError(f"filter_size must be an odd integer >= 3, got {filter_size!r}")
         if delta_size is None:
-            delta_size = min(15, int(size))
+            delta_size = 0 if inverse == "grid" else min(15, int(size))
         if isinstance(delta_size, bool) or int(delta_size) != delta_size or delta_size < 0 or (
                 delta_size and (delta_size % 2 == 0 or delta_size > size)):
             raise ValueError(f"delta_size must be 0 or odd and <= filter_size ({size}), got {delta_size}")
-        if not (math.isfinite(rho) and rho > 0) or not (math.isfinite(shrink_range) and shrink_range > 1):
+        bad_rho = rho is not None and not (math.isfinite(rho) and rho > 0)
+        if bad_rho or not (math.isfinite(shrink_range) and shrink_range > 1):
             raise ValueError(f"rho must be > 0 and shrink_range > 1, got {rho}, {shrink_range}")
         if weight_mode not in ("bilinear", "softmax"):
             raise ValueError(f"weight_mode must be 'bilinear' or 'softmax', got {weight_mode!r}")
-        self.stages, self.inner_steps, self.rho = int(stages), int(inner_steps), float(rho)
+        # rho None (grid only): per input, as irc picks it (GRID_DEFAULTS: uniform or varying blur)
+        self.stages, self.inner_steps, self.rho = int(stages), int(inner_steps), None if rho is None else float(rho)
         self.filter_size, self.delta_size = int(size), int(delta_size)
         self.max_length, self.angle_step = int(max_length), int(angle_step)
         self.weight_mode, self.temperature = weight_mode, float(temperature)
+        self.inverse, self.grid_spacing = inverse, int(grid_spacing)
         priors = initial_priors(prior_filters)
         self.priors = nn.Parameter(priors.clone())
         self.register_buffer("initial_priors", priors, persistent=False)
@@ -145,10 +169,13 @@ class IRCNet(nn.Module):
         cols = (nonzero.any(-2) * (torch.arange(bank.shape[-1]) - centre).abs()).amax(-1)
         self.register_buffer("support", torch.maximum(rows, cols), persistent=False)
         self.register_buffer("grid", grid, persistent=False)
-        base = psf_lib.inverse_filters(bank.double(), self.filter_size, priors.double(), self.rho, branches=True)
-        self.register_buffer("inverse_base", base.float(), persistent=False)
         self._bases: dict[tuple[int, int], torch.Tensor] = {}  # analytic filters of cropped banks
-        self.inverse_delta = nn.Parameter(torch.zeros(len(bank), len(priors) + 1, self.delta_size, self.delta_size))
+        if inverse == "bank":
+            base = psf_lib.inverse_filters(bank.double(), self.filter_size, priors.double(), self.rho, branches=True)
+            self.register_buffer("inverse_base", base.float(), persistent=False)
+            self.inverse_delta = nn.Parameter(torch.zeros(len(bank), len(priors) + 1, self.delta_size, self.delta_size))
+        else:
+            self.momentum = nn.Parameter(torch.full((self.stages,), float(momentum)))
 
     def inverse_bank(self, size: int | None = None, bank_size: int | None = None) -> torch.Tensor:
         """(F, 1 + n, size, size) inverse filters of the motion bank: analytic + learned centre.
@@ -254,17 +281,25 @@ class IRCNet(nn.Module):
                 bank, size = self._crop(idx, weights)
             psf = _Inputs(bank, idx, weights)
         op = BlurOperator(image, psf)
-        if learned:
-            filters = self.inverse_bank(size, bank.shape[-1])
-        else:
-            size = 2 * max(op.bank.shape[-2:]) + 1
-            filters = psf_lib.inverse_filters(op.bank.detach(), size, self.initial_priors, self.rho, branches=True)
-        inverse = branch_inverse(filters.to(image.dtype), op.idx, op.weights, op.data.shape[0])
-        lam = WEIGHT_PER_ROOT_NOISE * noise_sigma_per_item(image, noise_sigma).sqrt().reshape(-1)
         priors = self.priors.to(image.dtype)
+        momentum, rho = 0.0, self.rho
+        if rho is None:
+            rho = GRID_DEFAULTS["uniform_rho" if spatially_invariant(op) else "rho"]
+        if self.inverse == "grid":
+            inverse = preconditioned_inverse(op, priors, rho, self.grid_spacing, differentiable=True)
+            momentum = list(self.momentum.to(image.dtype).clamp(0, 0.9).unbind())
+        else:
+            if learned:
+                filters = self.inverse_bank(size, bank.shape[-1])
+            else:
+                size = 2 * max(op.bank.shape[-2:]) + 1
+                filters = psf_lib.inverse_filters(op.bank.detach(), size, self.initial_priors, self.rho, branches=True)
+            inverse = branch_inverse(filters.to(image.dtype), op.idx, op.weights, op.data.shape[0])
+        lam = WEIGHT_PER_ROOT_NOISE * noise_sigma_per_item(image, noise_sigma).sqrt().reshape(-1)
         x = irc_admm(op.mask * op.data, lambda x: op.mask * op.blur(x), lambda x: conv_same(x, priors),
-                     inverse, self._shrink((lam / self.rho).to(image.dtype)), rho=self.rho, stages=self.stages,
-                     irc_iterations=self.inner_steps, eta=list(self.eta.to(image.dtype).unbind()), start=op.data)
+                     inverse, self._shrink((lam / rho).to(image.dtype)), rho=rho, stages=self.stages,
+                     irc_iterations=self.inner_steps, eta=list(self.eta.to(image.dtype).unbind()),
+                     momentum=momentum, start=op.data)
         return op.crop(x)
 
     def config(self) -> dict:
@@ -273,4 +308,4 @@ class IRCNet(nn.Module):
                 "filter_size": self.filter_size, "max_length": self.max_length, "angle_step": self.angle_step,
                 "rho": self.rho, "delta_size": self.delta_size, "n_knots": int(self.shrinks[0].values.shape[1]),
                 "shrink_range": float(self.shrinks[0].value_range[1]), "weight_mode": self.weight_mode,
-                "temperature": self.temperature}
+                "temperature": self.temperature, "inverse": self.inverse, "grid_spacing": self.grid_spacing}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from ..train.data import SyntheticBlur
+from ..train.data import Mixed, SyntheticBlur
 from ..train.loop import fit, supervised_step
 from ..train.recipes import TrainOptions, register_recipe, training_info
 from .blind_irc import BlindIRC
@@ -41,21 +41,38 @@ def _fit(options: TrainOptions, model, step, predict, train, val, optimizer, *, 
 
 
 def train_irc(options: TrainOptions) -> dict:
-    """Fine-tune IRC-Net on uniform grid motions; L2 loss, Adam."""
+    """Fine-tune IRC-Net; L2 loss, Adam.
+
+    ``--set inverse=bank`` (default, the paper's): on uniform grid motions, learning the centres of
+    the bank's inverse filters too. ``--set inverse=grid``: the grid x update, no per-filter
+    parameters; ``--set data=mixed`` then alternates uniform grid motions and camera-motion fields.
+    """
     cfg = options.pop_extra({"stages": 5, "inner_steps": 2, "max_length": 35, "delta_size": None,
                              "train_max_length": 35, "psf_size": 35, "noise_low": 0.005, "noise_high": 0.02,
-                             "delta_lr_scale": 0.1, "init": ""})
+                             "delta_lr_scale": 0.1, "init": "", "inverse": "bank", "data": "linear",
+                             "prior_filters": 2})
+    if cfg["data"] not in ("linear", "field", "mixed"):
+        raise ValueError(f"data must be linear, field or mixed, got {cfg['data']!r}")
     torch.manual_seed(options.seed)
     if cfg["init"]:  # continue from earlier weights (their architecture wins over the size options)
         model = load_weights(cfg["init"], IRCNet).train()
     else:
         model = IRCNet(stages=cfg["stages"], inner_steps=cfg["inner_steps"], max_length=cfg["max_length"],
-                       delta_size=cfg["delta_size"])
-    train, val, described = _data(options, "linear", options.get("patch", 64), cfg)
+                       delta_size=cfg["delta_size"], inverse=cfg["inverse"], prior_filters=cfg["prior_filters"])
+    patch = options.get("patch", 64)
+    if cfg["data"] == "mixed":
+        parts = [_data(options, kind, patch, cfg) for kind in ("linear", "field")]
+        train, val = Mixed([p[0] for p in parts]), Mixed([p[1] for p in parts])
+        described = {**parts[0][2], "kind": "linear and field, alternating batches"}
+    else:
+        train, val, described = _data(options, cfg["data"], patch, cfg)
     lr = options.get("lr", 1e-3)
-    others = [p for n, p in model.named_parameters() if n != "inverse_delta"]
-    optimizer = torch.optim.Adam([{"params": others, "lr": lr},
-                                  {"params": [model.inverse_delta], "lr": lr * cfg["delta_lr_scale"]}])
+    if model.inverse == "bank":
+        others = [p for n, p in model.named_parameters() if n != "inverse_delta"]
+        optimizer = torch.optim.Adam([{"params": others, "lr": lr},
+                                      {"params": [model.inverse_delta], "lr": lr * cfg["delta_lr_scale"]}])
+    else:
+        optimizer = torch.optim.Adam(model.parameters(), lr=lr)
 
     def forward(batch):
         return model(batch["blurry"], motion=(batch["length"], batch["angle"]))

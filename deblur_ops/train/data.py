@@ -282,6 +282,38 @@ class SyntheticBlur:
         return out
 
 
+class Mixed:
+    """Batches drawn in turn from several streams (e.g. uniform ``"linear"`` and ``"field"`` blur),
+    so that one model trains on both; resumable like each stream.
+
+    Example:
+        >>> a = SyntheticBlur("linear", patch=16, psf_size=9, max_length=5, seed=0)
+        >>> b = SyntheticBlur("field", patch=16, psf_size=9, max_length=5, seed=0)
+        >>> mixed = Mixed([a, b])
+        >>> [tuple(mixed.batch(2)["blurry"].shape) for _ in range(2)]
+        [(2, 1, 16, 16), (2, 1, 16, 16)]
+    """
+
+    def __init__(self, streams):
+        self.streams = list(streams)
+        if not self.streams or not all(hasattr(t, "batch") for t in self.streams):
+            raise ValueError("Mixed needs at least one stream with a batch(n) method")
+        self.turn = 0
+
+    def batch(self, size: int) -> dict:
+        stream = self.streams[self.turn % len(self.streams)]
+        self.turn += 1
+        return stream.batch(size)
+
+    def state_dict(self) -> dict:
+        return {"turn": self.turn, "streams": [t.state_dict() for t in self.streams]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.turn = int(state["turn"])
+        for stream, sub in zip(self.streams, state["streams"]):
+            stream.load_state_dict(sub)
+
+
 def to_device(batch: dict, device) -> dict:
     """Every tensor of ``batch`` moved to ``device``."""
     return {k: (t.to(device) if isinstance(t, torch.Tensor) else t) for k, t in batch.items()}
@@ -293,5 +325,5 @@ def psnr_batch(estimate: torch.Tensor, sharp: torch.Tensor) -> torch.Tensor:
     return 10 * torch.log10(1 / mse.clamp(min=1e-12))
 
 
-__all__ = ["SyntheticBlur", "load_images", "to_device", "psnr_batch", "TRAIN_IMAGES", "VALIDATION_IMAGES",
+__all__ = ["SyntheticBlur", "Mixed", "load_images", "to_device", "psnr_batch", "TRAIN_IMAGES", "VALIDATION_IMAGES",
            "EVALUATION_IMAGES", "KINDS"]
