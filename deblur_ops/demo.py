@@ -1,11 +1,10 @@
 """`deblur demo`: blur a built-in image with a known motion PSF plus noise, restore it, report PSNR.
 
-The restoration uses ``DEFAULT_METHOD`` through :func:`deblur_ops.deblur`: Richardson-Lucy was the
-best or tied-best method in the demo's settings (astronaut and camera, 256 and 512 px crops: 21.75,
-23.85, 21.97, 25.02 dB vs admm_tv 20.32, 23.84, 21.43, 25.05 dB and wiener 21.05-24.38 dB). As a baseline the demo also reports
-the fused Wiener stack of paper 001 over 15 SNRs, with the member chosen without the ground truth
-by the least expected error under a power-law image prior, for a noise level estimated from the
-blurred image itself.
+The restoration uses ``DEFAULT_METHOD`` through :func:`deblur_ops.deblur`, the best method the
+package has on the demo's setting and on the evaluation protocol (see below). As a baseline the
+demo also reports the fused Wiener stack of paper 001 over 15 SNRs, with the member chosen without
+the ground truth by the least expected error under a power-law image prior, for a noise level
+estimated from the blurred image itself.
 """
 from __future__ import annotations
 
@@ -23,11 +22,12 @@ from .psf import linear_motion_kernel
 from .reference import DEFAULT_SNR_DB
 
 
-# The best method available on the demo's setting and on the evaluation protocol
-# (benchmarks/results/2026-11-21_evaluate_all_methods.md: rgdm 25.87 dB, admm_tv 25.31, richardson_lucy
-# 25.05; on the default demo, astronaut 512 RGB with 21 px motion: rgdm 24.85 dB, richardson_lucy 23.85).
-# It is also the slowest of them (tens of seconds on 2 CPU cores for the default demo).
-DEFAULT_METHOD = "rgdm"
+# The best method available on the demo's setting and on the evaluation protocol: the untrained
+# irc (benchmarks/results/2026-11-21_evaluate_table1_irc_momentum.md: 26.56 dB; the learned rgdm
+# 25.87, admm_tv 25.31, richardson_lucy 25.05 in *_evaluate_all_methods.md). On the default demo,
+# astronaut 512 RGB with a 21 px motion: irc 25.47 dB in 0.3 s, rgdm 24.85 dB in 41 s,
+# richardson_lucy 23.85 dB.
+DEFAULT_METHOD = "irc"
 
 
 @dataclass
