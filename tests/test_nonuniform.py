@@ -1,4 +1,5 @@
 """Spatially varying PSFs (MotionField, PSFGrid), nu_cg and irc: checks against independent references."""
+import importlib
 import math
 
 import numpy as np
@@ -330,6 +331,20 @@ class TestGridInverse:
         op = BlurOperator(images, field)
         tiles = GridPreconditioner(op, psf_lib._GRADIENT_PRIORS.float(), 0.1, 24)
         assert tiles.grid[0] > 2 and 2 * tiles.spacing[0] < op.data.shape[-2]  # really tiled
+
+    def test_divergence_falls_back_to_the_bank_inverse(self, monkeypatch):
+        """Without its stability floor the grid preconditioner overshoots under long, varying
+        motion; irc must notice (its objective ends above that of the blurred input) and return
+        the eq. 17 result instead."""
+        irc_module = importlib.import_module("deblur_ops.restore.irc")  # the package attribute is the function
+        x = torch.rand(1, 1, 64, 64, generator=torch.Generator().manual_seed(0))
+        field = MotionField.from_camera_motion((64, 64), (12.0, 6.0), 20.0)  # lines up to 29 px
+        y = field.blur(x)
+        monkeypatch.setattr(irc_module, "PRECONDITIONER_SAFETY", 1e9)
+        with pytest.warns(RuntimeWarning, match="diverged"):
+            out = irc(y, field, noise_sigma=0.01, stages=30)
+        torch.testing.assert_close(out, irc(y, field, noise_sigma=0.01, inverse="bank"))
+        assert psnr(out, x) > psnr(y, x)
 
     def test_bad_options(self):
         with pytest.raises(ValueError, match="inverse must be one of"):
