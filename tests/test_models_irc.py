@@ -89,6 +89,8 @@ def test_grid_net_bad_options():
         IRCNet(stages=1, max_length=5, inverse="grid", delta_size=3)
     with pytest.raises(ValueError, match="momentum"):
         IRCNet(stages=1, max_length=5, inverse="grid", momentum=1.5)
+    with pytest.raises(ValueError, match="inverse='grid' only"):
+        IRCNet(stages=1, max_length=5, momentum=0.2)
 
 
 def test_fft_gather_matches_nu_conv_and_gradients():
@@ -160,6 +162,24 @@ def test_tiny_training_lowers_the_loss(tmp_path):
     net = load_weights(options.out, IRCNet)
     assert net.config()["max_length"] == 7 and net.stages == 1
     assert net.trained_info["steps"] == 6
+
+
+def test_grid_recipe_on_mixed_data(tmp_path):
+    """--set inverse=grid data=mixed: trains on uniform and field batches in turn, saves a grid net."""
+    from deblur_ops.models import load_weights
+    from deblur_ops.models.irc_recipes import train_irc
+    from deblur_ops.train import TrainOptions
+
+    small = {"stages": 1, "inner_steps": 1, "max_length": 7, "train_max_length": 7, "psf_size": 7}
+    options = TrainOptions(steps=2, batch_size=1, patch=24, lr=1e-3, out=tmp_path / "g.pt", progress=False,
+                           validate_every=2, extra={**small, "inverse": "grid", "data": "mixed"})
+    info = train_irc(options)
+    assert info["data"]["kind"] == "linear and field, alternating batches"
+    net = load_weights(options.out, IRCNet)
+    assert net.inverse == "grid" and net.momentum.shape == (1,)
+    bad = TrainOptions(steps=1, out=tmp_path / "b.pt", progress=False, extra={**small, "data": "shake"})
+    with pytest.raises(ValueError, match="data must be linear, field or mixed"):
+        train_irc(bad)
 
 
 def test_irc_net_training_lowers_the_loss():

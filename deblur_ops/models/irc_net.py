@@ -117,6 +117,9 @@ class IRCNet(nn.Module):
         defaults = GRID_DEFAULTS if inverse == "grid" else BANK_DEFAULTS
         if inverse == "bank" and rho is None:
             rho = defaults["rho"]
+        if inverse == "bank" and momentum:
+            raise ValueError(f"momentum applies to inverse='grid' only (the bank path is the paper's "
+                             f"algorithm), got momentum={momentum!r}; leave it None")
         momentum = defaults["momentum"] if momentum is None else momentum
         if isinstance(grid_spacing, bool) or int(grid_spacing) != grid_spacing or grid_spacing < 8:
             raise ValueError(f"grid_spacing must be an integer >= 8, got {grid_spacing!r}")

@@ -286,6 +286,7 @@ def irc(image: torch.Tensor, psf, *, weight=None, noise_sigma=None, rho: float |
     if inverse not in IRC_INVERSES:
         raise ValueError(f"inverse must be one of {IRC_INVERSES}, got {inverse!r}")
     defaults = GRID_DEFAULTS if inverse == "grid" else BANK_DEFAULTS
+    given = {"rho": rho, "stages": stages}  # what the caller chose, for the fallback below
     stages = check_positive(defaults["stages"] if stages is None else stages, "stages", integer=True)
     momentum = defaults["momentum"] if momentum is None else momentum
     if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0 <= momentum < 1:
@@ -333,7 +334,7 @@ def irc(image: torch.Tensor, psf, *, weight=None, noise_sigma=None, rho: float |
         warnings.warn("irc: the grid x update diverged on this blur; using inverse='bank' instead "
                       "(slower). Pass inverse='bank' to skip the first attempt.", RuntimeWarning, stacklevel=2)
         return irc(image, psf, weight=weight, noise_sigma=noise_sigma, irc_iterations=irc_iterations, inverse="bank",
-                   filter_size=filter_size, callback=callback)
+                   filter_size=filter_size, callback=callback, **given)
     return op.crop(x)
 
 
