@@ -257,9 +257,9 @@ def irc(image: torch.Tensor, psf, *, weight=None, noise_sigma=None, rho: float |
       weights; the shipped IRC-Net (``irc-net``) starts from it and learns it.
 
     On the paper 004 Table 1 protocol (8 linear motions x 5 images) ``grid`` scored 26.56 dB
-    against 25.31 dB for ``bank``; on the Table 3 camera-motion fields 26.36 dB against 25.94 dB
-    in a twentieth of the time, and 0.11 dB above ``nu_cg`` at 14x its speed
-    (``benchmarks/results/*_irc_momentum.md``).
+    against 25.31 dB for ``bank``; on the Table 3 camera-motion fields 26.21 dB against 25.94 dB
+    in a twentieth of the time, and 0.04 dB below ``nu_cg`` at 13x its speed
+    (``benchmarks/results/*_irc_momentum.md``, ``*_irc_gaincap.md``).
 
     Args:
         image: (B, C, H, W) float tensor.
