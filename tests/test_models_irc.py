@@ -174,12 +174,35 @@ def test_grid_recipe_on_mixed_data(tmp_path):
     options = TrainOptions(steps=2, batch_size=1, patch=24, lr=1e-3, out=tmp_path / "g.pt", progress=False,
                            validate_every=2, extra={**small, "inverse": "grid", "data": "mixed"})
     info = train_irc(options)
-    assert info["data"]["kind"] == "linear and field, alternating batches"
+    assert info["data"]["kind"] == "linear and field, alternating batches" and info["loss"] == "l2"
     net = load_weights(options.out, IRCNet)
     assert net.inverse == "grid" and net.momentum.shape == (1,)
     bad = TrainOptions(steps=1, out=tmp_path / "b.pt", progress=False, extra={**small, "data": "shake"})
     with pytest.raises(ValueError, match="data must be linear, field or mixed"):
         train_irc(bad)
+    bad = TrainOptions(steps=1, out=tmp_path / "b.pt", progress=False, extra={**small, "loss": "l1"})
+    with pytest.raises(ValueError, match="loss must be one of"):
+        train_irc(bad)
+
+
+def test_psnr_loss_weighs_every_patch_by_its_psnr():
+    from deblur_ops.models.irc_recipes import IRC_LOSSES
+
+    sharp = torch.zeros(2, 1, 4, 4)
+    out = torch.stack([torch.full((1, 4, 4), 0.1), torch.full((1, 4, 4), 0.001)])  # 20 and 60 dB
+    assert float(IRC_LOSSES["psnr"](out, {"sharp": sharp})) == pytest.approx(-4.0)  # -(20 + 60) / 2 / 10
+    assert float(IRC_LOSSES["l2"](out, {"sharp": sharp})) == pytest.approx((0.01 + 1e-6) / 2)
+
+
+def test_prior_filters_are_zero_sum():
+    """A prior filter's sum would penalise the mean intensity; the network only uses zero-sum ones."""
+    net = IRCNet(stages=2, inner_steps=1, max_length=7, inverse="grid", prior_filters=3)
+    y, k = _image(7, 32), psf_lib.linear_motion_kernel(5, 0)
+    before = net(y, k, noise_sigma=0.01)
+    with torch.no_grad():
+        net.priors.add_(0.3)  # the same constant on every tap: nothing changes
+    torch.testing.assert_close(net(y, k, noise_sigma=0.01), before)
+    assert net.prior_filters().sum((-2, -1)).abs().max() < 1e-6
 
 
 def test_irc_net_training_lowers_the_loss():
