@@ -22,12 +22,12 @@ from .psf import linear_motion_kernel
 from .reference import DEFAULT_SNR_DB
 
 
-# The best method available on the demo's setting and on the evaluation protocol: the untrained
-# irc (benchmarks/results/2026-11-21_evaluate_table1_irc_momentum.md: 26.56 dB; the learned rgdm
-# 25.87, admm_tv 25.31, richardson_lucy 25.05 in *_evaluate_all_methods.md). On the default demo,
-# astronaut 512 RGB with a 21 px motion: irc 25.47 dB in 0.3 s, rgdm 24.85 dB in 41 s,
-# richardson_lucy 23.85 dB.
-DEFAULT_METHOD = "irc"
+# The best method available on the demo's setting and on the evaluation protocol: the learned
+# IRC-Net with the shipped irc-motion weights (benchmarks/results/2026-11-21_evaluate_table1_irc_net_grid.md:
+# 27.28 dB; the untrained irc 26.56, nu_cg 26.41, rgdm 25.87, admm_tv 25.31). On the default demo,
+# astronaut 512 RGB with a 21 px motion: irc-net 26.58 dB in 1.7 s, irc 25.47 dB in 0.4 s,
+# rgdm 24.85 dB in 41 s.
+DEFAULT_METHOD = "irc-net"
 
 
 @dataclass

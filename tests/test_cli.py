@@ -42,7 +42,7 @@ def test_demo_result_numbers():
     from deblur_ops.demo import run_demo
 
     result = run_demo("astronaut", size=96, length=7, angle=60, noise_sigma=0.01, output=None)
-    assert result.method == "irc"
+    assert result.method == "irc-net"
     assert result.estimated_sigma == pytest.approx(0.01, rel=0.2)
     assert result.psnr_restored > result.psnr_blurred + 1.0
     assert result.psnr_wiener_stack > result.psnr_blurred

@@ -152,7 +152,8 @@ def test_tiny_training_lowers_the_loss(tmp_path):
 
     options = TrainOptions(steps=6, batch_size=2, patch=24, lr=1e-2, out=tmp_path / "irc.pt", progress=False,
                            validate_every=3, extra={"stages": 1, "inner_steps": 1, "max_length": 7,
-                                                    "train_max_length": 7, "psf_size": 7, "delta_size": 3})
+                                                    "train_max_length": 7, "psf_size": 7, "delta_size": 3,
+                                                    "inverse": "bank", "data": "linear", "prior_filters": 2})
     info = train_irc(options)
     history = info["validation_history"]
     assert [v["step"] for v in history] == [0, 3, 6]

@@ -114,8 +114,9 @@ def test_restore_with_stars_picked_in_a_points_layer(make_napari_viewer, run_to_
     result = viewer.layers["stars [irc]"].data
     np.testing.assert_allclose(result, deblur(SAMPLE.blurred, reference, method="irc", stages=STAGES),
                                rtol=1e-4, atol=1e-2)
-    # Measured: 1736 -> 3912 counts at the brightest star, which was not one of the picked ones.
-    assert result[PEAK] > 2.0 * SAMPLE.blurred[PEAK]
+    # Measured: 1736 -> 3449 counts at the brightest star, which was not one of the picked ones
+    # (4872 before irc capped its preconditioner's gain, at a higher rms error: 550 against 544).
+    assert result[PEAK] > 1.8 * SAMPLE.blurred[PEAK]
     np.testing.assert_array_equal(viewer.layers["stars"].data, SAMPLE.blurred)
 
 

@@ -15,7 +15,7 @@ from .motion_net import MotionNet, motion_mse
 from .pretrained import (PRETRAINED, load_pretrained, load_weights, pretrained_models, read_weights,
                          register_pretrained, save_pretrained)
 
-register_pretrained("irc-motion", IRCNet, "IRC-Net fine-tuned on uniform linear motion (paper 004 §4.2)")
+register_pretrained("irc-motion", IRCNet, "IRC-Net (grid x update) fine-tuned on uniform motion and camera-motion fields")
 register_pretrained("motion-net", MotionNet, "Motion-Net trained on camera-motion fields (paper 004 §3.1)")
 register_pretrained("blind-irc", BlindIRC, "Motion-Net + IRC-Net fine-tuned end to end (paper 004 §3.3)")
 

@@ -1,7 +1,8 @@
 """Training recipes of paper 004: ``deblur train irc | motion | blind``.
 
-- ``irc``: IRC-Net fine-tuned on uniform linear motions of the bank's grid (paper 004 §4.2: each
-  sample's exact grid motion selects one inverse filter, which is what its correction learns).
+- ``irc``: IRC-Net fine-tuned on uniform linear motions of the bank's grid and camera-motion
+  fields (with ``--set inverse=bank data=linear``, paper 004 §4.2: each sample's exact grid motion
+  selects one inverse filter, which is what its correction learns).
 - ``motion``: Motion-Net regressed on smooth non-uniform camera-motion fields (§4.1).
 - ``blind``: Motion-Net -> IRC-Net fine-tuned end to end on camera-motion fields (§3.3, eq. 18),
   started from the ``motion`` and ``irc`` weights given with ``--set motion_weights=... irc_weights=...``
@@ -52,15 +53,17 @@ IRC_LOSSES = {"l2": lambda out, b: ((out - b["sharp"]) ** 2).mean(), "psnr": _lo
 def train_irc(options: TrainOptions) -> dict:
     """Fine-tune IRC-Net; L2 loss, Adam.
 
-    ``--set inverse=bank`` (default, the paper's): on uniform grid motions, learning the centres of
-    the bank's inverse filters too. ``--set inverse=grid``: the grid x update, no per-filter
-    parameters; ``--set data=mixed`` then alternates uniform grid motions and camera-motion fields.
+    Defaults (those of the shipped ``irc-motion``): the grid x update of ``irc`` (12 stages, one
+    IRC step each, learned momentum) with 6 zero-sum prior filters, on 96 px patches alternating
+    uniform grid motions and camera-motion fields (``data=mixed``) of up to 25 px.
+    ``--set inverse=bank data=linear stages=5 inner_steps=2 prior_filters=2`` is the paper's set-up:
+    uniform grid motions, learning the centres of the bank's inverse filters too (eq. 17).
     ``--set loss=psnr`` minimises the patches' mean log MSE (their mean PSNR) instead of their MSE.
     """
-    cfg = options.pop_extra({"stages": 5, "inner_steps": 2, "max_length": 35, "delta_size": None,
-                             "train_max_length": 35, "psf_size": 35, "noise_low": 0.005, "noise_high": 0.02,
-                             "delta_lr_scale": 0.1, "init": "", "inverse": "bank", "data": "linear",
-                             "prior_filters": 2, "loss": "l2"})
+    cfg = options.pop_extra({"stages": 12, "inner_steps": 1, "max_length": 35, "delta_size": None,
+                             "train_max_length": 25, "psf_size": 35, "noise_low": 0.005, "noise_high": 0.02,
+                             "delta_lr_scale": 0.1, "init": "", "inverse": "grid", "data": "mixed",
+                             "prior_filters": 6, "loss": "l2"})
     if cfg["data"] not in ("linear", "field", "mixed"):
         raise ValueError(f"data must be linear, field or mixed, got {cfg['data']!r}")
     torch.manual_seed(options.seed)
@@ -69,7 +72,7 @@ def train_irc(options: TrainOptions) -> dict:
     else:
         model = IRCNet(stages=cfg["stages"], inner_steps=cfg["inner_steps"], max_length=cfg["max_length"],
                        delta_size=cfg["delta_size"], inverse=cfg["inverse"], prior_filters=cfg["prior_filters"])
-    patch = options.get("patch", 64)
+    patch = options.get("patch", 96)
     if cfg["data"] == "mixed":
         parts = [_data(options, kind, patch, cfg) for kind in ("linear", "field")]
         train, val = Mixed([p[0] for p in parts]), Mixed([p[1] for p in parts])
@@ -158,6 +161,7 @@ def train_blind(options: TrainOptions) -> dict:
     return info
 
 
-register_recipe("irc", "IRC-Net (paper 004) fine-tuned on uniform grid motions -> irc-motion", train_irc)
+register_recipe("irc", "IRC-Net (paper 004) fine-tuned on uniform motions and camera-motion fields -> irc-motion",
+                train_irc)
 register_recipe("motion", "Motion-Net (paper 004) on camera-motion fields -> motion-net", train_motion)
 register_recipe("blind", "Motion-Net + IRC-Net end to end on camera-motion fields -> blind-irc", train_blind)

@@ -567,17 +567,25 @@ def preconditioned_inverse(op: BlurOperator, priors: torch.Tensor, rho: float, s
     """
     with torch.no_grad():
         precondition = GridPreconditioner(op, priors.detach(), rho, spacing)
-    flipped = priors.flip(-2, -1)
-    if differentiable:
-        adjoints = [lambda r, g=g: conv_same(r, g[None]) for g in flipped]
-    else:
-        adjoints = [tap_conv(g[None]) for g in flipped]
     root = math.sqrt(rho)
+    if differentiable:
+        # sum_i g_i^T r_i in one correlation with all n filters (n input channels, one output)
+        weight, pad = priors[None], (priors.shape[-2] // 2, priors.shape[-1] // 2)
+
+        def prior_adjoint(rs):
+            b, c, h, w = rs[0].shape
+            stacked = torch.stack(rs, 2).reshape(b * c, len(rs), h, w)
+            return F.conv2d(stacked, weight.to(stacked.dtype), padding=pad).reshape(b, c, h, w)
+    else:
+        adjoints = [tap_conv(g[None]) for g in priors.flip(-2, -1)]
+
+        def prior_adjoint(rs):
+            return sum(adjoint(r)[0] for r, adjoint in zip(rs, adjoints))
 
     def inverse(residuals):
         s = op.adjoint(residuals[0])
-        for r, adjoint in zip(residuals[1:], adjoints):
-            s = s + root * adjoint(r)[0]
+        if len(residuals) > 1:
+            s = s + root * prior_adjoint(residuals[1:])
         return precondition(s)
 
     return inverse
