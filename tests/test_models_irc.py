@@ -310,7 +310,10 @@ def test_shipped_models_on_a_real_photo(length, angle):
     assert float(torch.minimum(error, 180 - error).median()) < 20  # measured 11 and 7 degrees
     assert abs(float(field.length.median()) - length) < 5  # measured 12.8 and 13.7 px
     ours = torch.from_numpy(deblur_ops.deblur(observed[0, 0].numpy(), k.numpy(), method="irc-net"))
-    untrained = irc(observed, k, stages=5, irc_iterations=2, inverse="bank")
+    untrained = irc(observed, k, stages=5, irc_iterations=2, inverse="bank")  # the paper's solver
     score = psnr(ours[None, None].clamp(0, 1), sharp)
-    assert score > psnr(observed, sharp) + 2.5  # measured +2.8 and +3.1 dB
-    assert score > psnr(untrained.clamp(0, 1), sharp)  # measured +0.17 and +0.12 dB
+    assert score > psnr(observed, sharp) + 4.0  # measured +5.9 and +4.7 dB
+    assert score > psnr(untrained.clamp(0, 1), sharp) + 1.0  # measured +3.3 and +1.7 dB
+    # The shipped net is a trained grid IRC-Net, so its own untrained state is irc's default
+    # (12 stages): +0.58 and -0.06 dB here (+0.72 dB on average over Table 1).
+    assert score > psnr(irc(observed, k).clamp(0, 1), sharp) - 0.2

@@ -1,8 +1,8 @@
 """Training recipes of paper 004: ``deblur train irc | motion | blind``.
 
-- ``irc``: IRC-Net fine-tuned on uniform linear motions of the bank's grid and camera-motion
-  fields (with ``--set inverse=bank data=linear``, paper 004 §4.2: each sample's exact grid motion
-  selects one inverse filter, which is what its correction learns).
+- ``irc``: IRC-Net (grid x update) fine-tuned on uniform linear motions of the bank's grid and
+  camera-motion fields in turn; ``--set inverse=bank data=linear`` is paper 004 §4.2's set-up (each
+  sample's exact grid motion selects one inverse filter, which is what its correction learns).
 - ``motion``: Motion-Net regressed on smooth non-uniform camera-motion fields (§4.1).
 - ``blind``: Motion-Net -> IRC-Net fine-tuned end to end on camera-motion fields (§3.3, eq. 18),
   started from the ``motion`` and ``irc`` weights given with ``--set motion_weights=... irc_weights=...``
@@ -66,6 +66,8 @@ def train_irc(options: TrainOptions) -> dict:
                              "prior_filters": 6, "loss": "l2"})
     if cfg["data"] not in ("linear", "field", "mixed"):
         raise ValueError(f"data must be linear, field or mixed, got {cfg['data']!r}")
+    if cfg["loss"] not in IRC_LOSSES:
+        raise ValueError(f"loss must be one of {tuple(IRC_LOSSES)} (--set loss=l2 or psnr), got {cfg['loss']!r}")
     torch.manual_seed(options.seed)
     if cfg["init"]:  # continue from earlier weights (their architecture wins over the size options)
         model = load_weights(cfg["init"], IRCNet).train()
@@ -90,8 +92,6 @@ def train_irc(options: TrainOptions) -> dict:
     def forward(batch):
         return model(batch["blurry"], motion=(batch["length"], batch["angle"]))
 
-    if cfg["loss"] not in IRC_LOSSES:
-        raise ValueError(f"loss must be one of {IRC_LOSSES}, got {cfg['loss']!r}")
     step = supervised_step(model, optimizer, forward, IRC_LOSSES[cfg["loss"]])
     history = _fit(options, model, step, forward, train, val, optimizer, steps=400, batch_size=4, validate_every=50)
     info = training_info(options, history, described, lr=lr, loss=cfg["loss"], optimizer="Adam",
