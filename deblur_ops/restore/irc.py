@@ -197,7 +197,13 @@ def conv_same(x: torch.Tensor, filters: torch.Tensor) -> list[torch.Tensor]:
     """[g_i * x] for uniform (n, ph, pw) filters, convolution convention, zero padding."""
     b, c, h, w = x.shape
     weight = filters.flip(-2, -1)[:, None].to(x.dtype)
-    out = F.conv2d(x.reshape(b * c, 1, h, w), weight, padding=(filters.shape[-2] // 2, filters.shape[-1] // 2))
+    padding = (filters.shape[-2] // 2, filters.shape[-1] // 2)
+    if x.device.type == "cpu":
+        # im2col + GEMM: oneDNN, conv2d's CPU choice, is slow with one input channel (6 filters on
+        # 3 x 405 x 540: 3.4 against 17 ms forward, 7.4 against 59 ms forward + backward)
+        out = torch.ops.aten.thnn_conv2d(x.reshape(b * c, 1, h, w), weight, weight.shape[-2:], None, (1, 1), padding)
+    else:
+        out = F.conv2d(x.reshape(b * c, 1, h, w), weight, padding=padding)
     return list(out.reshape(b, c, -1, h, w).unbind(2))
 
 
@@ -574,7 +580,9 @@ def preconditioned_inverse(op: BlurOperator, priors: torch.Tensor, rho: float, s
 
         def prior_adjoint(rs):
             b, c, h, w = rs[0].shape
-            stacked = torch.stack(rs, 2).reshape(b * c, len(rs), h, w)
+            # stacked along the last dimension: a channels-last (B C, n, H, W) view, which oneDNN
+            # convolves 5x faster than the contiguous layout on the CPU (3.6 vs 20 ms, 405 x 540 x 3)
+            stacked = torch.stack(rs, -1).reshape(b * c, h, w, len(rs)).permute(0, 3, 1, 2)
             return F.conv2d(stacked, weight.to(stacked.dtype), padding=pad).reshape(b, c, h, w)
     else:
         adjoints = [tap_conv(g[None]) for g in priors.flip(-2, -1)]
