@@ -102,11 +102,16 @@ def train_irc(options: TrainOptions) -> dict:
 
 
 def train_motion(options: TrainOptions) -> dict:
-    """Train Motion-Net on camera-motion fields; loss :func:`motion_loss`, Adam."""
+    """Train Motion-Net on camera-motion fields; loss :func:`motion_loss`, Adam.
+
+    The loss is per pixel (``forward``); ``--set smoothing=N`` (default 17, 0 for none) is stored
+    with the weights and smooths what :meth:`MotionNet.motion` returns.
+    """
     cfg = options.pop_extra({"width": 24, "blocks": 2, "max_length": 35.0, "train_max_length": 35,
-                             "psf_size": 35, "noise_low": 0.005, "noise_high": 0.02})
+                             "psf_size": 35, "noise_low": 0.005, "noise_high": 0.02, "smoothing": 17})
     torch.manual_seed(options.seed)
-    model = MotionNet(width=cfg["width"], max_length=cfg["max_length"], blocks=cfg["blocks"])
+    model = MotionNet(width=cfg["width"], max_length=cfg["max_length"], blocks=cfg["blocks"],
+                      smoothing=cfg["smoothing"])
     train, val, described = _data(options, "field", options.get("patch", 96), cfg)
     lr = options.get("lr", 1e-3)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)

@@ -67,6 +67,13 @@ class MotionNet(nn.Module):
             feature map to unit variance, which removes the relative energy of differently oriented
             responses — the very cue of a blur's direction and length; without it the regressor
             learns the direction of a uniform motion within a few hundred steps, with it not in 300.
+        smoothing: odd window in pixels (0: none) of the box filter, applied twice, with which
+            :meth:`motion` smooths the per-pixel estimates (as motion vectors l (cos 2 theta,
+            sin 2 theta) and lengths) before anyone deblurs with them. Camera-motion fields are
+            smooth; the raw estimates vary from pixel to pixel, and IRC-Net deblurring with such a
+            field lost 5 dB against the blurred input on held-out patches (24.65 against 29.59 dB;
+            smoothed 29.10 dB at 17 px, motion MSE 9.83 -> 9.61). :meth:`forward` stays per pixel
+            (the training target).
 
     Example:
         >>> import torch
@@ -76,7 +83,8 @@ class MotionNet(nn.Module):
         (torch.Size([1, 30, 42]), True, True)
     """
 
-    def __init__(self, width: int = 24, max_length: float = 35.0, blocks: int = 2, norm: str = "none"):
+    def __init__(self, width: int = 24, max_length: float = 35.0, blocks: int = 2, norm: str = "none",
+                 smoothing: int = 17):
         super().__init__()
         if isinstance(width, bool) or int(width) != width or width < 2:
             raise ValueError(f"width must be an integer >= 2, got {width!r}")
@@ -84,8 +92,11 @@ class MotionNet(nn.Module):
             raise ValueError(f"max_length must be > 1 pixel, got {max_length!r}")
         if norm not in NORMS:
             raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+        if isinstance(smoothing, bool) or int(smoothing) != smoothing or smoothing < 0 or (smoothing and smoothing % 2 == 0):
+            raise ValueError(f"smoothing must be 0 (none) or an odd window in pixels, got {smoothing!r}")
         w = int(width)
         self.width, self.max_length, self.blocks, self.norm = w, float(max_length), int(blocks), norm
+        self.smoothing = int(smoothing)
         self.encoder = nn.Sequential(_block(1, w, norm), _block(w, 2 * w, norm, stride=2),
                                      _block(2 * w, 4 * w, norm, stride=2),
                                      *[_Residual(4 * w, 2 ** (i + 1), norm) for i in range(int(blocks))])
@@ -118,10 +129,37 @@ class MotionNet(nn.Module):
     def motion(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(length, angle) maps (B, H, W): pixels and degrees in [0, 180)."""
         length, direction = self(image)
+        if self.smoothing:
+            length, direction = smooth_motion(length, direction, self.smoothing)
         return length, direction_to_angle(direction)
 
     def config(self) -> dict:
-        return {"width": self.width, "max_length": self.max_length, "blocks": self.blocks, "norm": self.norm}
+        return {"width": self.width, "max_length": self.max_length, "blocks": self.blocks, "norm": self.norm,
+                "smoothing": self.smoothing}
+
+
+def smooth_motion(length: torch.Tensor, direction: torch.Tensor, window: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-pixel motion (length (B, H, W), direction (B, 2, H, W) as (cos 2 theta, sin 2 theta))
+    smoothed by a ``window`` px box filter applied twice (a triangle of twice the width), borders
+    averaged over the pixels inside the image; differentiable.
+
+    The direction is averaged as the motion vector l (cos 2 theta, sin 2 theta), so long motions
+    weigh more and opposite blur lines (0 and 180 degrees) agree; the length is averaged on its own
+    (averaging vectors of diverse directions would shorten it).
+
+    Example:
+        >>> import torch
+        >>> length = torch.full((1, 9, 9), 5.0)
+        >>> direction = torch.tensor([1.0, 0.0]).reshape(1, 2, 1, 1).expand(1, 2, 9, 9)
+        >>> l, d = smooth_motion(length, direction, 3)
+        >>> bool(torch.allclose(l, length)), bool(torch.allclose(d, direction))
+        (True, True)
+    """
+    vectors = torch.cat([length[:, None], length[:, None] * direction], 1)
+    for _ in range(2):
+        vectors = F.avg_pool2d(vectors, window, 1, window // 2, count_include_pad=False)
+    mixed = vectors[:, 1:]
+    return vectors[:, 0], mixed / mixed.norm(dim=1, keepdim=True).clamp(min=1e-6)
 
 
 def direction_to_angle(direction: torch.Tensor) -> torch.Tensor:
