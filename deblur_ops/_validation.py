@@ -38,7 +38,7 @@ def require_nonempty(t: torch.Tensor, name: str) -> None:
 def require_finite(t: torch.Tensor, name: str) -> None:
     if is_compiling():
         return
-    if bool(torch.isfinite(t).all()):  # a bool reduction: counting (an int64 sum) is 5x slower
+    if bool(torch.isfinite(t).all()):  # count only on failure: the int64 count is ~15% slower
         return
     bad = (~torch.isfinite(t)).sum().item()
     if bad:
