@@ -9,7 +9,7 @@ import math
 
 import torch
 
-from . import _validation as v
+from . import validation as v
 from .boundary import PADDINGS, crop, edge_taper, pad_for_fft, psf_to_otf
 
 DEFAULT_SNR_DB = tuple(range(9, 66, 4))  # paper 001: 15 SNRs, 9..65 dB in steps of 4

@@ -16,7 +16,7 @@ from qtpy.QtWidgets import QVBoxLayout, QWidget
 from deblur_ops import estimate_motion
 from deblur_ops.models.methods import motion_vectors
 from deblur_ops.psf import MotionField
-from deblur_ops.stack import block_at, loop_axes_for
+from deblur_ops.apps.stack import block_at, loop_axes_for
 
 from ._sv_widget import _layers
 from ._widget import RestoreRunner

@@ -15,7 +15,7 @@ def get_reader(path):
 
 def read_fits_layers(path):
     """Layer data of a FITS file: the first image HDU, its header under ``metadata["fits_header"]``."""
-    from deblur_ops.io import read_fits
+    from deblur_ops.apps.io import read_fits
 
     data, header = read_fits(path)
     name = Path(path).name

@@ -1,4 +1,4 @@
-"""Sample data: the synthetic scenes of :mod:`deblur_ops.samples`, each with the PSF that blurred it."""
+"""Sample data: the synthetic scenes of :mod:`deblur_ops.data.scenes`, each with the PSF that blurred it."""
 from __future__ import annotations
 
 from deblur_ops import samples

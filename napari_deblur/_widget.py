@@ -1,6 +1,6 @@
 """The Deconvolve widget: pick an image layer, a method, a PSF; restore in a worker thread.
 
-The form is built from :mod:`deblur_ops.catalog` (methods and their parameters, PSF models and
+The form is built from :mod:`deblur_ops.apps.catalog` (methods and their parameters, PSF models and
 theirs), so new methods appear without edits here. PSF sources are a name -> callable table
 (:attr:`DeconvolveWidget.psf_sources`); whatever a source returns goes to ``deblur`` unchanged.
 Blind methods (``needs_psf`` False) hide the PSF fields and get ``psf=None``.
@@ -19,9 +19,9 @@ from qtpy.QtGui import QImage, QPixmap
 from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from deblur_ops import catalog, methods
-from deblur_ops.io import cast_like
+from deblur_ops.apps.io import cast_like
 from deblur_ops.restore import get_method
-from deblur_ops.stack import block_at, block_count, iter_deblur_stack, loop_axes_for, psf_ndim, slicing_loop_axes
+from deblur_ops.apps.stack import block_at, block_count, iter_deblur_stack, loop_axes_for, psf_ndim, slicing_loop_axes
 
 if TYPE_CHECKING:
     import napari
@@ -264,7 +264,7 @@ class DeconvolveWidget(RestoreRunner, QWidget):
         self.slice_axis.visible = self.mode.value == SLICES and bool(choices)
 
     def loop_axes(self):
-        """Axes the stack is looped over (None: every leading axis, the default of deblur_ops.stack)."""
+        """Axes the stack is looped over (None: every leading axis, the default of deblur_ops.apps.stack)."""
         if self.mode.value == SLICES and self.slice_axis.choices:
             return slicing_loop_axes(self.image.value.ndim, self.slice_axis.value)
         return None

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from deblur_ops import _extension, bench
-from deblur_ops.cli import main
+from deblur_ops.apps.cli import main
 
 
 def test_doctor_reports_extension_and_backends(capsys):
@@ -39,7 +39,7 @@ def test_demo_improves_psnr_and_writes_side_by_side(tmp_path, capsys):
 
 
 def test_demo_result_numbers():
-    from deblur_ops.demo import run_demo
+    from deblur_ops.apps.demo import run_demo
 
     result = run_demo("astronaut", size=96, length=7, angle=60, noise_sigma=0.01, output=None)
     assert result.method == "irc-net"

@@ -17,7 +17,7 @@ import imageio.v3 as iio  # noqa: E402
 import torch  # noqa: E402
 
 from deblur_ops import catalog, io, samples, stack  # noqa: E402
-from deblur_ops.cli import main  # noqa: E402
+from deblur_ops.apps.cli import main  # noqa: E402
 
 
 def psnr(estimate, clean, data_range):
@@ -202,7 +202,7 @@ def test_psf_file_and_model_are_exclusive(tmp_path, photo, capsys):
 
 # Out of core. RL with 20 iterations, a Gaussian PSF (sigma 2, 17 x 17) and 6-radius halos.
 # Tolerance: max |chunked - in memory| <= 1e-4 on data in [0, 1] in the overlap-valid region,
-# i.e. one halo away from the stack's border (measured 2.9e-6; see deblur_ops.stack.HALO_RADII).
+# i.e. one halo away from the stack's border (measured 2.9e-6; see deblur_ops.apps.stack.HALO_RADII).
 GAUSSIAN = ["--psf-model", "gaussian", "--sigma", "2", "--quiet"]
 TOLERANCE = 1e-4
 
@@ -230,7 +230,7 @@ def test_chunked_zarr_matches_in_memory_on_overlap_valid_region(tmp_path):
 # forked pytest process before exec (Linux keeps the larger of the two across execve).
 _MEASURE = textwrap.dedent("""
     import json, sys
-    from deblur_ops.cli import main
+    from deblur_ops.apps.cli import main
     rc = main(sys.argv[1:])
     with open("/proc/self/status") as status:
         peak_kib = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))

@@ -12,7 +12,7 @@ from deblur_ops.models.madn import (MADN, MADNDiscriminator, MADNGenerator, MADN
                                     image_pyramid, madn, madn_discriminator_loss, madn_generator_loss,
                                     sobel_gradient_map)
 from deblur_ops.restore import get_method
-from deblur_ops.train.data import SyntheticBlur
+from deblur_ops.train.datasets import SyntheticBlur
 
 TINY_AE = {"filters": (4, 8), "latent_channels": 4}
 TINY_G = {"width": 4, "res_blocks": 2}
@@ -315,7 +315,7 @@ class TestShippedWeights:
 
     @pytest.mark.parametrize("method", ["autoencoder", "madn"])
     def test_beats_the_blurred_input_on_motion_blur(self, method):
-        from deblur_ops.evaluate import degrade, make_kernel
+        from deblur_ops.apps.evaluate import degrade, make_kernel
 
         clean, observed = degrade("camera", make_kernel("motion:13:45"), 0.01, 128, seed=0)
         restored = deblur_ops.deblur(observed, method=method).clip(0, 1)

@@ -331,8 +331,8 @@ def test_shipped_models_on_a_real_photo(length, angle):
     """The shipped weights against independent references on an unseen picture: the true motion for
     Motion-Net, the blurred input and the untrained solver with the same stages for IRC-Net."""
     from deblur_ops.data import sample_image, to_batch
-    from deblur_ops.degrade import add_gaussian_noise, blur
-    from deblur_ops.metrics import psnr
+    from deblur_ops.data.degrade import add_gaussian_noise, blur
+    from deblur_ops.data.metrics import psnr
 
     sharp = to_batch(sample_image("camera", size=128))  # never seen in training
     k = psf_lib.linear_motion_kernel(length, angle)

@@ -7,8 +7,8 @@ import torch.nn.functional as F
 import deblur_ops
 from deblur_ops import psf as psf_lib
 from deblur_ops.data import sample_image
-from deblur_ops.degrade import blur
-from deblur_ops.metrics import psnr as psnr_db
+from deblur_ops.data.degrade import blur
+from deblur_ops.data.metrics import psnr as psnr_db
 from deblur_ops.models import RGDM, WienerStackNet, load_pretrained
 from deblur_ops.models.losses import SSIMLoss, image_loss, ssim, ssim_loss, ssim_map
 from deblur_ops.models.pretrained import WEIGHTS_DIR
@@ -272,7 +272,7 @@ def test_methods_grey_and_rgb_any_size(method):
 
 
 def test_learned_models_beat_blur_and_baselines_on_an_evaluate_case():
-    from deblur_ops.evaluate import _scores, degrade, make_kernel
+    from deblur_ops.apps.evaluate import _scores, degrade, make_kernel
 
     k = make_kernel("motion:13:45")
     clean, observed = degrade("camera", k, 0.01, 96, 0)

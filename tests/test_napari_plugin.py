@@ -7,7 +7,7 @@ npe2 = pytest.importorskip("npe2")
 pytest.importorskip("pytestqt")
 
 from deblur_ops import deblur, samples  # noqa: E402
-from deblur_ops.stack import deblur_stack  # noqa: E402
+from deblur_ops.apps.stack import deblur_stack  # noqa: E402
 
 def test_manifest_validates_and_every_command_imports(manifest):
     from npe2.manifest.utils import import_python_name
@@ -90,7 +90,7 @@ def test_widefield_volume_in_3d_keeps_scale_and_updates_existing_layer(make_napa
 
 
 def test_widefield_slice_by_slice_with_generated_airy(make_napari_viewer, run_to_end, manifest):
-    from deblur_ops.catalog import make_psf
+    from deblur_ops.apps.catalog import make_psf
 
     viewer = make_napari_viewer()
     viewer.open_sample("deblur-ops", "widefield")
@@ -129,7 +129,7 @@ def test_cancel_leaves_no_layer_and_input_unchanged(make_napari_viewer, qtbot, m
 
 
 def test_method_and_psf_forms_follow_the_signatures(make_napari_viewer, manifest):
-    from deblur_ops.catalog import method_parameters, psf_parameters
+    from deblur_ops.apps.catalog import method_parameters, psf_parameters
     from napari_deblur._widget import DeconvolveWidget
 
     widget = DeconvolveWidget(make_napari_viewer())
@@ -141,7 +141,7 @@ def test_method_and_psf_forms_follow_the_signatures(make_napari_viewer, manifest
 
 
 def test_rgb_layer_restored_per_channel_and_kept_in_range(make_napari_viewer, run_to_end, manifest):
-    from deblur_ops.catalog import make_psf
+    from deblur_ops.apps.catalog import make_psf
 
     sample = samples.motion_blurred_photo("astronaut", size=96, length=9, angle=0, noise_sigma=0.0)
     viewer = make_napari_viewer()
@@ -156,7 +156,7 @@ def test_rgb_layer_restored_per_channel_and_kept_in_range(make_napari_viewer, ru
 
 
 def test_slicing_along_a_chosen_axis(make_napari_viewer, run_to_end, manifest):
-    from deblur_ops.catalog import make_psf
+    from deblur_ops.apps.catalog import make_psf
     from napari_deblur._widget import SLICES, VOLUME
 
     viewer = make_napari_viewer()
@@ -179,7 +179,7 @@ def test_slicing_along_a_chosen_axis(make_napari_viewer, run_to_end, manifest):
 
 
 def test_preview_restores_only_the_slice_on_screen(make_napari_viewer, run_to_end, manifest):
-    from deblur_ops.catalog import make_psf
+    from deblur_ops.apps.catalog import make_psf
 
     viewer = make_napari_viewer()
     viewer.open_sample("deblur-ops", "widefield")
@@ -196,7 +196,7 @@ def test_preview_restores_only_the_slice_on_screen(make_napari_viewer, run_to_en
 
 
 def test_roi_preview_restores_only_the_rectangle_of_the_slice(make_napari_viewer, qtbot, manifest):
-    from deblur_ops.catalog import make_psf
+    from deblur_ops.apps.catalog import make_psf
 
     volume = np.random.default_rng(2).random((3, 64, 80), dtype=np.float32)
     viewer = make_napari_viewer()

@@ -12,9 +12,9 @@ from scipy import signal
 import deblur_ops
 from deblur_ops import psf as psf_lib
 from deblur_ops.data import sample_image, to_batch
-from deblur_ops.degrade import add_gaussian_noise, blur
-from deblur_ops.evaluate import degrade_field
-from deblur_ops.metrics import psnr
+from deblur_ops.data.degrade import add_gaussian_noise, blur
+from deblur_ops.apps.evaluate import degrade_field
+from deblur_ops.data.metrics import psnr
 from deblur_ops.psf import MotionField, PSFGrid, linear_motion_kernel
 from deblur_ops.restore import admm_tv, irc, irc_admm, nu_cg
 from deblur_ops.restore._nonuniform import BlurOperator

@@ -6,8 +6,8 @@ from skimage import restoration
 import deblur_ops
 from deblur_ops import psf as psf_lib
 from deblur_ops.data import sample_image, to_batch
-from deblur_ops.degrade import add_gaussian_noise, blur
-from deblur_ops.metrics import psnr
+from deblur_ops.data.degrade import add_gaussian_noise, blur
+from deblur_ops.data.metrics import psnr
 from deblur_ops.restore import METHODS, admm_tv, register, richardson_lucy, wiener
 
 SIGMA = 0.01

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import deblur_ops
 from deblur_ops import _extension, reference
-from deblur_ops.degrade import blur
+from deblur_ops.data.degrade import blur
 from deblur_ops.psf import linear_motion_kernel
 
 from .conftest import requires_cuda

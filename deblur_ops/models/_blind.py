@@ -11,7 +11,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .. import _validation as v
+from .. import validation as v
 
 # Patches in the fixed validation set of the blind recipes (drawn once from the validation images).
 VALIDATION_PATCHES = 64
@@ -98,11 +98,11 @@ def run_blind(network: torch.nn.Module, image: torch.Tensor, *, multiple: int, m
 def blind_data(options, patch: int, cfg: dict):
     """Training and validation streams of the blind recipes, and their description for the weight info.
 
-    Uniform blur (:class:`~deblur_ops.train.data.SyntheticBlur` ``psf="uniform"``: linear motion,
+    Uniform blur (:class:`~deblur_ops.train.datasets.SyntheticBlur` ``psf="uniform"``: linear motion,
     camera shake, Gaussians) up to ``cfg["max_length"]`` pixels, Gaussian noise sigma in
     [``noise_low``, ``noise_high``], grey patches.
     """
-    from ..train.data import SyntheticBlur
+    from ..train.datasets import SyntheticBlur
 
     longest = math.ceil(cfg["max_length"])
     psf_size = longest + 1 - longest % 2  # the smallest odd size that holds the longest motion

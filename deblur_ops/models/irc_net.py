@@ -31,7 +31,7 @@ import math
 import torch
 from torch import nn
 
-from .. import _validation as v
+from .. import validation as v
 from .. import psf as psf_lib
 from ..ops.learnable_shrink import LearnableShrink
 from ..restore._common import noise_sigma_per_item

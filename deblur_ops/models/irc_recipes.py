@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from ..train.data import Mixed, SyntheticBlur
+from ..train.datasets import Mixed, SyntheticBlur
 from ..train.loop import fit, supervised_step
 from ..train.recipes import TrainOptions, register_recipe, training_info
 from .blind_irc import BlindIRC

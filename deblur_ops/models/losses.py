@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import _validation as v
+from .. import validation as v
 
 # Wang et al. 2004 constants and window; scikit-image uses the same ones with gaussian_weights=True.
 K1, K2 = 0.01, 0.03

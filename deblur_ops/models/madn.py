@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import _validation as v
+from .. import validation as v
 from ..restore.registry import register
 from ..train.loop import fit
 from ..train.recipes import TrainOptions, register_recipe, training_info

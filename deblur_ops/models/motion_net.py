@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import _validation as v
+from .. import validation as v
 
 
 NORMS = ("instance", "none")

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import _validation as v
+from .. import validation as v
 from ..ops import wiener_stack
 from ..restore._common import check_inputs, check_positive
 from ..restore.registry import register
@@ -298,7 +298,7 @@ def dataset_snr_db(data, samples: int = 4096, batch: int = 64) -> float:
     all images in our dataset" that sets paper 001's baseline Wiener filter.
 
     Args:
-        data: a :class:`deblur_ops.train.data.SyntheticBlur` (its stream advances).
+        data: a :class:`deblur_ops.train.datasets.SyntheticBlur` (its stream advances).
         samples: number of patches.
         batch: patches drawn at a time.
 

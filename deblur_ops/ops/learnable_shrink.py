@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from .. import _extension
-from .. import _validation as v
+from .. import validation as v
 from .. import reference as ref
 
 _OP = "deblur_ops::learnable_shrink"

@@ -6,7 +6,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .. import _validation as v
+from .. import validation as v
 from ..boundary import crop, next_fast_len, pad_for_fft, psf_to_otf
 
 # "zeros" reproduces scipy/skimage's mode='same' convolution (the scene is zero outside the image).
@@ -55,7 +55,7 @@ def noise_sigma_per_item(image: torch.Tensor, noise_sigma) -> torch.Tensor:
     """The given noise level, or Immerkaer's estimate averaged over channels and (3D) planes: (B,)."""
     if noise_sigma is not None:
         return per_item(noise_sigma, "noise_sigma", image).reshape(-1)
-    from ..noise import estimate_noise_sigma
+    from ..data.noise import estimate_noise_sigma
 
     b, h, w = image.shape[0], image.shape[-2], image.shape[-1]
     if h < 3 or w < 3:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from .. import _validation as v
+from .. import validation as v
 from .. import reference as ref
 from ..boundary import crop, pad_for_fft
 from ..ops.nu_conv import nu_conv_unchecked

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .. import _validation as v
+from .. import validation as v
 from ._common import (FFTDomain, check_callback, check_inputs, check_positive, gradient, gradient_otfs,
                       noise_sigma_per_item, per_item)
 from .registry import register

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .. import _validation as v
+from .. import validation as v
 from ._common import check_callback, check_positive, noise_sigma_per_item, per_item
 from ._nonuniform import BlurOperator
 from .registry import register

@@ -5,9 +5,9 @@ import math
 
 import torch
 
-from .. import _validation as v
+from .. import validation as v
 from ..boundary import PADDINGS as WIENER_PADDINGS
-from ..noise import select_wiener_snr
+from ..data.noise import select_wiener_snr
 from ..ops import wiener_stack
 from ..reference import REGULARIZERS
 from ._common import check_inputs, check_positive, noise_sigma_per_item
@@ -26,7 +26,7 @@ def wiener(image: torch.Tensor, psf: torch.Tensor, *, balance: float | None = No
     Model y = k * x + n. ``balance`` is lambda (skimage's ``balance``); when it is not given it is
     chosen, per batch item, as the candidate SNR with the least expected squared error under a
     1/f^2 image spectrum and white noise of level ``noise_sigma`` (estimated with Immerkaer's
-    method when not given; see :func:`deblur_ops.noise.select_wiener_snr`). The filter runs as the
+    method when not given; see :func:`deblur_ops.data.noise.select_wiener_snr`). The filter runs as the
     fused Wiener-stack op of paper 001 with one SNR, 10 log10(1 / lambda) dB.
 
     Args:

@@ -1,5 +1,5 @@
 """Training: synthetic data (:mod:`.data`), the shared loop (:mod:`.loop`), recipes for ``deblur train``."""
-from .data import SyntheticBlur, load_images, psnr_batch, to_device
+from .datasets import SyntheticBlur, load_images, psnr_batch, to_device
 from .loop import fit, supervised_step, validate
 from .recipes import RECIPES, Recipe, TrainOptions, register_recipe, training_info
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .data import psnr_batch, to_device
+from .datasets import psnr_batch, to_device
 
 
 def supervised_step(model: nn.Module, optimizer: torch.optim.Optimizer, forward: Callable[[dict], torch.Tensor],
@@ -96,7 +96,7 @@ def fit(model: nn.Module, train_step: Callable[[dict], float], predict: Callable
         train_step: ``train_step(batch) -> loss`` doing one optimisation step.
         predict: ``predict(batch) -> (B, C, P, P)`` estimate, run under ``no_grad`` for validation;
             None to validate with ``score`` instead.
-        train_data: a :class:`~deblur_ops.train.data.SyntheticBlur` (anything with ``batch(n)``,
+        train_data: a :class:`~deblur_ops.train.datasets.SyntheticBlur` (anything with ``batch(n)``,
             ``state_dict()``, ``load_state_dict()``).
         val_data: the validation stream; its first ``val_batches`` batches are drawn once and
             reused, so validation PSNRs are comparable across steps and runs.

@@ -15,11 +15,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import data, degrade, metrics, noise
-from .api import deblur, methods
-from .ops import wiener_stack
-from .psf import linear_motion_kernel
-from .reference import DEFAULT_SNR_DB
+from .. import data
+from ..data import degrade, metrics, noise
+from ..api import deblur, methods
+from ..ops import wiener_stack
+from ..psf import linear_motion_kernel
+from ..reference import DEFAULT_SNR_DB
 
 
 # The best method available on the demo's setting and on the evaluation protocol: the learned

@@ -9,14 +9,14 @@ import sys
 def _doctor(args) -> int:
     import torch
 
-    from . import __version__, _extension
+    from .. import __version__, _extension
 
     cuda = torch.cuda.is_available()
     build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU-only build"
     print(f"deblur-ops {__version__}")
     print(f"torch      {torch.__version__} ({build}), {torch.get_num_threads()} CPU threads")
     if _extension.LOADED:
-        from . import _C
+        from .. import _C
 
         print(f"extension  loaded from {_C.__file__}")
     else:
@@ -113,8 +113,8 @@ def _train(args) -> int:
 
     import torch
 
-    from .models.pretrained import WEIGHTS_DIR
-    from .train import RECIPES, TrainOptions, recipes
+    from ..models.pretrained import WEIGHTS_DIR
+    from ..train import RECIPES, TrainOptions, recipes
 
     available = recipes()
     if args.list or not args.model:
@@ -141,7 +141,7 @@ def _train(args) -> int:
 
 
 def _models(args) -> int:
-    from .models.pretrained import PRETRAINED, read_weights
+    from ..models.pretrained import PRETRAINED, read_weights
 
     for name, entry in sorted(PRETRAINED.items()):
         if not entry.path.exists():
@@ -220,7 +220,7 @@ def _shape(text: str) -> tuple[int, ...]:
 
 def build_parser() -> argparse.ArgumentParser:
     from .bench import OPS
-    from .data import SAMPLES
+    from ..data import SAMPLES
     from .demo import DEFAULT_METHOD
 
     parser = argparse.ArgumentParser(prog="deblur", description="Learned and classical image deconvolution.")
@@ -264,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_bench)
 
     from . import catalog
-    from .api import methods
+    from ..api import methods
 
     p = sub.add_parser("run", help="restore an image file (TIFF, PNG, FITS, Zarr, OME-Zarr); big stacks chunk-wise")
     p.add_argument("input")
@@ -275,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--psf", help="PSF image file (any input format), normalised to sum 1")
     p.add_argument("--psf-model", choices=sorted(catalog.PSF_MODELS),
                    help="generate the PSF; its parameters as options, e.g. --psf-model motion --length 15 --angle 30")
-    models = p.add_argument_group("generated PSF parameters (see deblur_ops.catalog.PSF_MODELS for defaults)")
+    models = p.add_argument_group("generated PSF parameters (see deblur_ops.apps.catalog.PSF_MODELS for defaults)")
     for name, (kind, users) in _PSF_OPTIONS.items():
         models.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, help=f"for {', '.join(users)}")
     p.add_argument("--axis", type=_int_list, help="axes processed independently, e.g. 0 or 0,1 "

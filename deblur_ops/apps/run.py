@@ -31,7 +31,7 @@ def run(input_path, output_path, psf, *, method: str = "wiener", loop_axes: Sequ
         scheduler: str | None = None, output_dtype: str = "same", progress: bool = True, **params) -> dict:
     """Restore ``input_path`` into ``output_path`` (TIFF, PNG, FITS, Zarr, OME-Zarr).
 
-    Zarr input, or any input with ``chunks``, goes through :func:`deblur_ops.stack.deblur_dask`:
+    Zarr input, or any input with ``chunks``, goes through :func:`deblur_ops.apps.stack.deblur_dask`:
     chunks with a halo, read and written one by one, so memory stays bounded by a few chunks
     when both ends are Zarr. Other inputs are restored in memory slice by slice.
 
@@ -42,7 +42,7 @@ def run(input_path, output_path, psf, *, method: str = "wiener", loop_axes: Sequ
         loop_axes: axes processed independently (default: every axis in front of the PSF's).
         chunks: chunk size per axis (-1: whole axis); default the Zarr chunks (in-memory formats:
             no chunking).
-        halo: halo per PSF axis for chunks (default :func:`deblur_ops.stack.halo_width`).
+        halo: halo per PSF axis for chunks (default :func:`deblur_ops.apps.stack.halo_width`).
         device: ``"auto"``, ``"cpu"``, ``"cuda"``.
         scheduler: a dask.distributed scheduler address (``tcp://host:8786``); None runs locally.
         output_dtype: ``"same"`` (the input's; integers rounded and clipped) or ``"float32"``.

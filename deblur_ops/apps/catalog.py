@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import psf_models
-from .psf import linear_motion_kernel
-from .restore import get_method
+from ..psf import models as psf_models
+from ..psf import linear_motion_kernel
+from ..restore import get_method
 
 # Keyword arguments that are plumbing (hooks, array options), not knobs a user sets from a form.
 _NOT_USER_PARAMETERS = {"callback", "dtype"}

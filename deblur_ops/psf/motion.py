@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .boundary import next_fast_len, psf_to_otf
-from .ops.nu_conv import nu_conv
-from .psf_models import center_psf
+from ..boundary import next_fast_len, psf_to_otf
+from ..ops.nu_conv import nu_conv
+from .models import center_psf
 
 __all__ = [
     "MotionField",
@@ -704,7 +704,7 @@ def psf_grid_from_points(image, points, size: int, grid_shape) -> PSFGrid:
     Each point gives a size x size crop around its (rounded) position. The local background, the
     median of the crop's border pixels, is subtracted and negative values are clipped (so sky and
     read noise do not bias the centroid), then the crop is centred on its centre of mass
-    (:func:`deblur_ops.psf_models.center_psf`) and normalised to sum 1. Each point belongs to the
+    (:func:`deblur_ops.psf.models.center_psf`) and normalised to sum 1. Each point belongs to the
     grid node nearest to it (node (i, j) at row i (H-1)/(gy-1), column j (W-1)/(gx-1), as in
     :func:`grid_weights`); the PSFs of a node's points are averaged.
 
@@ -780,7 +780,7 @@ def psf_grid_from_points(image, points, size: int, grid_shape) -> PSFGrid:
     return PSFGrid(psfs / psfs.sum((-2, -1), keepdim=True))
 
 
-from .psf_models import *  # noqa: E402,F401,F403  (Gaussian, Airy, Born-Wolf, Moffat, camera shake)
-from .psf_models import __all__ as _models_all  # noqa: E402
+from .models import *  # noqa: E402,F401,F403  (Gaussian, Airy, Born-Wolf, Moffat, camera shake)
+from .models import __all__ as _models_all  # noqa: E402
 
 __all__ += _models_all

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import psf_models
-from .data import SAMPLES, sample_image
-from .psf import grid_weights, linear_motion_kernel
+from ..psf import models as psf_models
+from . import SAMPLES, sample_image
+from ..psf import grid_weights, linear_motion_kernel
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ def widefield_volume(shape=(32, 128, 128), *, beads: int = 40, filaments: int = 
         filaments: number of random smooth 3D filaments.
         photons: expected photon count of the brightest clean voxel (sets the Poisson SNR).
         wavelength, na, refractive_index, pixel_size, z_step: optics of
-            :func:`deblur_ops.psf_models.born_wolf_psf` (micrometres).
+            :func:`deblur_ops.psf.models.born_wolf_psf` (micrometres).
         seed: random seed.
 
     Returns:

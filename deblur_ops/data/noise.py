@@ -6,8 +6,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from . import _validation as v
-from .boundary import pad_for_fft
+from .. import validation as v
+from ..boundary import pad_for_fft
 
 # Immerkaer's mask: the difference of two Laplacians, which cancels image structure up to
 # second order so what remains is mostly noise.

@@ -1,7 +1,7 @@
 """Synthetic training pairs made on the fly: sharp crops of real images, blurred and noised.
 
 Every learned model trains on the same generator. Images are the offline scikit-image pictures
-that are *not* used by the evaluation protocol (:mod:`deblur_ops.evaluate`), or any folder of
+that are *not* used by the evaluation protocol (:mod:`deblur_ops.apps.evaluate`), or any folder of
 images the user gives. Blur kinds:
 
 - ``"uniform"``: one PSF per sample, a mix of linear motion, camera-shake trajectories
@@ -24,9 +24,9 @@ import torch
 
 from .. import psf as psf_lib
 from ..data import SAMPLES
-from ..degrade import blur as blur_uniform
+from ..data.degrade import blur as blur_uniform
 from ..ops.nu_conv import nu_conv
-from ..psf_models import camera_shake_psfs, camera_shake_trajectory, gaussian_psf
+from ..psf.models import camera_shake_psfs, camera_shake_trajectory, gaussian_psf
 
 # The evaluation protocol's images never enter training or validation.
 EVALUATION_IMAGES = ("camera", "astronaut", "coins", "chelsea", "rocket")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import _validation as v
+from .. import validation as v
 
 
 def blur(image: torch.Tensor, psf: torch.Tensor, *, padding: str = "reflect") -> torch.Tensor:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
-from .api import deblur
+from ..api import deblur
 
 # The restored value of a pixel depends on observations further away than the PSF radius (an
 # inverse filter is wider than the PSF; iterative methods spread information each step), so the
@@ -179,7 +179,7 @@ def iter_deblur_stack(image, psf, *, method: str = "wiener", loop_axes: Sequence
 
     Example:
         >>> import numpy as np
-        >>> from deblur_ops.catalog import make_psf
+        >>> from deblur_ops.apps.catalog import make_psf
         >>> stack = np.random.rand(3, 32, 32).astype(np.float32)
         >>> len(list(iter_deblur_stack(stack, make_psf("gaussian", sigma=1.0))))
         3

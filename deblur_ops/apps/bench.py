@@ -26,9 +26,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import _extension, reference
-from .ops import learnable_shrink, nu_conv, wiener_stack
-from .psf import grid_weights, linear_motion_kernel, motion_bank, motion_weights
+from .. import _extension, reference
+from ..ops import learnable_shrink, nu_conv, wiener_stack
+from ..psf import grid_weights, linear_motion_kernel, motion_bank, motion_weights
 
 OPS = ("wiener_stack", "learnable_shrink", "nu_conv", "irc_net", "irc")
 
@@ -244,8 +244,8 @@ def bench_irc_net(device, warmup: int, repeats: int, shape=(375, 500)) -> list[R
     The reference column is ``nu_cg`` (paper 004's NU-CG baseline, default iterations) on the same
     input, so "custom vs reference" is the speed-up the paper reports (300x on its GPU).
     """
-    from .models.methods import cached_model
-    from .restore.nu_cg import nu_cg
+    from ..models.methods import cached_model
+    from ..restore.nu_cg import nu_cg
 
     h, w = shape
     net = cached_model("irc-motion", device)
@@ -262,8 +262,8 @@ def bench_irc_net(device, warmup: int, repeats: int, shape=(375, 500)) -> list[R
 def _photo_cases(device, shape):
     """The astronaut photo cut to ``shape`` (RGB) under a uniform 21 px motion and a camera-motion
     field: [(label, blur, observed)], the blurs as the methods take them."""
-    from .data import sample_image, to_batch
-    from .psf import MotionField
+    from ..data import sample_image, to_batch
+    from ..psf import MotionField
 
     h, w = shape
     image = to_batch(sample_image("astronaut")[:h, :w]).to(device)
@@ -278,8 +278,8 @@ def _photo_cases(device, shape):
 def bench_irc(device, warmup: int, repeats: int, shape=(375, 500)) -> list[Row]:
     """The untrained ``irc`` solver (grid preconditioner, default) against NU-CG, with the paper's
     eq. 17 inverse (``inverse="bank"``) as the peer, on a 375 x 500 RGB photo (default settings)."""
-    from .restore.irc import irc
-    from .restore.nu_cg import nu_cg
+    from ..restore.irc import irc
+    from ..restore.nu_cg import nu_cg
 
     rows = []
     for label, blur, observed in _photo_cases(device, shape):

@@ -26,11 +26,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import psf as psf_lib
-from .api import deblur, methods
-from .restore import METHODS
-from .data import SAMPLES, sample_image, to_batch
-from .degrade import add_gaussian_noise, blur
+from .. import psf as psf_lib
+from ..api import deblur, methods
+from ..restore import METHODS
+from ..data import SAMPLES, sample_image, to_batch
+from ..data.degrade import add_gaussian_noise, blur
 
 # Paper 004 Table 1 uses 8 blur kernels; ours are linear motions spanning lengths 9-27 px and angles.
 DEFAULT_KERNELS = ("motion:9:0", "motion:13:45", "motion:17:90", "motion:21:135",
@@ -178,8 +178,8 @@ def _run(method: str, observed: np.ndarray, kernel: np.ndarray, noise_estimate: 
     if method == "skimage_wiener":
         from skimage import restoration
 
-        from .noise import select_wiener_snr
-        from .restore.wiener import SNR_CANDIDATES_DB
+        from ..data.noise import select_wiener_snr
+        from ..restore.wiener import SNR_CANDIDATES_DB
 
         # The peer gets the balance our own selector picks for its (Laplacian) regulariser, so
         # the comparison is of the filters and their boundary handling, not of parameter choice.
@@ -273,7 +273,7 @@ def evaluate(method_specs: Sequence[str] = DEFAULT_METHODS, kernels: Sequence[st
     if uniform_only and any(is_field(k) for k in kernels):
         raise ValueError(f"methods {uniform_only} take uniform PSFs only and cannot run on motion fields "
                          f"{[k for k in kernels if is_field(k)]}; score them on separate runs")
-    from .noise import estimate_noise_sigma
+    from ..data.noise import estimate_noise_sigma
 
     rows, warmed = [], set()
     total, done = len(noise) * len(kernels) * len(images), 0
@@ -371,8 +371,8 @@ def evaluate_motion(kernels: Sequence[str] = NONUNIFORM_KERNELS, images: Sequenc
         >>> sorted(report["summary"])
         ['no motion', 'weights']
     """
-    from .models import motion_mse
-    from .models.methods import estimate_motion
+    from ..models import motion_mse
+    from ..models.methods import estimate_motion
 
     bad = [k for k in kernels if not is_field(k)]
     if bad or not kernels:
