@@ -1,7 +1,7 @@
 """Sample data: the synthetic scenes of :mod:`deblur_ops.data.scenes`, each with the PSF that blurred it."""
 from __future__ import annotations
 
-from deblur_ops import samples
+from deblur_ops.data import scenes as samples
 
 
 def widefield_volume():

@@ -12,7 +12,7 @@ import numpy as np
 from magicgui import widgets
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
-from deblur_ops import catalog
+from deblur_ops.apps import catalog
 from deblur_ops.psf import MotionField, PSFGrid, psf_grid_from_points
 from deblur_ops.restore import METHODS
 

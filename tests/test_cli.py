@@ -6,7 +6,8 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from deblur_ops import _extension, bench
+from deblur_ops import _extension
+from deblur_ops.apps import bench
 from deblur_ops.apps.cli import main
 
 

@@ -7,7 +7,7 @@ import scipy.signal
 import torch
 from skimage.metrics import peak_signal_noise_ratio
 
-from deblur_ops import evaluate as ev
+from deblur_ops.apps import evaluate as ev
 from deblur_ops.apps.cli import main
 from deblur_ops.data import sample_image
 from deblur_ops.psf import linear_motion_kernel

@@ -16,7 +16,8 @@ import dask.array as da  # noqa: E402
 import imageio.v3 as iio  # noqa: E402
 import torch  # noqa: E402
 
-from deblur_ops import catalog, io, samples, stack  # noqa: E402
+from deblur_ops.apps import catalog, io, stack  # noqa: E402
+from deblur_ops.data import scenes as samples  # noqa: E402
 from deblur_ops.apps.cli import main  # noqa: E402
 
 

@@ -6,7 +6,8 @@ napari = pytest.importorskip("napari")
 npe2 = pytest.importorskip("npe2")
 pytest.importorskip("pytestqt")
 
-from deblur_ops import deblur, samples  # noqa: E402
+from deblur_ops import deblur  # noqa: E402
+from deblur_ops.data import scenes as samples  # noqa: E402
 from deblur_ops.apps.stack import deblur_stack  # noqa: E402
 
 def test_manifest_validates_and_every_command_imports(manifest):

@@ -6,7 +6,8 @@ import torch
 napari = pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
-from deblur_ops import deblur, samples  # noqa: E402
+from deblur_ops import deblur  # noqa: E402
+from deblur_ops.data import scenes as samples  # noqa: E402
 from deblur_ops.psf import MotionField, PSFGrid, psf_grid_from_points  # noqa: E402
 
 # Small enough for a few seconds per restoration on 2 CPU cores; FWHM 2-4 px keeps the PSFs short.

@@ -140,7 +140,7 @@ def test_inverse_filter_branches_satisfy_eq10():
     # Paper 004 eq. 10: sum_i d_i * k_i = delta with k_0 = k and k_i = sqrt(rho) g_i.
     rho = 0.4
     bank = linear_motion_kernel(7, 30, dtype=torch.float64)[None]
-    priors = psf_lib._GRADIENT_PRIORS
+    priors = psf_lib.GRADIENT_PRIORS
     d = psf_lib.inverse_filters(bank, 61, priors, rho, snr_db=60, cache=False, branches=True)[0].numpy()
     total = signal.convolve(d[0], bank[0].numpy(), mode="same")
     for i in range(priors.shape[0]):
@@ -256,7 +256,7 @@ class TestGridInverse:
         torch.manual_seed(0)
         field = MotionField.from_camera_motion((40, 40), (4.0, 2.0), 8.0)
         op = BlurOperator(torch.rand(1, 1, 40, 40, dtype=torch.float64), field)
-        priors, rho = psf_lib._GRADIENT_PRIORS, 0.1
+        priors, rho = psf_lib.GRADIENT_PRIORS, 0.1
         y = op.mask * op.data
         c = [torch.randn_like(op.data) * 0.05 for _ in priors]
         apply, rhs = self._normal_equations(op, y, c, rho, priors)
@@ -283,7 +283,7 @@ class TestGridInverse:
 
         field = MotionField.from_camera_motion((50, 44), (4.0, -2.0), 6.0)
         op = BlurOperator(torch.rand(2, 1, 50, 44, dtype=torch.float64), field)
-        precondition = GridPreconditioner(op, psf_lib._GRADIENT_PRIORS, 0.1, 12)
+        precondition = GridPreconditioner(op, psf_lib.GRADIENT_PRIORS, 0.1, 12)
         (gy, gx), (dy, dx), m = precondition.grid, precondition.spacing, precondition.margin
         assert gy > 2 and gx > 2
         s = torch.rand(2, 3, *op.data.shape[-2:], dtype=torch.float64)
@@ -310,11 +310,11 @@ class TestGridInverse:
 
         kernel = linear_motion_kernel(9, 30, dtype=torch.float64)
         op = BlurOperator(torch.rand(2, 1, 30, 34, dtype=torch.float64), kernel)
-        precondition = GridPreconditioner(op, psf_lib._GRADIENT_PRIORS, 0.2, 16)
+        precondition = GridPreconditioner(op, psf_lib.GRADIENT_PRIORS, 0.2, 16)
         assert precondition.grid == (1, 1)
         s = torch.rand_like(op.data)
         size = precondition.size
-        den = psf_to_otf(kernel[None], size).abs() ** 2 + 0.2 * (psf_to_otf(psf_lib._GRADIENT_PRIORS, size).abs() ** 2).sum(0)
+        den = psf_to_otf(kernel[None], size).abs() ** 2 + 0.2 * (psf_to_otf(psf_lib.GRADIENT_PRIORS, size).abs() ** 2).sum(0)
         h, w = s.shape[-2:]
         expected = torch.fft.irfft2(torch.fft.rfft2(s, s=size) / den, s=size)[..., :h, :w]
         torch.testing.assert_close(precondition(s), expected, rtol=0, atol=1e-10)
@@ -330,7 +330,7 @@ class TestGridInverse:
         from deblur_ops.restore.irc import GridPreconditioner
 
         op = BlurOperator(images, field)
-        tiles = GridPreconditioner(op, psf_lib._GRADIENT_PRIORS.float(), 0.1, 24)
+        tiles = GridPreconditioner(op, psf_lib.GRADIENT_PRIORS.float(), 0.1, 24)
         assert tiles.grid[0] > 2 and 2 * tiles.spacing[0] < op.data.shape[-2]  # really tiled
 
     def test_divergence_falls_back_to_the_bank_inverse(self, monkeypatch):
@@ -428,7 +428,7 @@ def test_docstring_examples(name):
 def test_evaluate_nonuniform_protocol(tmp_path):
     from skimage.metrics import peak_signal_noise_ratio
 
-    from deblur_ops import evaluate as ev
+    from deblur_ops.apps import evaluate as ev
 
     report = ev.evaluate(["irc:stages=2"], ["field:1"], ["camera"], [SIGMA], size=48, repeats=1)
     clean, observed, _ = degrade_field("camera", "field:1", SIGMA, 48, seed=0)

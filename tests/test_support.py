@@ -6,7 +6,8 @@ import pytest
 import torch
 from scipy import signal
 
-from deblur_ops import boundary, degrade, metrics, noise
+from deblur_ops import boundary
+from deblur_ops.data import degrade, metrics, noise
 from deblur_ops.psf import linear_motion_kernel, psf_to_otf
 from deblur_ops.reference import DEFAULT_SNR_DB
 

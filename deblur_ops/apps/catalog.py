@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..psf import models as psf_models
+from ..psf import analytic as psf_models
 from ..psf import linear_motion_kernel
 from ..restore import get_method
 

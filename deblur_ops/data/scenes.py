@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..psf import models as psf_models
+from ..psf import analytic as psf_models
 from . import SAMPLES, sample_image
 from ..psf import grid_weights, linear_motion_kernel
 
@@ -81,7 +81,7 @@ def widefield_volume(shape=(32, 128, 128), *, beads: int = 40, filaments: int = 
         filaments: number of random smooth 3D filaments.
         photons: expected photon count of the brightest clean voxel (sets the Poisson SNR).
         wavelength, na, refractive_index, pixel_size, z_step: optics of
-            :func:`deblur_ops.psf.models.born_wolf_psf` (micrometres).
+            :func:`deblur_ops.psf.analytic.born_wolf_psf` (micrometres).
         seed: random seed.
 
     Returns:

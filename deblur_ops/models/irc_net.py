@@ -53,7 +53,7 @@ def initial_priors(count: int, dtype=torch.float32) -> torch.Tensor:
     """(count, 3, 3) prior filters: horizontal and vertical gradients first (paper 004 §4.2)."""
     if isinstance(count, bool) or int(count) != count or not 1 <= count <= 2 + len(_EXTRA_PRIORS):
         raise ValueError(f"prior_filters must be an integer in [1, {2 + len(_EXTRA_PRIORS)}], got {count!r}")
-    filters = torch.cat([psf_lib._GRADIENT_PRIORS.double(), torch.tensor(_EXTRA_PRIORS, dtype=torch.float64)])
+    filters = torch.cat([psf_lib.GRADIENT_PRIORS.double(), torch.tensor(_EXTRA_PRIORS, dtype=torch.float64)])
     return filters[:int(count)].to(dtype).contiguous()
 
 

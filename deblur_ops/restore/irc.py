@@ -327,7 +327,7 @@ def irc(image: torch.Tensor, psf, *, weight=None, noise_sigma=None, rho: float |
     if bool((lam <= 0).any()):
         raise ValueError(f"weight must be > 0 (the TV prior needs a positive weight), got {weight!r}")
 
-    priors = psf_lib._GRADIENT_PRIORS
+    priors = psf_lib.GRADIENT_PRIORS
     if inverse == "grid":
         invert = preconditioned_inverse(op, priors, rho, grid_spacing)
     else:

@@ -26,7 +26,7 @@ from .. import psf as psf_lib
 from ..data import SAMPLES
 from ..data.degrade import blur as blur_uniform
 from ..ops.nu_conv import nu_conv
-from ..psf.models import camera_shake_psfs, camera_shake_trajectory, gaussian_psf
+from ..psf.analytic import camera_shake_psfs, camera_shake_trajectory, gaussian_psf
 
 # The evaluation protocol's images never enter training or validation.
 EVALUATION_IMAGES = ("camera", "astronaut", "coins", "chelsea", "rocket")

@@ -1,0 +1,464 @@
+"""Spatially varying blur: per-pixel motion fields and grids of measured PSFs (scatter model)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from ..ops.nu_conv import nu_conv
+from .analytic import center_psf
+from .motion import linear_motion_kernel, motion_bank, motion_weights
+
+__all__ = ["MotionField", "PSFGrid", "grid_weights", "psf_grid_from_points"]
+
+
+def _grid_shape(grid_shape) -> tuple[int, int]:
+    """(gy, gx) as two positive ints, or a ValueError that says what came."""
+    try:
+        gy, gx = (int(g) for g in grid_shape)
+    except (TypeError, ValueError):
+        raise ValueError(f"grid_shape must be (gy, gx), got {grid_shape!r}") from None
+    if gy < 1 or gx < 1:
+        raise ValueError(f"grid_shape must be positive, got {(gy, gx)}")
+    return gy, gx
+
+
+def grid_weights(grid_shape, image_shape, *, dtype=torch.float32, device=None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bilinear weights of a regular gy x gx grid of PSFs measured across the field of view.
+
+    PSF (i, j) sits at row i (H-1)/(gy-1), column j (W-1)/(gx-1) (a single row or column of PSFs
+    sits at 0 and covers the whole axis) and is filter ``i * gx + j`` of the bank
+    ``psfs.reshape(gy * gx, kh, kw)``. Use with :func:`deblur_ops.nu_conv` in ``"scatter"`` mode
+    to blur a scene with the interpolated, spatially varying PSF.
+
+    Args:
+        grid_shape: (gy, gx), the number of PSF rows and columns, each >= 1.
+        image_shape: (H, W) of the image.
+        dtype: floating dtype of the weights.
+        device: device of the results.
+
+    Returns:
+        idx (1, 4, H, W) int64 and weights (1, 4, H, W) summing to 1 over dim 1.
+
+    Examples:
+        >>> idx, w = grid_weights((2, 2), (3, 3))
+        >>> idx[0, :, 1, 1].tolist(), w[0, :, 1, 1].tolist()
+        ([0, 1, 2, 3], [0.25, 0.25, 0.25, 0.25])
+    """
+    try:
+        gy, gx = (int(v) for v in grid_shape)
+        H, W = (int(v) for v in image_shape)
+    except (TypeError, ValueError):
+        raise ValueError(f"grid_shape and image_shape must be pairs of integers, got "
+                         f"{grid_shape!r} and {image_shape!r}") from None
+    if min(gy, gx, H, W) < 1:
+        raise ValueError(f"grid_shape and image_shape must be positive, got {(gy, gx)} and "
+                         f"{(H, W)}")
+
+    def axis(n_nodes: int, n: int):
+        pos = torch.arange(n, dtype=torch.float64, device=device)
+        t = pos * ((n_nodes - 1) / (n - 1)) if n > 1 else pos
+        i0 = t.floor().long().clamp(0, max(n_nodes - 2, 0))
+        return i0, (i0 + 1).clamp(max=n_nodes - 1), (t - i0).clamp(0, 1)
+
+    r0, r1, fy = axis(gy, H)
+    c0, c1, fx = axis(gx, W)
+    fy, fx = fy[:, None], fx[None, :]
+    idx = torch.stack([r0[:, None] * gx + c0, r0[:, None] * gx + c1,
+                       r1[:, None] * gx + c0, r1[:, None] * gx + c1])
+    weights = torch.stack([(1 - fy) * (1 - fx), (1 - fy) * fx, fy * (1 - fx), fy * fx])
+    return idx[None], weights[None].to(dtype)
+
+
+def _as_float64(value, name: str, ndim: int, shape_text: str) -> torch.Tensor:
+    """A finite float64 CPU copy of an array or tensor with ``ndim`` dims, or a clear error."""
+    if isinstance(value, np.ndarray):
+        value = torch.from_numpy(np.ascontiguousarray(value))
+    if not isinstance(value, torch.Tensor):
+        raise ValueError(f"{name} must be a NumPy array or torch tensor of shape {shape_text}, got "
+                         f"{type(value).__name__}; convert with numpy.asarray")
+    if value.is_complex() or value.dtype == torch.bool:
+        raise ValueError(f"{name} must hold real numbers, got dtype {value.dtype}")
+    if value.dim() != ndim or value.numel() == 0:
+        raise ValueError(f"{name} must have shape {shape_text}, got {tuple(value.shape)}")
+    t = value.detach().to("cpu", torch.float64)
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name} contains {int((~torch.isfinite(t)).sum())} NaN or Inf value(s); "
+                         f"clean it first, e.g. numpy.nan_to_num")
+    return t
+
+
+def _blur_with(psf, image: torch.Tensor, padding: str) -> torch.Tensor:
+    if not isinstance(image, torch.Tensor) or not image.is_floating_point() or image.dim() not in (2, 4):
+        raise ValueError(f"image must be a floating (H, W) or (B, C, H, W) tensor, got "
+                         f"{type(image).__name__} of shape {tuple(getattr(image, 'shape', ()))}")
+    x = image[None, None] if image.dim() == 2 else image
+    bank, idx, weights = psf.nu_conv_inputs(tuple(x.shape[-2:]), dtype=x.dtype, device=x.device)
+    y = nu_conv(x.contiguous(), bank, idx, weights, mode="scatter", padding=padding)
+    return y[0, 0] if image.dim() == 2 else y
+
+
+class MotionField:
+    """Spatially varying linear motion blur: each scene point is smeared by its own line.
+
+    Per pixel p the PSF is the linear motion (length(p), angle(p)) of :func:`linear_motion_kernel`,
+    approximated as in paper 004 §2.2 (eq. 17) by bilinear interpolation between the 4 nearest
+    filters of a motion bank with odd lengths 1, 3, ... and angles 0, 6, ..., 174 degrees (exact
+    at those nodes). The blur is the scatter model (the PSF belongs to the scene point), applied
+    by :func:`deblur_ops.nu_conv` in ``"scatter"`` mode.
+
+    Args:
+        length: (H, W) motion lengths in pixels (full extent of the line), each >= 1.
+        angle: (H, W) angles in degrees, counter-clockwise from +x with rows pointing down
+            (taken modulo 180).
+
+    Raises:
+        ValueError: maps that are not 2D arrays of the same shape, NaN/Inf, lengths < 1.
+
+    Example:
+        >>> import torch
+        >>> field = MotionField(torch.full((32, 32), 9.0), torch.zeros(32, 32))
+        >>> field.shape, field.blur(torch.rand(32, 32)).shape
+        ((32, 32), torch.Size([32, 32]))
+    """
+
+    spatially_varying = True
+    ANGLES = tuple(range(0, 180, 6))
+
+    def __init__(self, length, angle):
+        self.length = _as_float64(length, "MotionField length", 2, "(H, W)")
+        self.angle = _as_float64(angle, "MotionField angle", 2, "(H, W)")
+        if self.length.shape != self.angle.shape:
+            raise ValueError(f"MotionField length and angle maps must have the same shape (H, W), got "
+                             f"{tuple(self.length.shape)} and {tuple(self.angle.shape)}")
+        if float(self.length.min()) < 1:
+            raise ValueError(f"MotionField lengths must be >= 1 pixel (1 = no blur), got minimum "
+                             f"{float(self.length.min())}; clip with numpy.maximum(length, 1)")
+        longest = math.ceil(float(self.length.max()) - 1e-9)
+        self.max_length = max(3, longest + (1 - longest % 2))  # odd, so the bank holds every line
+        self._bank = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.length.shape)
+
+    @classmethod
+    def from_camera_motion(cls, shape, translation=(0.0, 0.0), rotation_deg: float = 0.0,
+                           centre=None) -> "MotionField":
+        """The smooth field of a camera that translates and rolls during the exposure.
+
+        A pixel p moves by t + phi R(p - c) (small-angle in-plane rotation phi about c, R the
+        90-degree rotation), so the blur lines vary smoothly in length and direction across the
+        image as in the synthetic non-uniform test sets of paper 004 (Table 3).
+
+        Args:
+            shape: (H, W) of the image.
+            translation: (dx, dy) image displacement in pixels over the exposure (x right, y up).
+            rotation_deg: in-plane rotation over the exposure, degrees counter-clockwise.
+            centre: (row, col) of the rotation axis; default the image centre.
+
+        Returns:
+            MotionField with length |displacement| (at least 1) and its direction as the angle.
+
+        Example:
+            >>> f = MotionField.from_camera_motion((5, 5), translation=(4.0, 0.0))
+            >>> float(f.length[2, 2]), float(f.angle[2, 2])
+            (4.0, 0.0)
+        """
+        try:
+            H, W = (int(n) for n in shape)
+            dx, dy = (float(t) for t in translation)
+            phi = math.radians(float(rotation_deg))
+        except (TypeError, ValueError):
+            raise ValueError(f"shape must be (H, W), translation (dx, dy) and rotation_deg a number, "
+                             f"got {shape!r}, {translation!r}, {rotation_deg!r}") from None
+        if min(H, W) < 1 or not all(math.isfinite(t) for t in (dx, dy, phi)):
+            raise ValueError(f"shape must be positive and the motion finite, got {shape!r}, "
+                             f"{translation!r}, {rotation_deg!r}")
+        cy, cx = ((H - 1) / 2, (W - 1) / 2) if centre is None else (float(c) for c in centre)
+        row, col = torch.meshgrid(torch.arange(H, dtype=torch.float64),
+                                  torch.arange(W, dtype=torch.float64), indexing="ij")
+        up, right = cy - row, col - cx  # y up, as the angle convention counts counter-clockwise
+        move_x = dx - phi * up
+        move_y = dy + phi * right
+        length = torch.hypot(move_x, move_y).clamp(min=1)
+        angle = torch.rad2deg(torch.atan2(move_y, move_x)).remainder(180)
+        return cls(length, angle)
+
+    @classmethod
+    def constant(cls, shape, length: float, angle: float) -> "MotionField":
+        """The same linear motion (length, angle) at every pixel of an (H, W) image.
+
+        Example:
+            >>> f = MotionField.constant((4, 6), 9.0, 30.0)
+            >>> f.shape, float(f.length[3, 5]), float(f.angle[0, 0])
+            ((4, 6), 9.0, 30.0)
+        """
+        return cls.linear(shape, (length, angle), (length, angle))
+
+    @classmethod
+    def linear(cls, shape, start, end, axis: str = "x") -> "MotionField":
+        """Motion that changes linearly from ``start`` to ``end`` = (length, angle) across the image.
+
+        The first column (``axis="x"``) or row (``axis="y"``) has ``start``, the last ``end``; length
+        and angle are interpolated separately, the angle without wrapping (10 -> 170 sweeps through
+        90; give 10 -> -10 for the short way through 0).
+
+        Args:
+            shape: (H, W) of the image.
+            start: (length, angle) at the first column / row; length >= 1 pixel, angle in degrees.
+            end: (length, angle) at the last column / row.
+            axis: ``"x"`` (left to right) or ``"y"`` (top to bottom).
+
+        Example:
+            >>> f = MotionField.linear((2, 3), (1.0, 0.0), (5.0, 90.0))
+            >>> f.length[0].tolist(), f.angle[1].tolist()
+            ([1.0, 3.0, 5.0], [0.0, 45.0, 90.0])
+        """
+        try:
+            H, W = (int(n) for n in shape)
+            (l0, a0), (l1, a1) = ((float(v) for v in pair) for pair in (start, end))
+        except (TypeError, ValueError):
+            raise ValueError(f"shape must be (H, W) and start, end (length, angle) pairs of numbers, got "
+                             f"{shape!r}, {start!r}, {end!r}") from None
+        if min(H, W) < 1:
+            raise ValueError(f"shape must be positive (H, W), got {shape!r}")
+        if axis not in ("x", "y"):
+            raise ValueError(f"axis must be 'x' (along columns) or 'y' (along rows), got {axis!r}")
+        n = W if axis == "x" else H
+        t = torch.linspace(0, 1, n, dtype=torch.float64) if n > 1 else torch.zeros(1, dtype=torch.float64)
+        t = t[None, :].expand(H, W) if axis == "x" else t[:, None].expand(H, W)
+        return cls(l0 + (l1 - l0) * t, a0 + (a1 - a0) * t)
+
+    def psf_grid(self, grid_shape) -> "PSFGrid":
+        """The motion kernels at a gy x gx grid of positions (as :func:`grid_weights` places them), to show.
+
+        Each kernel is :func:`linear_motion_kernel` at that pixel's (length, angle), all of side
+        :attr:`max_length`.
+
+        Example:
+            >>> MotionField.constant((9, 9), 5.0, 0.0).psf_grid((2, 2)).psfs[1, 1, 2].tolist()
+            [0.2, 0.2, 0.2, 0.2, 0.2]
+        """
+        gy, gx = _grid_shape(grid_shape)
+        H, W = self.shape
+        rows = [round(i * (H - 1) / (gy - 1)) if gy > 1 else 0 for i in range(gy)]
+        cols = [round(j * (W - 1) / (gx - 1)) if gx > 1 else 0 for j in range(gx)]
+        return PSFGrid(torch.stack([torch.stack([
+            linear_motion_kernel(float(self.length[y, x]), float(self.angle[y, x]), self.max_length,
+                                 dtype=torch.float64) for x in cols]) for y in rows]))
+
+    def bank(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The motion bank (F, L, L) (L = :attr:`max_length`) and its (F, 2) (length, angle) grid."""
+        if self._bank is None:
+            self._bank = motion_bank(range(1, self.max_length + 1, 2), self.ANGLES, self.max_length,
+                                     dtype=torch.float64)
+        return self._bank
+
+    def nu_conv_inputs(self, image_shape, *, dtype=torch.float32, device=None
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """bank (F, L, L), idx (1, 4, H, W) and weights (1, 4, H, W) for :func:`deblur_ops.nu_conv`.
+
+        Raises:
+            ValueError: ``image_shape`` differs from the maps' (H, W).
+        """
+        if tuple(int(n) for n in image_shape) != self.shape:
+            raise ValueError(f"MotionField maps are {self.shape} but the image is {tuple(image_shape)}; "
+                             f"give one length and angle per pixel")
+        bank, grid = self.bank()
+        idx, weights = motion_weights(self.length, self.angle, grid)
+        return (bank.to(dtype=dtype, device=device), idx.to(device),
+                weights.to(dtype=dtype, device=device))
+
+    def blur(self, image: torch.Tensor, *, padding: str = "reflect") -> torch.Tensor:
+        """Blur ``image`` (H, W) or (B, C, H, W) with this field (scatter model), same size."""
+        return _blur_with(self, image, padding)
+
+
+class PSFGrid:
+    """PSFs measured on a regular gy x gx grid of field positions, bilinearly interpolated between.
+
+    Node (i, j) sits at row i (H-1)/(gy-1), column j (W-1)/(gx-1), corners included (see
+    :func:`grid_weights`). The blur is the scatter model y = sum_k psfs_k * (w_k x): each scene
+    point is blurred by the weighted mix of the 4 PSFs around it.
+
+    Args:
+        psfs: (gy, gx, kh, kw) array or tensor, odd kh and kw, PSFs centred at (kh//2, kw//2).
+
+    Raises:
+        ValueError: wrong number of dims, even sizes, NaN/Inf, a PSF that sums to zero.
+
+    Example:
+        >>> import torch
+        >>> grid = PSFGrid(torch.ones(2, 3, 5, 5) / 25)
+        >>> grid.grid_shape, round(grid.blur(torch.ones(16, 16))[8, 8].item(), 5)
+        ((2, 3), 1.0)
+    """
+
+    spatially_varying = True
+
+    def __init__(self, psfs):
+        self.psfs = _as_float64(psfs, "PSFGrid psfs", 4, "(gy, gx, kh, kw)")
+        kh, kw = self.psfs.shape[2:]
+        if kh % 2 == 0 or kw % 2 == 0:
+            raise ValueError(f"PSFGrid PSF sizes must be odd (centre at k // 2), got {(kh, kw)}; "
+                             f"pad each PSF with one row/column of zeros")
+        sums = self.psfs.sum((-2, -1))
+        if bool((sums.abs() < 1e-12).any()):
+            raise ValueError("every PSF of a PSFGrid must have a non-zero sum (a PSF of zeros "
+                             "erases the scene); check the measured PSFs")
+
+    @property
+    def grid_shape(self) -> tuple[int, int]:
+        return tuple(self.psfs.shape[:2])
+
+    @classmethod
+    def from_stack(cls, psfs, grid_shape=None) -> "PSFGrid":
+        """A grid from a (gy, gx, kh, kw) array, or from an (n, kh, kw) stack in row-major grid order.
+
+        Args:
+            psfs: (gy, gx, kh, kw), or (gy * gx, kh, kw) with ``grid_shape``.
+            grid_shape: (gy, gx) for a 3D stack; must match the first two axes of a 4D one.
+
+        Example:
+            >>> PSFGrid.from_stack(torch.ones(6, 3, 3), (2, 3)).grid_shape
+            (2, 3)
+        """
+        shape = tuple(getattr(psfs, "shape", ()))
+        if len(shape) == 4 and grid_shape in (None, shape[:2]):
+            return cls(psfs)
+        if len(shape) != 3:
+            raise ValueError(f"psfs must have shape (gy, gx, kh, kw) or (n, kh, kw), got {shape}")
+        try:
+            gy, gx = (int(g) for g in grid_shape)
+        except (TypeError, ValueError):
+            raise ValueError(f"an (n, kh, kw) stack needs grid_shape=(gy, gx), got {grid_shape!r}") from None
+        if gy < 1 or gx < 1 or gy * gx != shape[0]:
+            raise ValueError(f"grid_shape {(gy, gx)} holds {gy * gx} PSFs but the stack has {shape[0]}; "
+                             f"give gy * gx = {shape[0]}")
+        return cls(psfs.reshape(gy, gx, *shape[1:]))
+
+    def mosaic(self, gap: int = 1) -> np.ndarray:
+        """The PSFs tiled as they sit on the field, each scaled to peak 1, ``gap`` zero pixels apart.
+
+        Example:
+            >>> PSFGrid(torch.ones(2, 3, 5, 5)).mosaic().shape
+            (11, 17)
+        """
+        if int(gap) != gap or gap < 0:
+            raise ValueError(f"gap must be an integer >= 0, got {gap!r}")
+        gy, gx, kh, kw = self.psfs.shape
+        gap = int(gap)
+        tiles = self.psfs / self.psfs.abs().amax((-2, -1), keepdim=True)
+        out = np.zeros((gy * (kh + gap) - gap, gx * (kw + gap) - gap), np.float32)
+        for i in range(gy):
+            for j in range(gx):
+                out[i * (kh + gap):i * (kh + gap) + kh, j * (kw + gap):j * (kw + gap) + kw] = tiles[i, j].numpy()
+        return out
+
+    def nu_conv_inputs(self, image_shape, *, dtype=torch.float32, device=None
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """bank (gy gx, kh, kw), idx (1, 4, H, W) and weights (1, 4, H, W) for :func:`deblur_ops.nu_conv`."""
+        gy, gx, kh, kw = self.psfs.shape
+        idx, weights = grid_weights((gy, gx), image_shape, dtype=dtype, device=device)
+        return self.psfs.reshape(gy * gx, kh, kw).to(dtype=dtype, device=device), idx, weights
+
+    def blur(self, image: torch.Tensor, *, padding: str = "reflect") -> torch.Tensor:
+        """Blur ``image`` (H, W) or (B, C, H, W) with the interpolated PSFs (scatter model), same size."""
+        return _blur_with(self, image, padding)
+
+
+def _fit_centred(psf: torch.Tensor, size: int) -> torch.Tensor:
+    """Crop or zero-pad an odd-sized centred PSF to size x size about its centre."""
+    out = psf.new_zeros(size, size)
+    h, w = psf.shape
+    r = size // 2
+    top, left = max(h // 2 - r, 0), max(w // 2 - r, 0)
+    part = psf[top:top + size, left:left + size]
+    oy, ox = r - (h // 2 - top), r - (w // 2 - left)
+    out[oy:oy + part.shape[0], ox:ox + part.shape[1]] = part
+    return out
+
+
+def psf_grid_from_points(image, points, size: int, grid_shape) -> PSFGrid:
+    """Measure a :class:`PSFGrid` from isolated stars or beads picked in an image.
+
+    Each point gives a size x size crop around its (rounded) position. The local background, the
+    median of the crop's border pixels, is subtracted and negative values are clipped (so sky and
+    read noise do not bias the centroid), then the crop is centred on its centre of mass
+    (:func:`deblur_ops.psf.analytic.center_psf`) and normalised to sum 1. Each point belongs to the
+    grid node nearest to it (node (i, j) at row i (H-1)/(gy-1), column j (W-1)/(gx-1), as in
+    :func:`grid_weights`); the PSFs of a node's points are averaged.
+
+    Args:
+        image: (H, W) array or tensor, background-subtracted or not.
+        points: (n, 2) positions as (row, col) pixel coordinates of the image.
+        size: odd side of the PSFs, larger than the visible wings; the crop's border should be sky.
+        grid_shape: (gy, gx); every node needs at least one point near it.
+
+    Returns:
+        PSFGrid of shape (gy, gx, size, size), each PSF summing to 1.
+
+    Raises:
+        ValueError: bad shapes, an even size, a point whose crop leaves the image, a crop with no
+            signal above its background, a node without a point.
+
+    Example:
+        >>> yy, xx = np.mgrid[0:41, 0:41]
+        >>> star = np.exp(-((yy - 20) ** 2 + (xx - 20) ** 2) / 8.0)
+        >>> grid = psf_grid_from_points(star, [(20, 20)], 9, (1, 1))
+        >>> grid.grid_shape, round(float(grid.psfs.sum()), 6)
+        ((1, 1), 1.0)
+    """
+    img = _as_float64(image, "image", 2, "(H, W)")
+    if not isinstance(points, torch.Tensor):
+        try:
+            points = np.asarray(points, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"points must be (n, 2) numbers (row, col), got {points!r}") from None
+    pts = _as_float64(points, "points", 2, "(n, 2) of (row, col)")
+    if pts.shape[1] != 2:
+        raise ValueError(f"points must have shape (n, 2) of (row, col), got {tuple(pts.shape)}")
+    if int(size) != size or size < 3 or size % 2 == 0:
+        raise ValueError(f"size must be an odd integer >= 3 (the PSF is centred at size // 2), got {size!r}")
+    gy, gx = _grid_shape(grid_shape)
+    size, r = int(size), int(size) // 2
+    H, W = img.shape
+    nodes: dict[tuple[int, int], list[torch.Tensor]] = {}
+    offsets = torch.arange(-r, r + 1, dtype=torch.float64)
+
+    def star(y: int, x: int, row: float, col: float) -> torch.Tensor:
+        if not (r <= y < H - r and r <= x < W - r):
+            raise ValueError(f"the {size}x{size} crop around point (row {row:.1f}, col {col:.1f}) leaves the "
+                             f"{H}x{W} image; pick stars at least {r} pixels from the edge or use a smaller size")
+        crop = img[y - r:y + r + 1, x - r:x + r + 1]
+        border = torch.cat([crop[0], crop[-1], crop[1:-1, 0], crop[1:-1, -1]])
+        signal = (crop - border.median()).clamp(min=0)
+        if float(signal.sum()) <= 0:
+            raise ValueError(f"the crop around point (row {row:.1f}, col {col:.1f}) has nothing above its "
+                             f"background; put the point on a star or bead")
+        return signal
+
+    for row, col in pts.tolist():
+        y, x = round(row), round(col)
+        # A click a few pixels off cuts the star's wings and lets them into the border; re-crop
+        # around the measured centroid (twice, enough for clicks within a FWHM or so).
+        for _ in range(2):
+            signal = star(y, x, row, col)
+            total = signal.sum()
+            y += round(float((signal.sum(1) * offsets).sum() / total))
+            x += round(float((signal.sum(0) * offsets).sum() / total))
+        signal = star(y, x, row, col)
+        node = (round(row * (gy - 1) / (H - 1)) if gy > 1 and H > 1 else 0,
+                round(col * (gx - 1) / (W - 1)) if gx > 1 and W > 1 else 0)
+        nodes.setdefault(node, []).append(_fit_centred(center_psf(signal), size))
+    missing = [(i, j) for i in range(gy) for j in range(gx) if (i, j) not in nodes]
+    if missing:
+        where = ", ".join(f"({i * (H - 1) / max(gy - 1, 1):.0f}, {j * (W - 1) / max(gx - 1, 1):.0f})"
+                          for i, j in missing)
+        raise ValueError(f"grid nodes {missing} have no point near them; add a star near (row, col) {where} "
+                         f"or use a smaller grid_shape")
+    psfs = torch.stack([torch.stack([torch.stack(nodes[i, j]).mean(0) for j in range(gx)]) for i in range(gy)])
+    return PSFGrid(psfs / psfs.sum((-2, -1), keepdim=True))
