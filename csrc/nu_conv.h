@@ -1,4 +1,4 @@
-// NU-Conv (paper 004 §2.2, design §1.1): non-uniform convolution with a filter bank.
+// NU-Conv (paper 004 §2.2, docs/design.md §1.1; papers: docs/references.md): non-uniform convolution with a filter bank.
 //
 // Both modes and all their gradients reduce to three primitives on a "grid" that carries the filter
 // field (idx, w) and a "window image" that each grid point reads or writes through its kh x kw
