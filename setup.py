@@ -44,8 +44,7 @@ def _extension():
     link = ["-fopenmp"]
     if use_cuda:
         sources += _sources("csrc/cuda/*.cpp") + _sources("csrc/cuda/*.cu")
-        cxx.append("-DDEBLUR_OPS_WITH_CUDA")
-        extra["nvcc"] = ["-O3", "-DDEBLUR_OPS_WITH_CUDA", "-lineinfo"]
+        extra["nvcc"] = ["-O3", "-lineinfo"]
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
         return cpp_extension.CUDAExtension(
             "deblur_ops._C", sources, extra_compile_args=extra, extra_link_args=link,

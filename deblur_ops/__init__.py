@@ -6,6 +6,8 @@ Public ops (compiled CPU/CUDA kernels when the extension is built, pure PyTorch 
 pure-PyTorch oracles. ``deblur(image, psf, method=...)`` restores an image with any registered
 method; ``methods()`` lists them.
 """
+from importlib import metadata as _metadata
+
 from . import boundary, psf, reference
 from ._extension import backend
 from .api import deblur, methods
@@ -14,7 +16,10 @@ from .ops import LearnableShrink, learnable_shrink, nu_conv, wiener_stack
 from . import models  # noqa: E402  (registers the learned restoration methods)
 from .models.methods import estimate_motion  # noqa: E402
 
-__version__ = "0.1.0"
+try:  # one source of truth: the version in pyproject.toml, as installed
+    __version__ = _metadata.version("deblur-ops")
+except _metadata.PackageNotFoundError:  # a source tree on sys.path without an install
+    __version__ = "unknown"
 
 __all__ = [
     "LearnableShrink",
