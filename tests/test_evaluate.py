@@ -94,3 +94,18 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="noise levels"):
         ev.evaluate(["wiener"], ["motion:5:0"], ["camera"], [-0.1], size=32)
     assert main(["evaluate", "--methods", "nope", "--size", "32"]) == 2
+
+
+def test_field_observations_use_the_exact_model_unless_asked_for_the_bank():
+    from deblur_ops.psf import exact_motion_blur
+
+    clean, exact, field = ev.degrade_field("camera", "field:2", 0.0, 32, seed=0)
+    _, bank, _ = ev.degrade_field("camera", "field:2", 0.0, 32, seed=0, forward="bank")
+    margin = ev.make_field("field:2", (32, 32)).max_length
+    full = ev.make_field("field:2", (32 + 2 * margin,) * 2)
+    big = ev.to_batch(ev._grey(ev.sample_image("camera", size=32 + 2 * margin)))
+    expected = exact_motion_blur(big, full.length, full.angle)[0, 0, margin:margin + 32, margin:margin + 32]
+    np.testing.assert_allclose(exact, expected.numpy(), atol=1e-6)
+    assert 1e-5 < np.abs(exact - bank).max() < 0.05  # the bank's interpolation error, small but there
+    with pytest.raises(ValueError, match="forward must be one of"):
+        ev.degrade_field("camera", "field:2", 0.0, 32, seed=0, forward="scatter")

@@ -77,11 +77,12 @@ def _evaluate(args) -> int:
             if getattr(args, key) == (list(uniform) if isinstance(uniform, tuple) else uniform):
                 setattr(args, key, list(nonuniform) if isinstance(nonuniform, tuple) else nonuniform)
     if args.motion:
-        report = evaluate.evaluate_motion(args.kernels, args.images, args.noise, size=args.size, seed=args.seed)
+        report = evaluate.evaluate_motion(args.kernels, args.images, args.noise, size=args.size, seed=args.seed,
+                                          forward=args.forward)
         _emit(report, evaluate.motion_markdown, evaluate.save_motion, args)
         return 0
     report = evaluate.evaluate(args.methods, args.kernels, args.images, args.noise, size=args.size,
-                               seed=args.seed, repeats=args.repeats, device=args.device,
+                               seed=args.seed, repeats=args.repeats, device=args.device, forward=args.forward,
                                progress=lambda done, total: print(f"  {done}/{total} images", file=sys.stderr))
     _emit(report, evaluate.markdown, evaluate.save, args)
     return 0
@@ -337,6 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "128x128 (options given explicitly still win)")
     p.add_argument("--motion", action="store_true",
                    help="score Motion-Net's motion estimates (paper 004 Table 2 metric) on the --nonuniform protocol")
+    p.add_argument("--forward", choices=evaluate.FIELD_FORWARD_MODELS, default="exact",
+                   help="how motion-field observations are made: exact (each pixel's own line, default) or "
+                        "bank (the solvers' 511-filter model: the old, inverse-crime protocol)")
     p.add_argument("--json", help="also write the report as JSON to this file")
     p.add_argument("--save", metavar="DIR", help="write <date>_evaluate.json/.md into DIR (e.g. benchmarks/results)")
     p.set_defaults(func=_evaluate)

@@ -55,6 +55,10 @@ NONUNIFORM_METHODS = ("nu_cg", "irc")
 NONUNIFORM_SIZE = 128
 FIELD_MAX_SHIFT = 8.0
 FIELD_MAX_ROLL = 10.0
+# How motion-field observations are made: "exact" blurs every pixel with its own line
+# (psf.exact_motion_blur), "bank" through the 511-filter bank the solvers use (MotionField.blur);
+# only "exact" is free of the inverse crime of making data with the solver's own model.
+FIELD_FORWARD_MODELS = ("exact", "bank")
 
 
 def is_field(spec: str) -> bool:
@@ -158,9 +162,12 @@ def degrade(image_name: str, kernel: torch.Tensor, noise: float, size: int, seed
     return big[interior][0, 0].numpy(), observed[0, 0].numpy()
 
 
-def degrade_field(image_name: str, spec: str, noise: float, size: int, seed: int):
+def degrade_field(image_name: str, spec: str, noise: float, size: int, seed: int, forward: str = "exact"):
     """Like :func:`degrade` for a motion field: the field is drawn on the larger crop, which is
-    blurred (scatter model) and cut to its interior; returns clean, observed and the interior field."""
+    blurred (scatter model; ``forward`` in :data:`FIELD_FORWARD_MODELS`) and cut to its interior;
+    returns clean, observed and the interior field."""
+    if forward not in FIELD_FORWARD_MODELS:
+        raise ValueError(f"forward must be one of {FIELD_FORWARD_MODELS}, got {forward!r}")
     margin = make_field(spec, (size, size)).max_length  # the field grows outwards; this bounds it
     full = size + 2 * margin
     big = to_batch(_grey(sample_image(image_name, size=full)))
@@ -168,7 +175,9 @@ def degrade_field(image_name: str, spec: str, noise: float, size: int, seed: int
         raise ValueError(f"image {image_name!r} is smaller than size + field margin = {full}")
     field = make_field(spec, (full, full))
     inner = (slice(margin, margin + size), slice(margin, margin + size))
-    observed = add_gaussian_noise(field.blur(big)[(...,) + inner], noise, seed=seed)
+    blurred = (psf_lib.exact_motion_blur(big, field.length, field.angle) if forward == "exact"
+               else field.blur(big))
+    observed = add_gaussian_noise(blurred[(...,) + inner], noise, seed=seed)
     return (big[(...,) + inner][0, 0].numpy(), observed[0, 0].numpy(),
             psf_lib.MotionField(field.length[inner], field.angle[inner]))
 
@@ -216,7 +225,8 @@ def _scores(estimate: np.ndarray, clean: np.ndarray) -> tuple[float, float]:
 
 def evaluate(method_specs: Sequence[str] = DEFAULT_METHODS, kernels: Sequence[str] = DEFAULT_KERNELS,
              images: Sequence[str] = DEFAULT_IMAGES, noise: Sequence[float] = DEFAULT_NOISE, *,
-             size: int = 256, seed: int = 0, repeats: int = 3, device: str = "cpu", progress=None) -> dict:
+             size: int = 256, seed: int = 0, repeats: int = 3, device: str = "cpu", progress=None,
+             forward: str = "exact") -> dict:
     """Score restoration methods on synthetically blurred images.
 
     Outputs are clipped to [0, 1] before scoring; PSNR and SSIM are scikit-image's with
@@ -237,6 +247,7 @@ def evaluate(method_specs: Sequence[str] = DEFAULT_METHODS, kernels: Sequence[st
         device: where :func:`deblur_ops.deblur` runs the methods (the skimage peers use the CPU);
             timings include the transfers.
         progress: optional ``progress(done, total)`` callback.
+        forward: how ``field:SEED`` observations are made (:data:`FIELD_FORWARD_MODELS`).
 
     Returns:
         Report dict with ``protocol``, ``results`` (one row per method spec, kernel, image,
@@ -283,7 +294,7 @@ def evaluate(method_specs: Sequence[str] = DEFAULT_METHODS, kernels: Sequence[st
             for i_index, image_name in enumerate(images):
                 item_seed = seed + 1000 * k_index + i_index
                 if kernel is None:
-                    clean, observed, field = degrade_field(image_name, spec, sigma, size, item_seed)
+                    clean, observed, field = degrade_field(image_name, spec, sigma, size, item_seed, forward)
                 else:
                     clean, observed = degrade(image_name, kernel, sigma, size, item_seed)
                 base = {"kernel": spec, "image": image_name, "noise": sigma}
@@ -309,6 +320,7 @@ def evaluate(method_specs: Sequence[str] = DEFAULT_METHODS, kernels: Sequence[st
         "protocol": {
             "methods": specs, "kernels": list(kernels), "images": list(images), "noise": noise,
             "size": int(size), "seed": seed, "repeats": int(repeats), "rl_iterations": RL_ITERATIONS,
+            "forward": forward,
             "device": str(device), "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
             "machine": platform.machine(), "processor": platform.processor() or platform.machine(),
@@ -339,7 +351,9 @@ def markdown(report: dict) -> str:
     """The summary as Markdown tables, one per noise level (PSNR per kernel, averages, runtime)."""
     proto = report["protocol"]
     lines = [f"Images {', '.join(proto['images'])} (grey, central {proto['size']}x{proto['size']} crops); "
-             f"torch {proto['torch']}, {proto['torch_threads']} CPU threads; {proto['date']}.", ""]
+             f"torch {proto['torch']}, {proto['torch_threads']} CPU threads; {proto['date']}."
+             + (f" Motion-field observations made with the {proto['forward']} forward model."
+                if any(is_field(k) for k in proto["kernels"]) and "forward" in proto else ""), ""]
     kernels = proto["kernels"]
     for sigma, table in report["summary"].items():
         lines.append(f"Noise sigma = {sigma}. Mean PSNR (dB) per kernel; kernels: "
@@ -358,7 +372,7 @@ def markdown(report: dict) -> str:
 
 def evaluate_motion(kernels: Sequence[str] = NONUNIFORM_KERNELS, images: Sequence[str] = NONUNIFORM_IMAGES,
                     noise: Sequence[float] = DEFAULT_NOISE, *, size: int = NONUNIFORM_SIZE, seed: int = 0,
-                    weights: str = "motion-net") -> dict:
+                    weights: str = "motion-net", forward: str = "exact") -> dict:
     """Motion estimation on the non-uniform protocol: paper 004 Table 2's motion MSE of Motion-Net.
 
     Each observation is made exactly as for :func:`evaluate` with ``field:SEED`` kernels (same
@@ -381,7 +395,8 @@ def evaluate_motion(kernels: Sequence[str] = NONUNIFORM_KERNELS, images: Sequenc
     for sigma in (float(n) for n in noise):
         for k_index, spec in enumerate(kernels):
             for i_index, image_name in enumerate(images):
-                _, observed, field = degrade_field(image_name, spec, sigma, size, seed + 1000 * k_index + i_index)
+                _, observed, field = degrade_field(image_name, spec, sigma, size, seed + 1000 * k_index + i_index,
+                                               forward)
                 start = time.perf_counter()
                 estimate = estimate_motion(observed, device="cpu", weights=weights)
                 seconds = time.perf_counter() - start
@@ -395,7 +410,7 @@ def evaluate_motion(kernels: Sequence[str] = NONUNIFORM_KERNELS, images: Sequenc
                            "seconds": statistics.mean(r["seconds"] for r in rows)},
                "no motion": {"motion_mse": statistics.mean(r["no_motion_mse"] for r in rows)}}
     return {"protocol": {"kernels": list(kernels), "images": list(images), "noise": [float(n) for n in noise],
-                         "size": int(size), "seed": seed, "weights": weights, "date": datetime.date.today().isoformat(),
+                         "size": int(size), "seed": seed, "weights": weights, "forward": forward, "date": datetime.date.today().isoformat(),
                          "torch_threads": torch.get_num_threads()},
             "results": rows, "summary": summary}
 
