@@ -31,7 +31,7 @@ MODULES = _modules()
 def test_walk_finds_the_package():
     assert {"deblur_ops.ops.nu_conv", "deblur_ops.psf.analytic", "deblur_ops.apps.stack",
             "deblur_ops.restore.irc", "deblur_ops.models.rgdm", "deblur_ops.restore.nu_cg",
-            "deblur_ops.models.losses", "deblur_ops.models.wiener_stack_net"} <= set(MODULES)
+            "deblur_ops.train.losses", "deblur_ops.models.wiener_stack_net"} <= set(MODULES)
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -8,11 +8,12 @@ import deblur_ops
 from deblur_ops.models._blind import run_blind
 from deblur_ops.models.pretrained import PRETRAINED, load_pretrained
 from deblur_ops.models.autoencoder import DeblurAutoencoder, autoencoder
-from deblur_ops.models.madn import (MADN, MADNDiscriminator, MADNGenerator, MADNLossWeights, NestedResBlock,
-                                    image_pyramid, madn, madn_discriminator_loss, madn_generator_loss,
+from deblur_ops.models.madn import (MADN, MADNDiscriminator, MADNGenerator, NestedResBlock, image_pyramid, madn,
                                     sobel_gradient_map)
 from deblur_ops.restore import get_method
 from deblur_ops.train.datasets import SyntheticBlur
+from deblur_ops.train.madn import (MADNLossWeights, madn_discriminator_loss, madn_generator_loss, madn_optimizers,
+                                   madn_train_step)
 
 TINY_AE = {"filters": (4, 8), "latent_channels": 4}
 TINY_G = {"width": 4, "res_blocks": 2}
@@ -261,20 +262,20 @@ class TestMADNTraining:
     def test_tiny_training_run_lowers_the_loss(self, channels, tiny_data):
         gan = self._gan(channels)
         batch = tiny_data[channels].batch(2)
-        g_opt, d_opt = gan.optimizers(generator_lr=1e-3, discriminator_lr=1e-3)
-        first = gan.train_step(batch, g_opt, d_opt)
+        g_opt, d_opt = madn_optimizers(gan, generator_lr=1e-3, discriminator_lr=1e-3)
+        first = madn_train_step(gan, batch, g_opt, d_opt)
         for _ in range(15):
-            last = gan.train_step(batch, g_opt, d_opt)
+            last = madn_train_step(gan, batch, g_opt, d_opt)
         assert last["generator"] < 0.8 * first["generator"]
         assert last["gradient_content"] < 0.5 * first["gradient_content"]
         assert np.isfinite(last["discriminator"])
 
     def test_paper_settings(self):
         gan = MADN()
-        g_opt, d_opt = gan.optimizers()
+        g_opt, d_opt = madn_optimizers(gan)
         assert g_opt.param_groups[0]["lr"] == 1e-4 and d_opt.param_groups[0]["lr"] == 4e-4
         assert g_opt.param_groups[0]["betas"] == (0.9, 0.999) and g_opt.param_groups[0]["eps"] == 1e-8
-        w = gan.loss_weights
+        w = MADNLossWeights()
         assert (w.adversarial, w.gradient_content, w.image_content, w.pixel, w.gradient_l1, w.image_l1) == \
             (0.05, 0.5, 1.0, 0.01, 0.01, 1.0)
         assert gan.generator.config() == {"channels": 1, "width": 64, "res_blocks": 4, "residual": True}

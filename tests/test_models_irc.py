@@ -179,7 +179,7 @@ def test_direction_encoding_identifies_opposite_angles():
 
 
 def test_tiny_training_lowers_the_loss(tmp_path):
-    from deblur_ops.models.irc_recipes import train_irc
+    from deblur_ops.train.irc import train_irc
     from deblur_ops.train import TrainOptions
 
     options = TrainOptions(steps=6, batch_size=2, patch=24, lr=1e-2, out=tmp_path / "irc.pt", progress=False,
@@ -200,7 +200,7 @@ def test_tiny_training_lowers_the_loss(tmp_path):
 def test_grid_recipe_on_mixed_data(tmp_path):
     """--set inverse=grid data=mixed: trains on uniform and field batches in turn, saves a grid net."""
     from deblur_ops.models import load_weights
-    from deblur_ops.models.irc_recipes import train_irc
+    from deblur_ops.train.irc import train_irc
     from deblur_ops.train import TrainOptions
 
     small = {"stages": 1, "inner_steps": 1, "max_length": 7, "train_max_length": 7, "psf_size": 7}
@@ -219,7 +219,7 @@ def test_grid_recipe_on_mixed_data(tmp_path):
 
 
 def test_psnr_loss_weighs_every_patch_by_its_psnr():
-    from deblur_ops.models.irc_recipes import IRC_LOSSES
+    from deblur_ops.train.irc import IRC_LOSSES
 
     sharp = torch.zeros(2, 1, 4, 4)
     out = torch.stack([torch.full((1, 4, 4), 0.1), torch.full((1, 4, 4), 0.001)])  # 20 and 60 dB

@@ -10,10 +10,11 @@ from deblur_ops.data import sample_image
 from deblur_ops.data.degrade import blur
 from deblur_ops.data.metrics import psnr as psnr_db
 from deblur_ops.models import RGDM, WienerStackNet, load_pretrained
-from deblur_ops.models.losses import SSIMLoss, image_loss, ssim, ssim_loss, ssim_map
 from deblur_ops.models.pretrained import WEIGHTS_DIR
-from deblur_ops.models.rgdm import MaskedBlur, gradient_descent, recursive_loss
-from deblur_ops.models.wiener_stack_net import PAPER_SNR_DB, bilateral_filter, wiener_bilateral
+from deblur_ops.models.wiener_stack_net import PAPER_SNR_DB
+from deblur_ops.restore.baselines import MaskedBlur, bilateral_filter, gradient_descent, wiener_bilateral
+from deblur_ops.train.losses import SSIMLoss, image_loss, ssim, ssim_loss, ssim_map
+from deblur_ops.train.rgdm import recursive_loss
 
 
 def _image(seed=0, shape=(1, 1, 32, 32)):
@@ -311,7 +312,8 @@ def test_method_bad_input():
 
 
 @pytest.mark.parametrize("name", ["deblur_ops.models.wiener_stack_net", "deblur_ops.models.rgdm",
-                                  "deblur_ops.models.losses", "deblur_ops.models._channels"])
+                                  "deblur_ops.restore.baselines", "deblur_ops.train.losses",
+                                  "deblur_ops.models._channels"])
 def test_docstring_examples(name):
     import doctest
     import importlib

@@ -6,15 +6,10 @@ batch when the weights are single-channel, maps the values into [0, 1] and undoe
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
 from .. import validation as v
-
-# Patches in the fixed validation set of the blind recipes (drawn once from the validation images).
-VALIDATION_PATCHES = 64
 
 
 def check_network_input(x: torch.Tensor, channels: int, multiple: int, name: str = "image") -> None:
@@ -93,42 +88,3 @@ def run_blind(network: torch.nn.Module, image: torch.Tensor, *, multiple: int, m
     dtype = param.dtype if param is not None else x.dtype
     y = network(x.to(dtype)).to(image.dtype)[..., margin:margin + h, margin:margin + w]
     return y.reshape(b, c, h, w) * (hi - lo) + lo
-
-
-def blind_data(options, patch: int, cfg: dict):
-    """Training and validation streams of the blind recipes, and their description for the weight info.
-
-    Uniform blur (:class:`~deblur_ops.train.datasets.SyntheticBlur` ``psf="uniform"``: linear motion,
-    camera shake, Gaussians) up to ``cfg["max_length"]`` pixels, Gaussian noise sigma in
-    [``noise_low``, ``noise_high``], grey patches.
-    """
-    from ..train.datasets import SyntheticBlur
-
-    longest = math.ceil(cfg["max_length"])
-    psf_size = longest + 1 - longest % 2  # the smallest odd size that holds the longest motion
-    common = dict(patch=patch, psf_size=psf_size, max_length=cfg["max_length"],
-                  noise=(cfg["noise_low"], cfg["noise_high"]), images=options.images)
-    train, val = SyntheticBlur.splits("uniform", seed=options.seed, **common)
-    described = {"kind": "uniform (linear motion, camera shake, Gaussian)", "patch": patch,
-                 "max_length": cfg["max_length"], "noise_sigma": [cfg["noise_low"], cfg["noise_high"]],
-                 "channels": 1, "images": options.images or "built-in offline skimage images (training split)"}
-    return train, val, described
-
-
-def validation_batches(batch_size: int) -> int:
-    """Number of batches of ``batch_size`` that make up about :data:`VALIDATION_PATCHES` patches."""
-    return max(1, round(VALIDATION_PATCHES / batch_size))
-
-
-def int_tuple(value, name: str) -> tuple:
-    """A ``--set`` list of integers given as "32,64,128", [32, 64, 128] or 32, as a tuple.
-
-    Example:
-        >>> int_tuple("32,64", "filters"), int_tuple([1, 1], "head")
-        ((32, 64), (1, 1))
-    """
-    items = value if isinstance(value, (list, tuple)) else str(value).strip("[]() ").split(",")
-    try:
-        return tuple(int(i) for i in items)
-    except ValueError:
-        raise ValueError(f"{name} must be comma-separated integers like 32,64,128, got {value!r}") from None

@@ -30,10 +30,3 @@ def fold_channels(image: torch.Tensor, psf: torch.Tensor, channels: int) -> tupl
                          f"(shape {tuple(image.shape)})")
     kernels = psf.expand(b, *psf.shape[1:]) if psf.shape[0] == 1 else psf
     return image.reshape(b * c, 1, *image.shape[2:]), kernels.repeat_interleave(c, 0)
-
-
-def positive_int(value, name: str) -> int:
-    """``value`` if it is an int >= 1 (not a bool), else a ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value

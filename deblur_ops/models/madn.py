@@ -16,8 +16,8 @@ The blocks use the nested residual connection of eq. 9 and residual units withou
 without the ReLU after the sum (Fig. 4b); all kernels are 3x3 except the 1x1 output convolution.
 The discriminator (Sec. 3.4, Table 1) judges both images and gradient maps.
 
-The losses (Sec. 4) are: L_G = alpha L_pixel + phi1 L_content^GB + phi2 L_content^G + lambda L_adv
-(eqs. 10-17) and L_d = L_d^G + L_d^GB (eqs. 18-20).
+The losses (Sec. 4, eqs. 10-20) and the alternating training step are in
+:mod:`deblur_ops.train.madn` (``deblur train madn``).
 
 Where the paper is silent (Fig. 2 is not in the text) these choices are ours: channel widths
 w, 2w, 4w over the three levels as in Tao et al.'s scale-recurrent network that the paper builds
@@ -32,12 +32,11 @@ input; the Sobel kernels are scaled by 1/8. Eq. 9 as printed amounts to two chai
 units, and is implemented as printed. Table 1's convolution pairs are read as (stride 1,
 stride 2), the only reading that keeps a 256 x 256 input larger than one pixel.
 
-Shipped weights use reduced widths (see :data:`RECIPE_DEFAULTS`); ``MADNGenerator()`` and
-``MADNDiscriminator()`` with no arguments are the full configuration.
+Shipped weights use reduced widths (see :data:`deblur_ops.train.madn.RECIPE_DEFAULTS`);
+``MADNGenerator()`` and ``MADNDiscriminator()`` with no arguments are the full configuration.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import torch
@@ -46,10 +45,8 @@ from torch import nn
 
 from .. import validation as v
 from ..restore.registry import register
-from ..train.loop import fit
-from ..train.recipes import TrainOptions, register_recipe, training_info
-from ._blind import blind_data, check_network_input, int_tuple, run_blind, validation_batches
-from .pretrained import register_pretrained, resolve_weights, save_pretrained
+from ._blind import check_network_input, run_blind
+from .pretrained import resolve_weights
 
 PRETRAINED_NAME = "madn"
 SCALES = (0.25, 0.5, 1.0)
@@ -371,174 +368,31 @@ class MADNDiscriminator(nn.Module):
         return torch.sigmoid(self.logits(x))
 
 
-@dataclass(frozen=True)
-class MADNLossWeights:
-    """Weights of the MADN losses (paper 003 Sec. 4 and 5.1).
-
-    Attributes:
-        adversarial: lambda of eq. 10.
-        pixel: alpha of eq. 11.
-        gradient_content: phi_1 of eq. 13 (GN's reconstructed gradient map).
-        image_content: phi_2 of eq. 13 (final image and its gradient map).
-        gradient_l1: beta_1 of eq. 13 (gradient map of the final image).
-        image_l1: beta_2 of eq. 13 (final image).
-        scale_weights: w^i of eq. 12 for the scales x0.25, x0.5, x1 (not given in the paper; equal).
-    """
-
-    adversarial: float = 0.05
-    pixel: float = 0.01
-    gradient_content: float = 0.5
-    image_content: float = 1.0
-    gradient_l1: float = 0.01
-    image_l1: float = 1.0
-    scale_weights: tuple = field(default=(1.0, 1.0, 1.0))
-
-
-def _log_d_is(logits: torch.Tensor, real: bool) -> torch.Tensor:
-    # -E[log D] (real) or -E[log(1 - D)] (fake), from logits without overflow.
-    return F.softplus(-logits if real else logits).mean()
-
-
-def madn_generator_loss(outputs: MADNOutputs, sharp: torch.Tensor, discriminator: MADNDiscriminator | None,
-                        weights: MADNLossWeights = MADNLossWeights()) -> tuple[torch.Tensor, dict]:
-    """L_G of eqs. 10-17 for one batch.
-
-    L_G = alpha L_pixel + phi1 ||M(X_t) - G_gb||_1 + phi2 (beta1 ||M(X_t) - M(G(X_b))||_1
-    + beta2 ||G(X_b) - X_t||_1) + lambda (L_adv^G + L_adv^GB), with L_pixel the multi-scale L2 of
-    eq. 12 (sum over scales of w^i / (2 N^i) ||I_i - X_t at scale i||^2) and the adversarial terms
-    -log D(G(X_b)) and -log D(G_gb) (eqs. 15-16). L1 norms are means over the elements.
-
-    Args:
-        outputs: the generator's :class:`MADNOutputs`.
-        sharp: X_t, the sharp images.
-        discriminator: D, or None to leave out the adversarial terms.
-        weights: the loss weights.
-
-    Returns:
-        (total loss, dict of the separate terms as floats).
-
-    Example:
-        >>> import torch
-        >>> g = MADNGenerator(width=2, res_blocks=0)
-        >>> x = torch.rand(2, 1, 16, 16)
-        >>> total, terms = madn_generator_loss(g.outputs(x), x, None)
-        >>> sorted(terms)
-        ['gradient_content', 'image_content', 'pixel']
-    """
-    targets = image_pyramid(sharp)
-    pixel = sum(w * (out - t).square().sum() / (2 * out.numel())
-                for w, out, t in zip(weights.scale_weights, outputs.scales, targets))  # eq. 12
-    sharp_gradient = sobel_gradient_map(sharp)
-    gradient_content = (outputs.gradient - sharp_gradient).abs().mean()
-    image_content = (weights.gradient_l1 * (sobel_gradient_map(outputs.image) - sharp_gradient).abs().mean()
-                     + weights.image_l1 * (outputs.image - sharp).abs().mean())  # eq. 13
-    total = weights.pixel * pixel + weights.gradient_content * gradient_content + weights.image_content * image_content
-    terms = {"pixel": pixel.item(), "gradient_content": gradient_content.item(), "image_content": image_content.item()}
-    if discriminator is not None:
-        adversarial = (_log_d_is(discriminator.logits(outputs.image), True)
-                       + _log_d_is(discriminator.logits(outputs.gradient), True))  # eqs. 14-16
-        total = total + weights.adversarial * adversarial
-        terms["adversarial"] = adversarial.item()
-    return total, terms
-
-
-def madn_discriminator_loss(discriminator: MADNDiscriminator, outputs: MADNOutputs,
-                            sharp: torch.Tensor) -> torch.Tensor:
-    """L_d = L_d^G + L_d^GB (eqs. 18-20): sharp images and sharp gradient maps are real, G's image
-    and reconstructed gradient map are fake. The generator's outputs are detached.
-
-    Example:
-        >>> import torch
-        >>> g = MADNGenerator(width=2, res_blocks=0)
-        >>> d = MADNDiscriminator(patch=32, widths=(2,) * 5, dense=4)
-        >>> x = torch.rand(2, 1, 32, 32)
-        >>> madn_discriminator_loss(d, g.outputs(x), x).item() > 0
-        True
-    """
-    real = _log_d_is(discriminator.logits(sharp), True) + _log_d_is(
-        discriminator.logits(sobel_gradient_map(sharp)), True)
-    fake = _log_d_is(discriminator.logits(outputs.image.detach()), False) + _log_d_is(
-        discriminator.logits(outputs.gradient.detach()), False)
-    return real + fake
-
-
 class MADN(nn.Module):
-    """The MADN GAN: :class:`MADNGenerator` and :class:`MADNDiscriminator` with the paper's training step.
+    """The MADN GAN's two networks: :class:`MADNGenerator` and :class:`MADNDiscriminator`.
+
+    Only the generator restores images; the discriminator is needed for training, whose losses,
+    optimizers and alternating step (Algorithm 1) are in :mod:`deblur_ops.train.madn`.
 
     Args:
         generator: keyword arguments of :class:`MADNGenerator` (paper defaults if empty).
         discriminator: keyword arguments of :class:`MADNDiscriminator` (its ``channels`` follows the
             generator's).
-        loss_weights: :class:`MADNLossWeights`.
 
     Example:
         >>> import torch
         >>> gan = MADN({"width": 2, "res_blocks": 0}, {"patch": 32, "widths": (2,) * 5, "dense": 4})
-        >>> g_opt, d_opt = gan.optimizers()
-        >>> batch = {"blurry": torch.rand(2, 1, 32, 32), "sharp": torch.rand(2, 1, 32, 32)}
-        >>> sorted(gan.train_step(batch, g_opt, d_opt))
-        ['adversarial', 'discriminator', 'generator', 'gradient_content', 'image_content', 'pixel']
+        >>> gan(torch.rand(2, 1, 32, 32)).shape, gan.discriminator.channels
+        (torch.Size([2, 1, 32, 32]), 1)
     """
 
-    def __init__(self, generator: dict | None = None, discriminator: dict | None = None,
-                 loss_weights: MADNLossWeights = MADNLossWeights()):
+    def __init__(self, generator: dict | None = None, discriminator: dict | None = None):
         super().__init__()
         self.generator = MADNGenerator(**(generator or {}))
         self.discriminator = MADNDiscriminator(**{**(discriminator or {}), "channels": self.generator.channels})
-        self.loss_weights = loss_weights
 
     def forward(self, blurry: torch.Tensor) -> torch.Tensor:
         return self.generator(blurry)
-
-    def optimizers(self, generator_lr: float = 1e-4, discriminator_lr: float = 4e-4):
-        """Adam for G and for D with the paper's settings (Sec. 4.3, 5.1): betas (0.9, 0.999), eps 1e-8."""
-        return (torch.optim.Adam(self.generator.parameters(), generator_lr, betas=(0.9, 0.999), eps=1e-8),
-                torch.optim.Adam(self.discriminator.parameters(), discriminator_lr, betas=(0.9, 0.999), eps=1e-8))
-
-    def train_step(self, batch: dict, generator_optimizer, discriminator_optimizer, *, max_grad_norm: float = 2.0,
-                   adversarial: bool = True) -> dict:
-        """One alternating update: D on L_d, then G on L_G (Algorithm 1).
-
-        The paper clips gradients "with minimum 1e-5 and maximum 2" because of SN's recurrence;
-        here the global norm of each network's gradient is clipped at ``max_grad_norm`` (a lower
-        bound on gradients has no sensible counterpart).
-
-        Args:
-            batch: dict with "blurry" and "sharp", (B, C, P, P) with P the discriminator's patch.
-            generator_optimizer, discriminator_optimizer: e.g. from :meth:`optimizers`.
-            max_grad_norm: clipping threshold.
-            adversarial: False trains G on the content losses only (and leaves D alone).
-
-        Returns:
-            dict of floats: "generator" (L_G), "discriminator" (L_d, when adversarial) and L_G's terms.
-
-        Raises:
-            FloatingPointError: L_G is NaN or infinite.
-        """
-        blurry, sharp = batch["blurry"], batch["sharp"]
-        outputs = self.generator.outputs(blurry)
-        report = {}
-        if adversarial:
-            discriminator_optimizer.zero_grad(set_to_none=True)
-            d_loss = madn_discriminator_loss(self.discriminator, outputs, sharp)
-            d_loss.backward()
-            nn.utils.clip_grad_norm_(self.discriminator.parameters(), max_grad_norm)
-            discriminator_optimizer.step()
-            report["discriminator"] = d_loss.item()
-        generator_optimizer.zero_grad(set_to_none=True)
-        self.discriminator.requires_grad_(False)
-        try:
-            g_loss, terms = madn_generator_loss(outputs, sharp, self.discriminator if adversarial else None,
-                                                self.loss_weights)
-            if not torch.isfinite(g_loss):
-                raise FloatingPointError(f"generator loss became {g_loss.item()} ({terms}); lower the learning rate")
-            g_loss.backward()
-        finally:
-            self.discriminator.requires_grad_(True)
-        nn.utils.clip_grad_norm_(self.generator.parameters(), max_grad_norm)
-        generator_optimizer.step()
-        report["generator"] = g_loss.item()
-        return {**report, **terms}
 
 
 def _network(weights: str, device) -> MADNGenerator:
@@ -575,60 +429,3 @@ def madn(image: torch.Tensor, psf=None, *, weights: str = PRETRAINED_NAME) -> to
     network = _network(weights, image.device)
     with torch.no_grad():
         return run_blind(network, image, multiple=network.multiple, margin=network.multiple)
-
-
-RECIPE_DEFAULTS = {"width": 16, "res_blocks": 2, "residual": True, "discriminator_widths": "16,16,32,64,128",
-                   "discriminator_head": "1,1", "dense": 256, "adversarial": True, "max_grad_norm": 2.0,
-                   "decay_power": 1.0, "max_length": 21.0, "noise_low": 0.003, "noise_high": 0.015, "half": True}
-
-
-def train_madn(options: TrainOptions) -> dict:
-    """``deblur train madn``: the alternating G / D updates of paper 003 (Algorithm 1, Sec. 4-5.1).
-
-    Adam for G (default lr 1e-4) and D (4 x G's lr), both decayed polynomially to 0 at the last
-    step (power ``decay_power``), gradient norms clipped at ``max_grad_norm``; the losses of
-    :func:`madn_generator_loss` and :func:`madn_discriminator_loss` with the paper's weights. The
-    generator's weights are written (the discriminator is only needed for training).
-
-    ``--set`` options: ``width``, ``res_blocks``, ``residual``, ``discriminator_widths`` ("64,64,128,256,512"
-    is Table 1), ``discriminator_head``, ``dense``, ``adversarial``, ``max_grad_norm``, ``decay_power``,
-    ``max_length``, ``noise_low``/``noise_high``, ``half`` (store float16).
-    """
-    cfg = options.pop_extra(dict(RECIPE_DEFAULTS))
-    torch.manual_seed(options.seed)
-    patch = options.get("patch", 128)
-    gan = MADN({"width": cfg["width"], "res_blocks": cfg["res_blocks"], "residual": cfg["residual"]},
-               {"patch": patch, "widths": int_tuple(cfg["discriminator_widths"], "discriminator_widths"),
-                "head_channels": int_tuple(cfg["discriminator_head"], "discriminator_head"), "dense": cfg["dense"]})
-    train, val, described = blind_data(options, patch, cfg)
-    lr = options.get("lr", 1e-4)
-    steps = options.get("steps", 500)
-    optimizers = gan.optimizers(generator_lr=lr, discriminator_lr=4 * lr)
-    schedulers = [torch.optim.lr_scheduler.LambdaLR(o, lambda t: max(0.0, 1 - t / steps) ** cfg["decay_power"])
-                  for o in optimizers]
-
-    def train_step(batch):
-        return gan.train_step(batch, *optimizers, max_grad_norm=cfg["max_grad_norm"],
-                              adversarial=cfg["adversarial"])["generator"]
-
-    def predict(batch):
-        return gan.generator(batch["blurry"])
-
-    batch_size = options.get("batch_size", 4)
-    history = fit(gan, train_step, predict, train, val, steps=steps, batch_size=batch_size, optimizers=optimizers,
-                  schedulers=schedulers, validate_every=options.get("validate_every", 50),
-                  val_batches=validation_batches(batch_size), checkpoint=options.checkpoint, resume=options.resume,
-                  seed=options.seed, progress=options.progress, device=options.device, keep_best=True)
-    info = training_info(options, history, described, lr={"generator": lr, "discriminator": 4 * lr},
-                         optimizer="Adam(0.9, 0.999, eps 1e-8), polynomial decay to 0",
-                         loss="paper 003 eqs. 10-20, weights " + str(vars(gan.loss_weights)),
-                         adversarial=cfg["adversarial"], max_grad_norm=cfg["max_grad_norm"],
-                         discriminator=gan.discriminator.config(), best_step=history.get("best_step"),
-                         float16=cfg["half"])
-    save_pretrained(gan.generator, options.out, config=gan.generator.config(), info=info, name=PRETRAINED_NAME,
-                    half=cfg["half"])
-    return info
-
-
-register_pretrained(PRETRAINED_NAME, MADNGenerator, "paper 003 MADN generator, blind, synthetic uniform blur")
-register_recipe("madn", "MADN generator + discriminator (paper 003) on synthetic uniform blur -> madn", train_madn)

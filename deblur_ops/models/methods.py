@@ -12,7 +12,6 @@ import torch
 from .. import psf as psf_lib
 from ..restore._common import check_positive
 from ..restore.registry import register
-from . import irc_recipes  # noqa: F401  (registers the training recipes)
 from .pretrained import load_pretrained
 
 _CACHE: dict[tuple[str, str], torch.nn.Module] = {}

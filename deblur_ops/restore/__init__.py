@@ -1,13 +1,17 @@
 """Classical restoration methods, one module each, sharing ``method(image, psf, **params) -> Tensor``.
 
 Every method takes (B, C, H, W) or (B, C, D, H, W) torch tensors (CPU or CUDA) and registers
-itself in :data:`registry.METHODS`, which :func:`deblur_ops.deblur` dispatches on.
+itself in :data:`registry.METHODS`, which :func:`deblur_ops.deblur` dispatches on, when its module
+is imported below; the learned methods register when :mod:`deblur_ops.models` is imported (by
+``import deblur_ops``). :mod:`.baselines` holds the papers' classical baselines.
 """
 from .admm_tv import admm_tv
+from .baselines import gradient_descent_method, wiener_bilateral
 from .irc import irc, irc_admm
 from .nu_cg import nu_cg
 from .registry import METHODS, Method, get_method, register
 from .richardson_lucy import richardson_lucy
 from .wiener import wiener
 
-__all__ = ["METHODS", "Method", "admm_tv", "get_method", "irc", "irc_admm", "nu_cg", "register", "richardson_lucy", "wiener"]
+__all__ = ["METHODS", "Method", "admm_tv", "get_method", "gradient_descent_method", "irc", "irc_admm", "nu_cg",
+           "register", "richardson_lucy", "wiener", "wiener_bilateral"]

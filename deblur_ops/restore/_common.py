@@ -33,6 +33,19 @@ def check_positive(value, name: str, *, integer: bool = False, allow_zero: bool 
     return int(value) if integer else float(value)
 
 
+def positive_int(value, name: str) -> int:
+    """``value`` if it is an int >= 1 (not a bool), else a ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def check_image_2d(image: torch.Tensor, name: str) -> None:
+    """A ValueError naming the method ``name`` unless ``image`` is a batch of 2D images (B, C, H, W)."""
+    if image.dim() != 4:
+        raise ValueError(f"{name} restores 2D images (B, C, H, W), got shape {tuple(image.shape)}")
+
+
 def check_callback(callback) -> None:
     if callback is not None and not callable(callback):
         raise ValueError(f"callback must be callable as callback(i, estimate) or None, got {type(callback).__name__}")

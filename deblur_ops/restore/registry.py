@@ -2,7 +2,9 @@
 
 Methods register themselves with :func:`register`, so :func:`deblur_ops.deblur` and
 :func:`deblur_ops.methods` (and the CLI and the napari plugin through them) see every method,
-including ones added later, without a hand-kept list.
+including ones added later, without a hand-kept list. The modules that hold methods are imported
+in one listed place per package: ``restore/__init__.py`` (classical methods and the papers'
+baselines) and ``models/__init__.py`` (learned methods); ``import deblur_ops`` imports both.
 """
 from __future__ import annotations
 

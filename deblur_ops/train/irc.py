@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import torch
 
-from ..train.datasets import Mixed, SyntheticBlur
-from ..train.loop import fit, supervised_step
-from ..train.recipes import TrainOptions, register_recipe, training_info
-from .blind_irc import BlindIRC
-from .irc_net import IRCNet
-from .motion_net import MotionNet, direction_to_angle, motion_loss, motion_mse
-from .pretrained import PRETRAINED, load_weights, save_pretrained
+from ..models.blind_irc import BlindIRC
+from ..models.irc_net import IRCNet
+from ..models.motion_net import MotionNet, direction_to_angle, motion_loss, motion_mse
+from ..models.pretrained import PRETRAINED, load_weights, save_pretrained
+from .datasets import Mixed, SyntheticBlur
+from .loop import fit, supervised_step
+from .recipes import TrainOptions, training_info
 
 
 def _data(options: TrainOptions, kind: str, patch: int, cfg: dict) -> tuple[SyntheticBlur, SyntheticBlur, dict]:
@@ -164,9 +164,3 @@ def train_blind(options: TrainOptions) -> dict:
                                        "irc": str(cfg["irc_weights"] or "shipped irc-motion")})
     save_pretrained(model, options.out, config=model.config(), info=info, name="blind-irc")
     return info
-
-
-register_recipe("irc", "IRC-Net (paper 004) fine-tuned on uniform motions and camera-motion fields -> irc-motion",
-                train_irc)
-register_recipe("motion", "Motion-Net (paper 004) on camera-motion fields -> motion-net", train_motion)
-register_recipe("blind", "Motion-Net + IRC-Net end to end on camera-motion fields -> blind-irc", train_blind)

@@ -1,0 +1,157 @@
+"""The package's layout: no import cycle, models/ independent of train/, and the registries' contents.
+
+The import graph is built from the source with ``ast`` (every ``import`` and ``from ... import``,
+relative or absolute, at module level or inside functions), so a cycle hidden in a function-level
+import is found as well. An import of ``a.b.c`` also runs the package ``__init__`` of ``a.b`` (and
+``a``); those implicit edges count too, except to the importer's own packages, which Python has
+always started to import before the importer itself.
+"""
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import deblur_ops
+
+ROOT = Path(deblur_ops.__file__).parent
+# Built from csrc/ by setup.py; a compiled module with no Python source and no imports of the package.
+COMPILED = {"deblur_ops._C"}
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _sources() -> dict[str, Path]:
+    return {_module_name(p): p for p in ROOT.rglob("*.py")}
+
+
+def _packages_above(name: str) -> list[str]:
+    parts = name.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts))]
+
+
+def _imported(node, package: str, known: set[str]) -> list[str]:
+    """The deblur_ops modules one import statement names (a name imported from a package is the
+    submodule when there is one, else the package whose namespace holds it)."""
+    if isinstance(node, ast.Import):
+        names = [alias.name for alias in node.names]
+    elif isinstance(node, ast.ImportFrom):
+        base = node.module or ""
+        if node.level:
+            parts = package.split(".")
+            base = ".".join(parts[:len(parts) - node.level + 1] + ([node.module] if node.module else []))
+        names = [f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names]
+    else:
+        return []
+    found = []
+    for name in names:
+        if name.split(".")[0] != "deblur_ops":
+            continue
+        while name not in known:  # ``import deblur_ops.x.y`` of an attribute: its module
+            name = name.rpartition(".")[0]
+        found.append(name)
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    """module -> the deblur_ops modules that importing it runs (named ones and their packages)."""
+    sources = _sources()
+    known = set(sources) | COMPILED
+    graph = {name: set() for name in known}
+    for name, path in sources.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            for target in _imported(node, package, known):
+                implicit = [p for p in _packages_above(target) if p not in _packages_above(name)]
+                graph[name].update(t for t in [target, *implicit] if t != name)
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan's algorithm)."""
+    index, low, stack, on_stack, found = {}, {}, [], set(), []
+
+    def visit(node):
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in sorted(graph[node]):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_cycle_finder_sees_a_cycle_through_a_function_level_import(tmp_path):
+    fake = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert cycles(fake) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+    source = "def f():\n    from ..train import loop\n"
+    node = next(n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.ImportFrom))
+    assert _imported(node, "deblur_ops.models", {"deblur_ops.train", "deblur_ops.train.loop"}) == \
+        ["deblur_ops.train.loop"]
+
+
+def test_the_graph_holds_the_known_edges():
+    graph = import_graph()
+    assert "deblur_ops.models.rgdm" in graph["deblur_ops.train.rgdm"]
+    assert "deblur_ops.restore" in graph["deblur_ops.models.rgdm"]  # through ..restore.baselines
+    assert "deblur_ops.api" in graph["deblur_ops.models.methods"]   # a function-level import
+
+
+def test_no_import_cycle():
+    assert cycles(import_graph()) == []
+
+
+def test_models_do_not_import_train():
+    graph = import_graph()
+    offending = {m: sorted(t for t in targets if t == "deblur_ops.train" or t.startswith("deblur_ops.train."))
+                 for m, targets in graph.items() if m == "deblur_ops.models" or m.startswith("deblur_ops.models.")}
+    assert {m: t for m, t in offending.items() if t} == {}
+
+
+# The registries as they were before the recipes left the model files (issue 15); moving code must
+# not add or lose an entry.
+METHODS = ["admm_tv", "autoencoder", "blind-irc", "gradient-descent", "irc", "irc-net", "madn", "nu_cg", "rgdm",
+           "richardson_lucy", "wiener", "wiener-bilateral", "wiener-stack-net"]
+RECIPES = ["autoencoder", "blind", "irc", "madn", "motion", "rgdm", "wiener-stack-net"]
+PRETRAINED = ["autoencoder", "blind-irc", "irc-motion", "madn", "motion-net", "rgdm", "wiener-stack-net"]
+
+
+def test_registries_after_importing_the_package():
+    # A new interpreter, so that nothing this session imported fills a registry: methods and weights
+    # must be there after ``import deblur_ops`` alone, the recipes after ``import deblur_ops.train``.
+    code = ("import contextlib, io, json, deblur_ops\n"
+            "methods, pretrained = sorted(deblur_ops.methods()), sorted(deblur_ops.models.PRETRAINED)\n"
+            "import deblur_ops.train\n"
+            "recipes = sorted(deblur_ops.train.RECIPES)\n"
+            "from deblur_ops.apps.cli import main\n"
+            "listing = io.StringIO()\n"
+            "with contextlib.redirect_stdout(listing):\n"
+            "    main(['train', '--list'])\n"
+            "print(json.dumps([methods, pretrained, recipes, [line.split()[0] for line in listing.getvalue().splitlines()]]))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT.parent)
+    methods, pretrained, recipes, listed = json.loads(done.stdout)
+    assert methods == METHODS
+    assert pretrained == PRETRAINED
+    assert recipes == RECIPES
+    assert listed == RECIPES  # what `deblur train --list` shows
