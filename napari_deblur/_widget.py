@@ -145,11 +145,16 @@ def dock_layout(widget: QWidget, form: QWidget, footer: QWidget) -> None:
 
     The footer (run and cancel buttons, status) stays visible while the form scrolls.
     """
+    top_aligned = QWidget()  # the fields stay packed at the top when the dock is taller than the form
+    column = QVBoxLayout(top_aligned)
+    column.setContentsMargins(0, 0, 0, 0)
+    column.addWidget(form)
+    column.addStretch()
     scroll = _FormScroll()
     scroll.setWidgetResizable(True)
     scroll.setFrameShape(QFrame.Shape.NoFrame)
     scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-    scroll.setWidget(form)
+    scroll.setWidget(top_aligned)
     layout = QVBoxLayout(widget)
     layout.setContentsMargins(0, 0, 0, 0)
     layout.addWidget(scroll, stretch=1)
@@ -341,6 +346,9 @@ class DeconvolveWidget(RestoreRunner, QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.psf_sources = {GENERATED: self._generated_psf, LAYER: self._layer_psf}
+        self._shown_model = None  # the PSF model whose fields are on screen
+        self._psf_memory = {}  # model -> the field values last shown for it
+        self._model_2d = "airy"  # the 2D model to return to when leaving 3D volume mode
         self.image = widgets.ComboBox(label="image", choices=self._image_layers)
         self.mode = widgets.ComboBox(label="process as", choices=[SLICES, VOLUME],
                                      tooltip="2D: each plane with a 2D PSF; 3D: whole volumes with a 3D PSF")
@@ -384,10 +392,10 @@ class DeconvolveWidget(RestoreRunner, QWidget):
         advanced.addWidget(widgets.Container(widgets=[self.device, self.roi, self.roi_button]).native)
         inner = QWidget()
         column = QVBoxLayout(inner)
+        column.setContentsMargins(0, 0, 0, 0)
         column.addWidget(form.native)
         column.addWidget(self.preview)
         column.addWidget(advanced)
-        column.addStretch()
         buttons = widgets.Container(widgets=[self.preview_button, self.run_button, self.cancel_button],
                                     layout="horizontal", labels=False)
         buttons.margins = (0, 0, 0, 0)
@@ -420,8 +428,7 @@ class DeconvolveWidget(RestoreRunner, QWidget):
 
     def _psf_layers(self, _widget=None):
         """Image layers other than the image being restored (a PSF is never the image itself)."""
-        image = self.image.value if hasattr(self, "image") else None
-        return [(name, layer) for name, layer in self._image_layers() if layer is not image and not layer.rgb]
+        return [(name, layer) for name, layer in self._image_layers() if layer is not self.image.value and not layer.rgb]
 
     def _kind(self) -> str:
         layer = self.image.value
@@ -432,8 +439,8 @@ class DeconvolveWidget(RestoreRunner, QWidget):
 
         Networks trained on photos are flagged as such for microscopy and astronomy data.
         """
-        kind = self._kind() if hasattr(self, "image") else "image"
-        volume = hasattr(self, "mode") and self.mode.value == VOLUME and self._is_stack()
+        kind = self._kind()
+        volume = self.mode.value == VOLUME and self._is_stack()
         names = list(methods())
         if volume:
             names = [n for n in names if "volume" in catalog.METHOD_SUITS.get(n, ())]
@@ -502,7 +509,7 @@ class DeconvolveWidget(RestoreRunner, QWidget):
                 self._model_2d = self.psf_model.value
                 self.psf_model.value = "born_wolf"
             elif self.mode.value == SLICES and self.psf_model.value == "born_wolf":
-                self.psf_model.value = getattr(self, "_model_2d", "airy")
+                self.psf_model.value = self._model_2d
         self._refresh_slice_axes()
 
     def _refresh_slice_axes(self, _value=None):
@@ -578,10 +585,8 @@ class DeconvolveWidget(RestoreRunner, QWidget):
 
     def _rebuild_psf_params(self, _value=None):
         # Edits survive switching models back and forth (e.g. 2D -> 3D volume -> 2D).
-        shown = getattr(self, "_shown_model", None)
-        self._psf_memory = getattr(self, "_psf_memory", {})
-        if shown is not None:
-            self._psf_memory[shown] = {field.name: field.value for field in self.psf_params}
+        if self._shown_model is not None:
+            self._psf_memory[self._shown_model] = {field.name: field.value for field in self.psf_params}
         self.psf_params.clear()
         self._shown_model = self.psf_model.value
         function = catalog.PSF_MODELS[self.psf_model.value]
