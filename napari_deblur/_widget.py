@@ -428,7 +428,8 @@ class DeconvolveWidget(RestoreRunner, QWidget):
 
     def _psf_layers(self, _widget=None):
         """Image layers other than the image being restored (a PSF is never the image itself)."""
-        return [(name, layer) for name, layer in self._image_layers() if layer is not self.image.value and not layer.rgb]
+        chosen = self.image.value
+        return [(name, layer) for name, layer in self._image_layers() if layer is not chosen and not layer.rgb]
 
     def _kind(self) -> str:
         layer = self.image.value
@@ -470,14 +471,11 @@ class DeconvolveWidget(RestoreRunner, QWidget):
 
     # --- reacting to the form --------------------------------------------------------------------
     def _refresh_layers(self, _event=None):
-        chosen = self.image.value
+        # A new image value (the chosen layer was removed) emits ``changed``: _image_changed follows.
         self.image.reset_choices()
         self.psf_layer.reset_choices()
         self.roi.reset_choices()
-        if self.image.value is not chosen:
-            self._image_changed()
-        else:
-            self._refresh_slice_axes()
+        self._refresh_slice_axes()
 
     def _image_changed(self, _value=None):
         """New image: fresh defaults chosen from the data, its voxel size, and PSF layers other than it."""

@@ -44,7 +44,8 @@ def _deconvolve(viewer, image, **method_params):
 
 
 # 1 and 9 ------------------------------------------------------------------------------------------
-def test_reruns_add_named_layers_with_their_own_contrast_and_replace_only_on_request(make_napari_viewer, run_to_end):
+def test_reruns_add_named_layers_with_their_own_contrast_and_replace_only_on_request(manifest, make_napari_viewer,
+                                                                                    run_to_end):
     viewer = make_napari_viewer()
     viewer.add_image(_cells(), name="cells")
     widget = _deconvolve(viewer, "cells", iterations=3)
@@ -72,7 +73,8 @@ def test_reruns_add_named_layers_with_their_own_contrast_and_replace_only_on_req
     assert len(viewer.layers) == 4
 
 
-def test_motion_widget_and_deconvolve_never_write_the_same_layer(make_napari_viewer, qtbot, run_to_end, small_models):
+def test_motion_widget_and_deconvolve_never_write_the_same_layer(manifest, make_napari_viewer, qtbot, run_to_end,
+                                                                 small_models):
     from napari_deblur._motion_widget import MotionWidget
 
     viewer = make_napari_viewer()
@@ -95,7 +97,7 @@ def test_motion_widget_and_deconvolve_never_write_the_same_layer(make_napari_vie
 
 
 # 2 -------------------------------------------------------------------------------------------------
-def test_float_fields_keep_every_default_and_typed_value(make_napari_viewer):
+def test_float_fields_keep_every_default_and_typed_value(manifest, make_napari_viewer):
     from napari_deblur._form import values
     from napari_deblur._widget import DeconvolveWidget
 
@@ -119,7 +121,7 @@ def test_float_fields_keep_every_default_and_typed_value(make_napari_viewer):
 
 
 # 3 -------------------------------------------------------------------------------------------------
-def test_voxel_size_fields_come_from_the_layer_scale_in_micrometres(make_napari_viewer, shown):
+def test_voxel_size_fields_come_from_the_layer_scale_in_micrometres(manifest, make_napari_viewer, shown):
     from napari_deblur._widget import DeconvolveWidget
 
     viewer = make_napari_viewer()
@@ -142,7 +144,7 @@ def test_voxel_size_fields_come_from_the_layer_scale_in_micrometres(make_napari_
 
 
 # 4 -------------------------------------------------------------------------------------------------
-def test_defaults_follow_the_data(make_napari_viewer):
+def test_defaults_follow_the_data(manifest, make_napari_viewer):
     from napari_deblur._widget import VOLUME, DeconvolveWidget
 
     viewer = make_napari_viewer()
@@ -177,7 +179,7 @@ def test_defaults_follow_the_data(make_napari_viewer):
 
 # 5 -------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("mode", ["volume", "slices"])
-def test_progress_per_iteration_and_cancel_within_a_block(make_napari_viewer, qtbot, mode):
+def test_progress_per_iteration_and_cancel_within_a_block(manifest, make_napari_viewer, qtbot, mode):
     from napari_deblur._widget import SLICES, VOLUME
 
     viewer = make_napari_viewer()
@@ -203,7 +205,7 @@ def test_progress_per_iteration_and_cancel_within_a_block(make_napari_viewer, qt
 
 
 # 6 -------------------------------------------------------------------------------------------------
-def test_errors_during_a_run_are_reported_once_without_traceback(make_napari_viewer, run_to_end, shown, capfd,
+def test_errors_during_a_run_are_reported_once_without_traceback(manifest, make_napari_viewer, run_to_end, shown, capfd,
                                                                   monkeypatch):
     import deblur_ops.apps.stack
 
@@ -228,7 +230,7 @@ def test_errors_during_a_run_are_reported_once_without_traceback(make_napari_vie
 
 
 # 7 -------------------------------------------------------------------------------------------------
-def test_fits_written_with_header_history_and_metadata_not_shared(make_napari_viewer, run_to_end, tmp_path):
+def test_fits_written_with_header_history_and_metadata_not_shared(manifest, make_napari_viewer, run_to_end, tmp_path):
     fits = pytest.importorskip("astropy.io.fits")
 
     fits.PrimaryHDU(_cells(), header=fits.Header({"OBJECT": "M 51", "EXPTIME": 30.0})).writeto(tmp_path / "m51.fits")
@@ -254,7 +256,7 @@ def test_fits_written_with_header_history_and_metadata_not_shared(make_napari_vi
 
 
 # 8 -------------------------------------------------------------------------------------------------
-def test_star_grid_failure_on_the_astronomy_sample_says_what_to_do(make_napari_viewer, shown):
+def test_star_grid_failure_on_the_astronomy_sample_says_what_to_do(manifest, make_napari_viewer, shown):
     from napari_deblur._sv_widget import POINTS, SpatiallyVaryingWidget
 
     viewer = make_napari_viewer()
@@ -274,7 +276,7 @@ def test_star_grid_failure_on_the_astronomy_sample_says_what_to_do(make_napari_v
 
 
 # 10 ------------------------------------------------------------------------------------------------
-def test_all_three_docks_fit_a_laptop_screen_and_long_messages_wrap(make_napari_viewer, qtbot):
+def test_all_three_docks_fit_a_laptop_screen_and_long_messages_wrap(manifest, make_napari_viewer, qtbot):
     from napari_deblur._motion_widget import MotionWidget
     from napari_deblur._sv_widget import SpatiallyVaryingWidget
     from napari_deblur._widget import DeconvolveWidget
@@ -298,7 +300,7 @@ def test_all_three_docks_fit_a_laptop_screen_and_long_messages_wrap(make_napari_
 
 
 # 11 ------------------------------------------------------------------------------------------------
-def test_parameters_have_human_labels_dropdowns_and_axis_names(make_napari_viewer):
+def test_parameters_have_human_labels_dropdowns_and_axis_names(manifest, make_napari_viewer):
     from magicgui import widgets
 
     from napari_deblur._widget import DeconvolveWidget
