@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from magicgui import widgets
-from qtpy.QtWidgets import QVBoxLayout, QWidget
+from qtpy.QtWidgets import QWidget
 
 from deblur_ops import estimate_motion
 from deblur_ops.models.methods import motion_vectors
@@ -19,7 +19,7 @@ from deblur_ops.psf import MotionField
 from deblur_ops.apps.stack import block_at, loop_axes_for
 
 from ._sv_widget import _layers
-from ._widget import RestoreRunner
+from ._widget import RestoreRunner, RunFailed, dock_layout, wrapping_status
 
 if TYPE_CHECKING:
     import napari
@@ -36,8 +36,10 @@ class MotionWidget(RestoreRunner, QWidget):
 
     "Estimate motion" writes ``"<image> motion"`` (Vectors, coloured by blur length; the field's
     ``length`` and ``angle`` maps are kept in its ``metadata["motion_field"]``). "Deblur (blind)"
-    writes ``"<image> [blind-irc]"``, or ``"<image> [irc-net]"`` with the stored field when "use
-    estimated field" is ticked. The input layer is never modified.
+    writes a new layer ``"<image> [blind-irc]"``, or ``"<image> [irc-net, estimated motion]"`` with the
+    stored field when "use estimated field" is ticked (so it never takes the name of a Deconvolve
+    result); "replace previous result" overwrites the previous run's layer instead. The input layer
+    is never modified.
     """
 
     def __init__(self, napari_viewer: napari.viewer.Viewer):
@@ -55,14 +57,17 @@ class MotionWidget(RestoreRunner, QWidget):
         self.estimate_button = widgets.PushButton(text="Estimate motion")
         self.deblur_button = widgets.PushButton(text="Deblur (blind)")
         self.cancel_button = widgets.PushButton(text="Cancel", enabled=False)
+        self.replace = widgets.CheckBox(label="replace previous result", value=False,
+                                        tooltip="off: every deblurring adds a new layer; on: it overwrites the "
+                                                "layer of the previous one")
         self.busy_buttons = (self.estimate_button, self.deblur_button)
-        self.status = widgets.Label(value="")
-        self.status.native.setWordWrap(True)  # long messages must not widen the dock
-        form = widgets.Container(widgets=[self.image, self.spacing, self.scope, self.use_field, self.device,
-                                          self.estimate_button, self.deblur_button, self.cancel_button, self.status])
-        layout = QVBoxLayout(self)
-        layout.addWidget(form.native)
-        layout.addStretch()
+        self.status = wrapping_status()
+        form = widgets.Container(widgets=[self.image, self.spacing, self.scope, self.use_field, self.device])
+        buttons = widgets.Container(widgets=[self.estimate_button, self.deblur_button, self.cancel_button],
+                                    layout="horizontal", labels=False)
+        buttons.margins = (0, 0, 0, 0)
+        footer = widgets.Container(widgets=[buttons, self.replace, self.status])
+        dock_layout(self, form.native, footer.native)
 
         self.image.changed.connect(self._show_scope)
         self.spacing.changed.connect(self._respace)
@@ -116,7 +121,6 @@ class MotionWidget(RestoreRunner, QWidget):
     def estimate(self, _value=None):
         """Run Motion-Net on the plane on screen in a worker thread; publish ``"<image> motion"``."""
         from napari.qt.threading import thread_worker
-        from napari.utils.notifications import show_error
 
         try:
             layer = self._layer()
@@ -126,10 +130,10 @@ class MotionWidget(RestoreRunner, QWidget):
                 raise ValueError(f"a vector spacing of {self.spacing.value} leaves no vector on a "
                                  f"{plane.shape[0]} x {plane.shape[1]} plane; choose a smaller one")
         except (ValueError, TypeError) as exc:
-            show_error(f"Estimate motion: {exc}")
+            self.report_error("Estimate motion", exc)
             return
         plane_coords = [index[a] for a in self._loop_axes(layer)]
-        worker = thread_worker(_estimate, progress={"total": 1, "desc": "Estimate motion"})
+        worker = thread_worker(_estimate, progress={"total": 1, "desc": "Estimate motion"}, ignore_errors=True)
         self.start_worker(worker(plane, device=self.device.value),
                           lambda field: self._publish_field(field, layer, plane_coords), title="Estimate motion",
                           status=f"estimating the motion of {layer.name!r}...")
@@ -175,7 +179,6 @@ class MotionWidget(RestoreRunner, QWidget):
 
     def deblur(self, _value=None):
         """Restore the plane on screen (or the whole stack) with blind-irc, or irc-net and the stored field."""
-        from napari.utils.notifications import show_error
 
         try:
             layer = self._layer()
@@ -188,24 +191,29 @@ class MotionWidget(RestoreRunner, QWidget):
                 placement = self._placement(layer, loop_axes)
             else:
                 data, run_axes, placement = np.asarray(layer.data), None, self._placement(layer, ())
-            method, psf = "blind-irc", None
+            method, psf, what = "blind-irc", None, "blind-irc"
             if self.use_field.value:
-                method, psf = "irc-net", self.stored_field(layer)
+                method, psf, what = "irc-net", self.stored_field(layer), "irc-net, estimated motion"
                 plane_shape = data.shape[-3:-1] if layer.rgb else data.shape[-2:]
                 if psf.shape != tuple(plane_shape):
                     raise ValueError(f"the stored field is {psf.shape[0]} x {psf.shape[1]} but the planes of "
                                      f"{layer.name!r} are {plane_shape[0]} x {plane_shape[1]}; estimate again")
         except (ValueError, TypeError) as exc:
-            show_error(f"Deblur (blind): {exc}")
+            self.report_error("Deblur (blind)", exc)
             return
+        history = (f"deblur-ops {method} with the motion field estimated by Motion-Net" if self.use_field.value
+                   else "deblur-ops blind-irc (Motion-Net estimate + IRC-Net)")
         self.launch(data, psf, method=method, loop_axes=run_axes, rgb=layer.rgb, device=self.device.value,
-                    params={}, source=layer, name=f"{layer.name} [{method}]", placement=placement,
-                    title="Deblur (blind)")
+                    params={}, source=layer, name=f"{layer.name} [{what}]", placement=placement,
+                    title="Deblur (blind)", history=history)
 
 
 def _estimate(plane: np.ndarray, *, device):
     """Worker body: Motion-Net on one plane. The yield lets Cancel drop the field before it is published."""
-    field = estimate_motion(plane, device=device)
+    try:
+        field = estimate_motion(plane, device=device)
+    except Exception as exc:  # reported once by the widget (see RunFailed)
+        raise RunFailed(str(exc)) from None
     yield
     return field
 

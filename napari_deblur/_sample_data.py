@@ -1,20 +1,37 @@
-"""Sample data: the synthetic scenes of :mod:`deblur_ops.data.scenes`, each with the PSF that blurred it."""
+"""Sample data: the synthetic scenes of :mod:`deblur_ops.data.scenes`, each with the PSF that blurred it.
+
+The layers carry what real files bring: the widefield volume its voxel size in µm and axis names,
+the astronomy field a FITS header (so the plugin treats it as astronomy data and the FITS writer
+has a header to keep).
+"""
 from __future__ import annotations
 
 from deblur_ops.data import scenes as samples
 
 
 def widefield_volume():
-    """Beads and filaments, Born-Wolf blur and Poisson noise, with the 3D PSF (same voxel size)."""
+    """Beads and filaments, Born-Wolf blur and Poisson noise, with the 3D PSF (same voxel size, in µm)."""
     sample = samples.widefield_volume()
-    return [(sample.blurred, {"name": "widefield", "scale": sample.scale, "colormap": "gray"}),
-            (sample.psf, {"name": "widefield PSF", "scale": sample.scale, "colormap": "magma", "visible": False})]
+    physical = {"scale": sample.scale, "units": "um", "axis_labels": ("z", "y", "x")}
+    return [(sample.blurred, {"name": "widefield", "colormap": "gray", **physical}),
+            (sample.psf, {"name": "widefield PSF", "colormap": "magma", "visible": False, **physical})]
+
+
+def _header(title: str):
+    from astropy.io import fits
+
+    header = fits.Header()
+    header["OBJECT"] = (title, "synthetic field of deblur_ops.data.scenes")
+    header["BUNIT"] = ("counts", "sky subtracted")
+    header["ORIGIN"] = "deblur-ops sample data"
+    return header
 
 
 def astronomy_field():
     """Stars and galaxies with seeing that varies across the field; the PSF grid as a (gy, gx, k, k) layer."""
     sample = samples.astronomy_field()
-    return [(sample.blurred, {"name": "astronomy field", "colormap": "gray", "contrast_limits": (-20, 400)}),
+    return [(sample.blurred, {"name": "astronomy field", "colormap": "gray", "contrast_limits": (-20, 400),
+                              "metadata": {"fits_header": _header("astronomy field")}}),
             (sample.psf, {"name": "astronomy PSF grid", "colormap": "magma", "visible": False})]
 
 

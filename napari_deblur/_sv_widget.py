@@ -10,13 +10,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from magicgui import widgets
-from qtpy.QtWidgets import QVBoxLayout, QWidget
+from qtpy.QtWidgets import QWidget
 
 from deblur_ops.apps import catalog
 from deblur_ops.psf import MotionField, PSFGrid, psf_grid_from_points
 from deblur_ops.restore import METHODS
 
-from ._widget import RestoreRunner, _field, _values, publish_image
+from ._form import field_for, values
+from ._widget import RestoreRunner, describe_run, dock_layout, publish_image, wrapping_status
 
 if TYPE_CHECKING:
     import napari
@@ -36,7 +37,7 @@ def _layers(viewer, kind: str):
 
 
 class SpatiallyVaryingWidget(RestoreRunner, QWidget):
-    """Restore an image layer with a PSF that varies across the field into ``"<input> [<method>]"``."""
+    """Restore an image layer with a PSF that varies across the field into ``"<input> [<method> ...]"``."""
 
     def __init__(self, napari_viewer: napari.viewer.Viewer):
         super().__init__()
@@ -52,10 +53,11 @@ class SpatiallyVaryingWidget(RestoreRunner, QWidget):
         self.grid_rows = widgets.SpinBox(label="grid rows", value=3, min=1, max=64)
         self.grid_cols = widgets.SpinBox(label="grid columns", value=3, min=1, max=64)
         self.motion = widgets.ComboBox(label="motion", choices=[CONSTANT, RAMP])
-        self.length = widgets.FloatSpinBox(label="length", value=9.0, min=1.0, max=200.0)
-        self.angle = widgets.FloatSpinBox(label="angle", value=0.0, min=-360.0, max=360.0)
-        self.end_length = widgets.FloatSpinBox(label="end length", value=15.0, min=1.0, max=200.0)
-        self.end_angle = widgets.FloatSpinBox(label="end angle", value=0.0, min=-360.0, max=360.0)
+        self.length = widgets.FloatSpinBox(label="blur length (px)", value=9.0, min=1.0, max=200.0, step=0.5)
+        self.angle = widgets.FloatSpinBox(label="angle (°)", value=0.0, min=-360.0, max=360.0,
+                                          tooltip="counter-clockwise from +x (columns), rows pointing down")
+        self.end_length = widgets.FloatSpinBox(label="end length (px)", value=15.0, min=1.0, max=200.0, step=0.5)
+        self.end_angle = widgets.FloatSpinBox(label="end angle (°)", value=0.0, min=-360.0, max=360.0)
         self.ramp_axis = widgets.ComboBox(label="ramp along", choices=["x", "y"])
         capable = sorted(name for name, method in METHODS.items() if method.spatially_varying)
         self.method = widgets.ComboBox(label="method", choices=capable)
@@ -65,15 +67,20 @@ class SpatiallyVaryingWidget(RestoreRunner, QWidget):
                                               tooltip="show the PSFs at the grid nodes in '<input> PSF grid'")
         self.run_button = widgets.PushButton(text="Restore")
         self.cancel_button = widgets.PushButton(text="Cancel", enabled=False)
+        self.replace = widgets.CheckBox(label="replace previous result", value=False,
+                                        tooltip="off: every run adds a new layer; on: the run overwrites the "
+                                                "layer of the previous run")
         self.busy_buttons = (self.run_button, self.grid_button)
-        self.status = widgets.Label(value="")
+        self.status = wrapping_status()
         form = widgets.Container(widgets=[
             self.image, self.source, self.psf_layer, self.points, self.crop, self.grid_rows, self.grid_cols,
             self.motion, self.length, self.angle, self.end_length, self.end_angle, self.ramp_axis, self.method,
-            self.method_params, self.device, self.grid_button, self.run_button, self.cancel_button, self.status])
-        layout = QVBoxLayout(self)
-        layout.addWidget(form.native)
-        layout.addStretch()
+            self.method_params, self.device])
+        buttons = widgets.Container(widgets=[self.grid_button, self.run_button, self.cancel_button],
+                                    layout="horizontal", labels=False)
+        buttons.margins = (0, 0, 0, 0)
+        footer = widgets.Container(widgets=[buttons, self.replace, self.status])
+        dock_layout(self, form.native, footer.native)
 
         self.source.changed.connect(self._show_fields)
         self.motion.changed.connect(self._show_fields)
@@ -99,7 +106,9 @@ class SpatiallyVaryingWidget(RestoreRunner, QWidget):
 
     def _rebuild_method_params(self, _value=None):
         self.method_params.clear()
-        self.method_params.extend(_field(p) for p in catalog.method_parameters(self.method.value))
+        function = METHODS[self.method.value].function
+        self.method_params.extend(field_for(p, function) for p in catalog.method_parameters(self.method.value))
+        self.method.tooltip = METHODS[self.method.value].description
 
     def _image(self):
         layer = self.image.value
@@ -125,8 +134,15 @@ class SpatiallyVaryingWidget(RestoreRunner, QWidget):
         if self.source.value == POINTS:
             if self.points.value is None:
                 raise ValueError("add a Points layer with one point on a star or bead near each grid node")
-            return psf_grid_from_points(self._plane(layer), self._star_positions(layer), self.crop.value,
-                                        self.grid_shape())
+            positions = self._star_positions(layer)
+            try:
+                return psf_grid_from_points(self._plane(layer), positions, self.crop.value, self.grid_shape())
+            except Exception as exc:  # noqa: BLE001 - whatever failed, the user's next step is the same
+                rows, cols = self.grid_shape()
+                raise ValueError(f"could not build the {rows} x {cols} PSF grid from the {len(positions)} star(s) "
+                                 f"of {self.points.value.name!r}: {exc}. Put a point on an isolated, unsaturated "
+                                 f"star near each grid node, or use fewer grid rows/columns or a smaller PSF "
+                                 f"size") from None
         if self.motion.value == CONSTANT:
             return MotionField.constant((height, width), self.length.value, self.angle.value)
         return MotionField.linear((height, width), (self.length.value, self.angle.value),
@@ -151,28 +167,32 @@ class SpatiallyVaryingWidget(RestoreRunner, QWidget):
 
     def preview_grid(self, _value=None):
         """Show the PSFs at the grid nodes side by side in ``"<input> PSF grid"``."""
-        from napari.utils.notifications import show_error
-
         try:
             psf = self.psf()
             grid = psf.psf_grid(self.grid_shape()) if isinstance(psf, MotionField) else psf
-        except (ValueError, TypeError) as exc:
-            show_error(f"Spatially varying PSF: {exc}")
+        except Exception as exc:  # noqa: BLE001 - any failure of the PSF description is the user's to fix
+            self.report_error("Spatially varying PSF", exc)
             return
         name = f"{self.image.value.name} PSF grid"
-        publish_image(self.viewer, grid.mosaic(), name, colormap="magma")
+        existing = self.viewer.layers[name] if name in self.viewer.layers else None
+        publish_image(self.viewer, grid.mosaic(), name, replace=existing, colormap="magma")
         self.status.value = f"{grid.grid_shape[0]} x {grid.grid_shape[1]} PSFs of {tuple(grid.psfs.shape[2:])}"
 
     def run(self, _value=None):
         """Restore the whole image layer (slice by slice for stacks) in a worker thread."""
-        from napari.utils.notifications import show_error
-
         try:
             layer, psf = self._image(), self.psf()
-        except (ValueError, TypeError) as exc:
-            show_error(f"Spatially varying PSF: {exc}")
+            params = values(self.method_params)
+        except Exception as exc:  # noqa: BLE001 - any failure of the PSF description is the user's to fix
+            self.report_error("Spatially varying PSF", exc)
             return
         placement = {"scale": np.asarray(layer.scale), "translate": np.asarray(layer.translate)}
+        settings = ", ".join(f"{k}={v}" for k, v in params.items())
+        history = f"deblur-ops {self.method.value} ({settings}) with a spatially varying {type(psf).__name__}"
         self.launch(np.asarray(layer.data), psf, method=self.method.value, loop_axes=None, rgb=False,
-                    device=self.device.value, params=_values(self.method_params), source=layer,
-                    name=f"{layer.name} [{self.method.value}]", placement=placement, title="Spatially varying PSF")
+                    device=self.device.value, params=params, source=layer,
+                    name=f"{layer.name} [{describe_run(self.method.value, params)}, {self._source_short()}]",
+                    placement=placement, title="Spatially varying PSF", history=history)
+
+    def _source_short(self) -> str:
+        return {STACK: "PSF grid", POINTS: "star PSFs", MOTION: "motion field"}[self.source.value]

@@ -117,7 +117,7 @@ def test_blind_deblur_and_deblur_with_the_estimated_field(make_napari_viewer, qt
     viewer.add_image(picture.copy(), name="photo", scale=(1.5, 1.5))
     widget = _motion_widget(viewer, "photo")
     _run(qtbot, widget, widget.deblur)
-    result = viewer.layers["photo [blind-irc]"]
+    result = widget.last_result
     with torch.no_grad():
         expected = small_models["blind-irc"](_batch(picture))[0, 0].numpy()
     np.testing.assert_allclose(result.data, expected, atol=1e-5)
@@ -130,7 +130,7 @@ def test_blind_deblur_and_deblur_with_the_estimated_field(make_napari_viewer, qt
     with torch.no_grad():
         field = MotionField(stored["length"], stored["angle"])
         expected = small_models["irc-motion"](_batch(picture), field)[0, 0].numpy()
-    np.testing.assert_allclose(viewer.layers["photo [irc-net]"].data, expected, atol=1e-5)
+    np.testing.assert_allclose(widget.last_result.data, expected, atol=1e-5)
     np.testing.assert_array_equal(viewer.layers["photo"].data, picture)
 
 
@@ -156,10 +156,10 @@ def test_stack_uses_the_plane_on_screen(make_napari_viewer, qtbot, small_models,
     model = small_models["blind-irc"]
     with torch.no_grad():
         expected = [model(_batch(plane))[0, 0].numpy() for plane in stack]
-    np.testing.assert_allclose(viewer.layers["stack [blind-irc]"].data, expected[2], atol=1e-5)
+    np.testing.assert_allclose(widget.last_result.data, expected[2], atol=1e-5)
     widget.scope.value = STACK
     _run(qtbot, widget, widget.deblur)
-    np.testing.assert_allclose(viewer.layers["stack [blind-irc]"].data, np.stack(expected), atol=1e-5)
+    np.testing.assert_allclose(widget.last_result.data, np.stack(expected), atol=1e-5)
     np.testing.assert_array_equal(viewer.layers["stack"].data, stack)
 
     viewer.dims.ndisplay = 3

@@ -38,8 +38,8 @@ def _widget(viewer, image, psf_layer=None, model=None, mode=None, method="richar
 
     widget = DeconvolveWidget(viewer)
     widget.image.value = viewer.layers[image]
-    widget.method.value = method
     widget.mode.value = mode or SLICES
+    widget.method.value = method
     if psf_layer is not None:
         widget.psf_source.value = "layer"
         widget.psf_layer.value = viewer.layers[psf_layer]
@@ -60,7 +60,7 @@ def test_photo_sample_restored_from_the_kernel_layer(make_napari_viewer, run_to_
     before = source.data.copy()
     widget = _widget(viewer, "motion-blurred photo", psf_layer="motion kernel", iterations=20)
     run_to_end(widget)
-    result = viewer.layers["motion-blurred photo [richardson_lucy]"].data
+    result = widget.last_result.data
     expected = deblur(before, viewer.layers["motion kernel"].data, method="richardson_lucy", iterations=20)
     np.testing.assert_allclose(result, expected, atol=1e-5)
     clean = samples.motion_blurred_photo().clean
@@ -69,7 +69,7 @@ def test_photo_sample_restored_from_the_kernel_layer(make_napari_viewer, run_to_
     np.testing.assert_array_equal(source.data, before)
 
 
-def test_widefield_volume_in_3d_keeps_scale_and_updates_existing_layer(make_napari_viewer, run_to_end, manifest):
+def test_widefield_volume_in_3d_keeps_scale_and_replaces_the_previous_result_on_request(make_napari_viewer, run_to_end, manifest):
     from napari_deblur._widget import VOLUME
 
     viewer = make_napari_viewer()
@@ -78,15 +78,16 @@ def test_widefield_volume_in_3d_keeps_scale_and_updates_existing_layer(make_napa
     before = source.data.copy()
     widget = _widget(viewer, "widefield", psf_layer="widefield PSF", mode=VOLUME, iterations=5)
     run_to_end(widget)
-    output = viewer.layers["widefield [richardson_lucy]"]
+    output = widget.last_result
     np.testing.assert_allclose(output.scale, source.scale)
     expected = deblur(before, viewer.layers["widefield PSF"].data, method="richardson_lucy", iterations=5)
     np.testing.assert_allclose(output.data, expected, rtol=1e-4, atol=1e-3)
     widget.method_params["iterations"].value = 2
+    widget.replace.value = True
     run_to_end(widget)
-    assert len([layer for layer in viewer.layers if layer.name == output.name]) == 1
+    assert widget.last_result is output and output in viewer.layers
     expected = deblur(before, viewer.layers["widefield PSF"].data, method="richardson_lucy", iterations=2)
-    np.testing.assert_allclose(viewer.layers[output.name].data, expected, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(output.data, expected, rtol=1e-4, atol=1e-3)
     np.testing.assert_array_equal(source.data, before)
 
 
@@ -99,7 +100,7 @@ def test_widefield_slice_by_slice_with_generated_airy(make_napari_viewer, run_to
     widget = _widget(viewer, "widefield", model=model, method="wiener")
     run_to_end(widget)
     expected = deblur_stack(viewer.layers["widefield"].data, make_psf("airy", **model[1]), method="wiener")
-    np.testing.assert_allclose(viewer.layers["widefield [wiener]"].data, expected, atol=1e-4)
+    np.testing.assert_allclose(widget.last_result.data, expected, atol=1e-4)
 
 
 def test_astronomy_field_with_generated_moffat_improves_the_stars(make_napari_viewer, run_to_end, manifest):
@@ -108,7 +109,7 @@ def test_astronomy_field_with_generated_moffat_improves_the_stars(make_napari_vi
     widget = _widget(viewer, "astronomy field", model=("moffat", {"fwhm": 4.5, "beta": 3.0}), iterations=30)
     assert widget.preview.pixmap() is not None and not widget.preview.pixmap().isNull()
     run_to_end(widget)
-    result = viewer.layers["astronomy field [richardson_lucy]"].data
+    result = widget.last_result.data
     sample = samples.astronomy_field()
     # The brightest star concentrates more flux in its peak pixel once the seeing is undone.
     peak = np.unravel_index(np.argmax(sample.clean), sample.clean.shape)
@@ -124,7 +125,7 @@ def test_cancel_leaves_no_layer_and_input_unchanged(make_napari_viewer, qtbot, m
     with qtbot.waitSignal(widget.worker.aborted, timeout=60_000):
         widget.cancel()
     qtbot.waitUntil(lambda: widget.run_button.enabled, timeout=60_000)
-    assert "stack [richardson_lucy]" not in viewer.layers
+    assert [layer.name for layer in viewer.layers] == ["stack"]
     assert "cancelled" in widget.status.value
     np.testing.assert_array_equal(viewer.layers["stack"].data, stack)
 
@@ -149,7 +150,7 @@ def test_rgb_layer_restored_per_channel_and_kept_in_range(make_napari_viewer, ru
     viewer.add_image(sample.blurred, name="astronaut", rgb=True)
     widget = _widget(viewer, "astronaut", model=("motion", {"length": 9.0, "angle": 0.0}), iterations=10)
     run_to_end(widget)
-    result = viewer.layers["astronaut [richardson_lucy]"]
+    result = widget.last_result
     assert result.rgb and result.data.shape == sample.blurred.shape
     kernel = make_psf("motion", length=9, angle=0)
     red = deblur(np.ascontiguousarray(sample.blurred[..., 0]), kernel, method="richardson_lucy", iterations=10)
@@ -171,7 +172,7 @@ def test_slicing_along_a_chosen_axis(make_napari_viewer, run_to_end, manifest):
     widget.mode.value = SLICES
     widget.slice_axis.value = 2
     run_to_end(widget)
-    result = viewer.layers["tzyx [richardson_lucy]"].data
+    result = widget.last_result.data
     psf = make_psf("gaussian", sigma=1.0)
     for t in range(2):
         for y in range(6):
@@ -223,13 +224,14 @@ def test_blind_method_hides_the_psf_and_restores_slice_by_slice(make_napari_view
     import napari.utils.notifications
     import torch
 
-    from napari_deblur._widget import VOLUME, DeconvolveWidget
+    from napari_deblur._widget import SLICES, VOLUME, DeconvolveWidget
 
     viewer = make_napari_viewer()
     stack = np.random.default_rng(3).random((2, 24, 32), dtype=np.float32)
     viewer.add_image(stack.copy(), name="stack")
     widget = DeconvolveWidget(viewer)
     widget.image.value = viewer.layers["stack"]
+    widget.mode.value = SLICES
     psf_fields = (widget.psf_source, widget.psf_model, widget.psf_params, widget.psf_layer)
     assert not widget.psf_source.native.isHidden()
     widget.method.value = "blind-irc"
@@ -238,13 +240,16 @@ def test_blind_method_hides_the_psf_and_restores_slice_by_slice(make_napari_view
     run_to_end(widget)
     with torch.no_grad():
         expected = [small_models["blind-irc"](torch.from_numpy(plane)[None, None])[0, 0].numpy() for plane in stack]
-    np.testing.assert_allclose(viewer.layers["stack [blind-irc]"].data, np.stack(expected), atol=1e-5)
+    np.testing.assert_allclose(widget.last_result.data, np.stack(expected), atol=1e-5)
     np.testing.assert_array_equal(viewer.layers["stack"].data, stack)
 
     shown = []
     monkeypatch.setattr(napari.utils.notifications, "show_error", shown.append)
-    widget.mode.value = VOLUME
-    widget.run()
-    assert "blind-irc is blind and restores 2D planes" in shown[-1]
+    widget.mode.value = VOLUME  # blind methods restore 2D planes: no longer offered
+    assert "blind-irc" not in widget.method.choices and widget.method.value != "blind-irc"
+    widget.mode.value = SLICES
+    widget.method.value = "blind-irc"
+    widget.psf_source.value = "layer"
+    assert widget.psf() is None and not shown
     widget.method.value = "wiener"
     assert not widget.psf_source.native.isHidden() and not widget.preview.isHidden()

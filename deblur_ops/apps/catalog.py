@@ -133,3 +133,118 @@ def make_psf(model: str, **params) -> np.ndarray:
     if unknown:
         raise ValueError(f"PSF model {model!r} does not take {unknown}; it takes {sorted(known)}")
     return np.ascontiguousarray(PSF_MODELS[model](**params).numpy(), dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class ParameterInfo:
+    """How a form presents a parameter: a human label, its unit, a tooltip, and the allowed choices.
+
+    Attributes:
+        label: what the form shows instead of the keyword name.
+        tooltip: one sentence on what the parameter does (and what an empty field means).
+        unit: physical or pixel unit shown after the label ("" when unitless).
+        choices: the accepted strings, for a dropdown; empty when the value is free.
+        kind: ``float`` or ``int`` for parameters whose default is None ("automatic"), so the form
+            can still parse a number typed into them; None when the default's type says it.
+    """
+
+    label: str
+    tooltip: str
+    unit: str = ""
+    choices: tuple[str, ...] = ()
+    kind: type | None = None
+
+
+# Keyed by keyword name: the same name means the same thing in every method and PSF model.
+PARAMETER_INFO = {
+    # restoration methods
+    "iterations": ParameterInfo("iterations", "more iterations sharpen more and amplify more noise"),
+    "acceleration": ParameterInfo("acceleration", "biggs_andrews extrapolates between iterations: the same "
+                                  "result in fewer iterations", choices=("none", "biggs_andrews")),
+    "tv_weight": ParameterInfo("TV weight", "total-variation regularisation: 0 is plain Richardson-Lucy; "
+                               "~0.002 keeps noise from growing into speckles"),
+    "init": ParameterInfo("start from", "'observed' starts from the image; a positive number starts from a flat "
+                          "image of that value"),
+    "padding": ParameterInfo("border padding", "how the image is extended past its border while restoring "
+                             "(reflect avoids ringing at the edges)", choices=("reflect", "circular", "zeros")),
+    "weight": ParameterInfo("prior weight λ", "strength of the smoothness prior; empty: chosen from the noise "
+                            "level", kind=float),
+    "noise_sigma": ParameterInfo("noise σ", "standard deviation of the noise in image units; empty: estimated "
+                                 "from the image", kind=float),
+    "rho": ParameterInfo("ADMM penalty ρ", "coupling of the ADMM splitting; empty: automatic", kind=float),
+    "rho_growth": ParameterInfo("ρ growth", "factor applied to ρ after every iteration (1: constant)"),
+    "isotropic": ParameterInfo("isotropic TV", "penalise the gradient magnitude instead of each direction"),
+    "balance": ParameterInfo("balance (1/SNR)", "regularisation of the Wiener filter; empty: chosen from the "
+                             "noise level", kind=float),
+    "regularizer": ParameterInfo("regulariser", "identity: classical Wiener; laplacian: smoother (skimage's "
+                                 "default)", choices=("identity", "laplacian")),
+    "prior": ParameterInfo("prior", "tv keeps edges sharp; l2 is smoother and faster", choices=("tv", "l2")),
+    "cg_iterations": ParameterInfo("CG steps per iteration", "conjugate-gradient steps of each x update"),
+    "tolerance": ParameterInfo("CG tolerance", "relative residual at which a conjugate-gradient solve stops"),
+    "stages": ParameterInfo("ADMM stages", "ADMM iterations; empty: the method's default", kind=int),
+    "irc_iterations": ParameterInfo("IRC steps per stage", "residual-compensation steps inside each stage"),
+    "inverse": ParameterInfo("inverse filters", "grid: computed for the PSFs on a grid; bank: the 511 precomputed "
+                             "motion filters", choices=("grid", "bank")),
+    "grid_spacing": ParameterInfo("inverse grid spacing", "pixels between the nodes where inverse filters are "
+                                  "computed", unit="px"),
+    "filter_size": ParameterInfo("inverse filter size", "side of each inverse filter; empty: automatic", unit="px",
+                                 kind=int),
+    "momentum": ParameterInfo("momentum", "extrapolation between stages; empty: the method's default", kind=float),
+    "steps": ParameterInfo("steps", "gradient-descent steps"),
+    "step_size": ParameterInfo("step size", "gradient-descent step length"),
+    "max_steps": ParameterInfo("max steps", "upper bound on the recurrent steps"),
+    "tol": ParameterInfo("stop tolerance", "stop when the relative change of an update falls below this"),
+    "snr_db": ParameterInfo("SNR", "signal-to-noise ratio the Wiener filter assumes", unit="dB"),
+    "bilateral": ParameterInfo("bilateral filter", "smooth the result with an edge-preserving filter"),
+    "weights": ParameterInfo("trained weights", "name of the shipped weights to load"),
+    # PSF models
+    "sigma": ParameterInfo("σ", "standard deviation of the Gaussian", unit="px"),
+    "size": ParameterInfo("size", "odd side of the PSF array; empty: automatic", unit="px", kind=int),
+    "angle_deg": ParameterInfo("angle", "orientation of the major axis, counter-clockwise from +x", unit="°"),
+    "wavelength": ParameterInfo("emission wavelength", "wavelength of the detected light", unit="µm"),
+    "na": ParameterInfo("numerical aperture (NA)", "of the objective"),
+    "refractive_index": ParameterInfo("immersion refractive index", "1.0 air, 1.33 water, 1.518 oil"),
+    "pixel_size": ParameterInfo("pixel size", "lateral sampling of the image (in the sample plane)", unit="µm"),
+    "z_step": ParameterInfo("z step", "axial sampling of the stack", unit="µm"),
+    "shape": ParameterInfo("PSF shape (z, y, x)", "voxels, e.g. 17,33,33; empty: automatic", unit="px"),
+    "fwhm": ParameterInfo("FWHM (seeing)", "full width at half maximum of the star images", unit="px"),
+    "beta": ParameterInfo("Moffat β", "wing exponent: smaller gives heavier wings (2.5-4.5 typical)"),
+    "length": ParameterInfo("blur length", "full extent of the motion", unit="px"),
+    "angle": ParameterInfo("angle", "direction of the motion, counter-clockwise from +x", unit="°"),
+}
+
+
+def parameter_info(name: str) -> ParameterInfo:
+    """The form's label, unit, tooltip and choices for parameter ``name`` (a plain fallback if unlisted).
+
+    Example:
+        >>> parameter_info("padding").choices
+        ('reflect', 'circular', 'zeros')
+        >>> parameter_info("some_new_knob").label
+        'some new knob'
+    """
+    return PARAMETER_INFO.get(name, ParameterInfo(name.replace("_", " "), name.replace("_", " ")))
+
+
+# What kind of data each method is meant for, so a form can offer the suitable ones first.
+# "fluorescence": widefield/confocal stacks (Poisson, 3D PSFs); "astronomy": stars and galaxies;
+# "photo": pictures of everyday scenes; "volume": restores (D, H, W) blocks with a 3D PSF.
+METHOD_SUITS = {
+    "richardson_lucy": ("fluorescence", "astronomy", "volume", "photo"),
+    "wiener": ("fluorescence", "astronomy", "volume", "photo"),
+    "admm_tv": ("fluorescence", "photo", "volume"),
+    "nu_cg": ("photo", "astronomy"),
+    "irc": ("photo", "astronomy"),
+    "gradient-descent": (),
+    "wiener-bilateral": ("photo",),
+    "irc-net": ("photo",),
+    "blind-irc": ("photo",),
+    "autoencoder": ("photo",),
+    "madn": ("photo",),
+    "rgdm": ("photo",),
+    "wiener-stack-net": ("photo",),
+}
+
+# Networks whose weights were trained on photographs: on microscopy or astronomy data they
+# restore what photos look like, so forms flag them.
+TRAINED_ON_PHOTOS = frozenset({"irc-net", "blind-irc", "autoencoder", "madn", "rgdm", "wiener-stack-net"})
