@@ -218,8 +218,11 @@ def test_cuda_matches_cpu_kernel_and_reference(mode, padding, K, Bf, dtype, devi
     wanted = torch.autograd.grad(
         ref.nu_conv_core(cpu_leaves[0], cpu_leaves[1], idx, cpu_leaves[2], mode, padding),
         cpu_leaves, u.double())
+    # In float32 the bank gradient sums ~B*C*H*W*K (20 000) products per tap: rounding reaches 1e-4
+    # in absolute terms where those sums cancel.
+    grad_tol = {"rtol": 1e-4, "atol": 1e-3} if dtype == torch.float32 else {}
     for a, b in zip(got, wanted):
-        torch.testing.assert_close(a.cpu().double(), b, **tol)
+        torch.testing.assert_close(a.cpu().double(), b, **grad_tol)
 
 
 @requires_cuda
