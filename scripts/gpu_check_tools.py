@@ -3,7 +3,7 @@
   exercise [--device D]     call every CUDA kernel (forward and backward of each op, every mode,
                             padding, dtype and code path) on small inputs and compare with the CPU;
                             run under compute-sanitizer it is the memcheck stage
-  bench-cases [--tiny]      one line per op of deblur_ops.bench.OPS: the op, then the `deblur bench`
+  bench-cases [--tiny]      one line per op of deblur_ops.apps.bench.OPS: the op, then the `deblur bench`
                             flags for its GPU target size (--tiny: small sizes for a CPU rehearsal)
   bench-merge DIR JSON...   merge per-op `deblur bench --json` reports into DIR/<date>_<device>.md/json
 """
@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 # Richardson-Lucy: 256^3 x 10 iterations on the GPU. Its bench flags are matched by name because
-# they were being added to deblur_ops.bench while this script was written.
+# they were being added to deblur_ops.apps.bench while this script was written.
 RL_TARGET = {"shape": "256,256,256", "size": "256", "iter": "10"}
 RL_TINY = {"shape": "16,16,16", "size": "16", "iter": "2"}
 TARGET = {"wiener_stack": ["--size", "2048"], "learnable_shrink": ["--shrink-shape", "8,64,256,256"],
@@ -63,10 +63,10 @@ def exercise(device: str) -> int:
     for dtype in (torch.float32, torch.float64):
         # nu_conv: both modes, every padding, K = 1 and 4, shared and per-batch fields, a filter
         # larger than the image, int32 and int64 idx.
-        for (mode, padding), (b, c, h, w, k, f, kh, kw, bf), idx_dtype in itertools.product(
+        for (mode, padding), ((b, c, h, w, k, f, kh, kw, bf), idx_dtype) in itertools.product(
                 itertools.product(ref.NU_CONV_MODES, ref.NU_CONV_PADDINGS),
-                [(2, 3, 37, 45, 1, 7, 9, 13, 1), (2, 2, 19, 23, 4, 5, 7, 5, 2), (1, 1, 7, 5, 4, 3, 9, 11, 1)],
-                (torch.int64, torch.int32)):
+                [((2, 3, 37, 45, 1, 7, 9, 13, 1), torch.int64), ((2, 2, 19, 23, 4, 5, 7, 5, 2), torch.int64),
+                 ((1, 1, 7, 5, 4, 3, 9, 11, 1), torch.int32)]):
             x, bank, weights = rand(b, c, h, w, dtype=dtype), rand(f, kh, kw, dtype=dtype), rand(bf, k, h, w, dtype=dtype)
             idx = torch.randint(0, f, (bf, k, h, w), generator=gen, dtype=idx_dtype)
             label = f"nu_conv {mode}/{padding} K={k} {dtype}"
@@ -98,7 +98,7 @@ def exercise(device: str) -> int:
 
 
 def _bench_options() -> list:
-    from deblur_ops import cli
+    from deblur_ops.apps import cli
 
     parser = cli.build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
@@ -106,7 +106,7 @@ def _bench_options() -> list:
 
 
 def bench_cases(tiny: bool) -> int:
-    from deblur_ops import bench
+    from deblur_ops.apps import bench
 
     sizes = TINY if tiny else TARGET
     for name in bench.OPS:
@@ -132,7 +132,7 @@ def bench_cases(tiny: bool) -> int:
 
 
 def bench_merge(directory: str, paths: list[str], paths_to: str | None) -> int:
-    from deblur_ops import bench
+    from deblur_ops.apps import bench
 
     reports = [json.loads(Path(p).read_text()) for p in paths if Path(p).is_file()]
     if not reports:
