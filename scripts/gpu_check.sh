@@ -36,7 +36,7 @@ PY=${PYTHON:-python3}
 # A dry run rehearses on whatever CPU machine is at hand, often a loaded one: three times the limits.
 SCALE=$((DRY ? 3 : 1))
 TOTAL_S=${GPU_CHECK_TOTAL_S:-$((470 * SCALE))}
-WORK=build/gpu_check
+WORK=${GPU_CHECK_WORK:-build/gpu_check}
 LOGDIR=${OUT:-$WORK}
 rm -rf "$WORK"
 mkdir -p "$WORK" "$LOGDIR"

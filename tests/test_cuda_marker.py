@@ -1,11 +1,14 @@
 """CUDA test hygiene: `pytest -m cuda` (what scripts/gpu_check.sh runs on a GPU) must select every
-test that touches a CUDA device, and those tests must test the compiled kernels, not the fallback."""
+test that touches a CUDA device, those tests must test the compiled kernels, not the fallback, and
+scripts/gpu_check.sh must say at once when there is no GPU."""
 import ast
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from deblur_ops import _extension
@@ -63,3 +66,14 @@ def test_every_op_has_a_cuda_kernel():
     # parity tests would compare the reference with itself.
     assert _extension.backend(torch.device("cuda")) == {op: "extension" for op in _extension.OPS}
 
+
+
+@pytest.mark.skipif(CUDA, reason="checks the failure without a GPU")
+def test_gpu_check_script_fails_at_once_without_a_gpu(tmp_path):
+    script = TESTS.parent / "scripts" / "gpu_check.sh"
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    env = dict(os.environ, OUT=str(tmp_path / "out"), GPU_CHECK_WORK=str(tmp_path / "work"))
+    result = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stdout.splitlines()[-1].startswith("gpu_check: FAIL: no CUDA GPU: "), result.stdout
+    assert (tmp_path / "out" / "gpu_check.log").read_text() == result.stdout
