@@ -239,6 +239,6 @@ summary
 return $FAILED
 }
 
-# Through a pipe rather than `exec > >(tee)`: the log is complete when the script exits.
-main 2>&1 | tee "$LOG"
-exit "${PIPESTATUS[0]}"
+# Through a pipe rather than `exec > >(tee)`: the log is complete when the script exits. One line,
+# read whole before it runs, so that editing this file during a run cannot change what follows.
+main 2>&1 | tee "$LOG"; exit "${PIPESTATUS[0]}"
