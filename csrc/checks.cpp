@@ -2,14 +2,21 @@
 
 namespace deblur_ops {
 
+namespace {
+// at::isFloatingType also admits half, bfloat16 and the float8 types, for which no kernel is
+// compiled: without this check they would pass here and fail later inside the dtype dispatch with
+// a message that names neither the argument nor the fix.
+bool is_float32_or_float64(at::ScalarType t) { return t == at::kFloat || t == at::kDouble; }
+}  // namespace
+
 void check_wiener_inputs(const at::Tensor& image, const at::Tensor& psf, const at::Tensor& snr_db,
                          const char* image_name, int64_t leading_dims) {
   const int64_t nd = image.dim();
   TORCH_CHECK(nd == leading_dims + 2 || nd == leading_dims + 3, image_name, " must have ",
               leading_dims, " leading dims followed by 2 or 3 spatial dims, got shape ",
               image.sizes());
-  TORCH_CHECK(at::isFloatingType(image.scalar_type()), image_name,
-              " must be float32 or float64, got ", image.scalar_type());
+  TORCH_CHECK(is_float32_or_float64(image.scalar_type()), image_name,
+              " must be float32 or float64, got ", image.scalar_type(), "; convert with .float()");
   const int64_t spatial = nd - leading_dims;
   TORCH_CHECK(psf.dim() == spatial + 1, "psf must have shape (P, ", spatial,
               " kernel dims) with P = 1 or the batch size, got shape ", psf.sizes());
@@ -37,8 +44,8 @@ void check_wiener_inputs(const at::Tensor& image, const at::Tensor& psf, const a
 
 void check_shrink_inputs(const at::Tensor& x, const at::Tensor& values, double xmin, double xmax) {
   TORCH_CHECK(x.dim() >= 2, "x must have shape (B, C, ...), got ", x.sizes());
-  TORCH_CHECK(at::isFloatingType(x.scalar_type()), "x must be float32 or float64, got ",
-              x.scalar_type());
+  TORCH_CHECK(is_float32_or_float64(x.scalar_type()), "x must be float32 or float64, got ",
+              x.scalar_type(), "; convert with .float()");
   TORCH_CHECK(values.dim() == 2 && values.size(0) == x.size(1) && values.size(1) >= 2,
               "values must have shape (C, n_knots) = (", x.size(1), ", n>=2), got ",
               values.sizes());

@@ -4,7 +4,18 @@ import pytest
 import torch
 
 CUDA = torch.cuda.is_available()
-requires_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
+# The one way to mark a CUDA test: `pytest -m cuda` selects it (the GPU run of scripts/gpu_check.sh)
+# and pytest_collection_modifyitems below skips it where no CUDA device is present.
+requires_cuda = pytest.mark.cuda
+
+
+def pytest_collection_modifyitems(config, items):
+    if CUDA:
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if item.get_closest_marker("cuda") is not None:
+            item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True)

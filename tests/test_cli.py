@@ -101,6 +101,18 @@ def test_nu_conv_by_filter_baseline_is_nu_conv(mode, batch_field):
                                deblur_ops.reference.nu_conv(x, bank, idx, w, mode=mode))
 
 
+def test_bench_no_cpu_peers_leaves_out_skimage(tmp_path):
+    pytest.importorskip("skimage")
+    peers = {}
+    for flags in ([], ["--no-cpu-peers"]):
+        path = tmp_path / f"bench{len(flags)}.json"
+        assert main(["bench", "--ops", "wiener_stack", "--size", "32", "--warmup", "0", "--repeats", "1",
+                     *flags, "--json", str(path)]) == 0
+        peers[tuple(flags)] = [r["peer"] for r in json.loads(path.read_text())["rows"]]
+    assert peers[()] == ["skimage.restoration.wiener x15", None]
+    assert peers[("--no-cpu-peers",)] == [None, None]
+
+
 def test_bench_rejects_unknown_op():
     with pytest.raises(ValueError, match="unknown ops"):
         bench.run(["fft"])

@@ -207,3 +207,45 @@ class TestLearnableShrink:
         tol = 1e-4 if dtype == torch.float32 else 1e-10
         for a, b in zip(outs["cuda"], outs["cpu"]):
             torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+
+    @needs_extension
+    @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=requires_cuda)])
+    @pytest.mark.parametrize("dtype,name", [(torch.float16, "Half"), (torch.bfloat16, "BFloat16")])
+    def test_op_rejects_half_precision_with_a_clear_message(self, device, dtype, name):
+        # No kernel is compiled for 16-bit floats: the op itself (below the Python checks) must say so.
+        x, values = sample_inputs(device, dtype=dtype)
+        with pytest.raises(RuntimeError, match=f"x must be float32 or float64, got {name}"):
+            OP.learnable_shrink(x, values, -1.0, 1.0)
+        with pytest.raises(RuntimeError, match=f"x must be float32 or float64, got {name}"):
+            OP.learnable_shrink_backward(torch.ones_like(x), x, values, -1.0, 1.0)
+
+    # The CUDA tests take ``device`` as a defaulted argument (pytest passes nothing to it), so that
+    # the same bodies can be rehearsed on the CPU by calling them with device="cpu".
+    @requires_cuda
+    @pytest.mark.parametrize("n", [6, 4000])
+    def test_cuda_gradcheck(self, n, device="cuda"):
+        x, values = sample_inputs(device, shape=(2, 3, 4, 5), n=n, requires_grad=True)
+        # The knot gradient is reduced with atomicAdd, whose order (and so the last bits) varies.
+        assert torch.autograd.gradcheck(lambda a, b: deblur_ops.learnable_shrink(a, b, (-1, 1)), (x, values),
+                                        nondet_tol=1e-10)
+
+    @requires_cuda
+    @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+    def test_cuda_opcheck(self, dtype, device="cuda"):
+        x, values = sample_inputs(device, dtype=dtype, requires_grad=True)
+        torch.library.opcheck(OP.learnable_shrink, (x, values, -1.0, 1.0))
+        torch.library.opcheck(OP.learnable_shrink_backward,
+                              (torch.randn_like(x), x.detach(), values.detach(), -1.0, 1.0))
+
+    @requires_cuda
+    def test_cuda_torch_compile_fullgraph(self, device="cuda"):
+        shrink = deblur_ops.LearnableShrink(3).to(device)
+        x = torch.randn(2, 3, 8, 8, device=device)
+        compiled = torch.compile(lambda t: torch.tanh(shrink(t) * 3), fullgraph=True)
+        results = []
+        for fn in (compiled, lambda t: torch.tanh(shrink(t) * 3)):
+            xg = x.clone().requires_grad_()
+            y = fn(xg)
+            results.append((y, *torch.autograd.grad(y.square().sum(), (xg, shrink.values))))
+        for a, b in zip(*results):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)

@@ -12,7 +12,10 @@ import deblur_ops
 from deblur_ops import _extension
 from deblur_ops import reference as ref
 
+from .conftest import requires_cuda
+
 MODES = ref.NU_CONV_MODES
+HALF_NAMES = {torch.float16: "Half", torch.bfloat16: "BFloat16"}  # as c10 prints them
 PADDINGS = ref.NU_CONV_PADDINGS
 needs_ext = pytest.mark.skipif(not _extension.has_kernel("nu_conv", torch.device("cpu")),
                                reason="compiled CPU kernel not built")
@@ -179,21 +182,83 @@ def test_kernel_rejects_out_of_range_idx_without_reading_out_of_bounds():
         torch.ops.deblur_ops.nu_conv(x, bank, idx, w, "gather", "mirror")
 
 
-@pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@needs_ext
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=requires_cuda)])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_op_rejects_half_precision_with_a_clear_message(device, dtype):
+    # No kernel is compiled for 16-bit floats: the op itself (below the Python checks) must say so.
+    x, bank, idx, w = make(1, 1, 6, 6, 2, 3, 3, 3, device=device)
+    x, bank, w = x.to(dtype), bank.to(dtype), w.to(dtype)
+    with pytest.raises(RuntimeError, match=f"x must be float32 or float64, got {HALF_NAMES[dtype]}"):
+        torch.ops.deblur_ops.nu_conv(x, bank, idx, w, "gather", "zeros")
+    with pytest.raises(RuntimeError, match="x must be float32 or float64"):
+        torch.ops.deblur_ops.nu_conv_backward(x, x, bank, idx, w, "scatter", "zeros", [True, True, True])
+
+
+# The CUDA tests take ``device`` as a defaulted argument (pytest passes nothing to it), so that
+# the same bodies can be rehearsed on the CPU by calling them with device="cpu".
+@requires_cuda
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("K,Bf", [(1, 1), (4, 2)])
 @pytest.mark.parametrize("mode,padding", list(itertools.product(MODES, PADDINGS)))
-def test_cuda_matches_cpu_reference(mode, padding):
-    x, bank, idx, w = make(2, 3, 37, 45, 4, 7, 9, 13, Bf=1)
+def test_cuda_matches_cpu_kernel_and_reference(mode, padding, K, Bf, dtype, device="cuda"):
+    x, bank, idx, w = make(2, 3, 37, 45, K, 7, 9, 13, Bf=Bf)
     want = ref.nu_conv(x, bank, idx, w, mode=mode, padding=padding)
-    leaves = [t.cuda().requires_grad_() for t in (x, bank, w)]
-    y = deblur_ops.nu_conv(leaves[0], leaves[1], idx.cuda(), leaves[2], mode=mode,
+    tol = {"rtol": 1e-4, "atol": 1e-4} if dtype == torch.float32 else {}
+    x, bank, w = x.to(dtype), bank.to(dtype), w.to(dtype)
+    cpu = deblur_ops.nu_conv(x, bank, idx, w, mode=mode, padding=padding)
+    leaves = [t.to(device).requires_grad_() for t in (x, bank, w)]
+    y = deblur_ops.nu_conv(leaves[0], leaves[1], idx.to(device), leaves[2], mode=mode,
                            padding=padding)
-    torch.testing.assert_close(y.cpu(), want)
+    torch.testing.assert_close(y.cpu(), cpu, **tol)
+    torch.testing.assert_close(y.cpu().double(), want, **tol)
     u = torch.randn_like(x)
-    got = torch.autograd.grad(y, leaves, u.cuda())
-    cpu_leaves = [t.clone().requires_grad_() for t in (x, bank, w)]
+    got = torch.autograd.grad(y, leaves, u.to(device))
+    cpu_leaves = [t.clone().double().requires_grad_() for t in (x, bank, w)]
     wanted = torch.autograd.grad(
         ref.nu_conv_core(cpu_leaves[0], cpu_leaves[1], idx, cpu_leaves[2], mode, padding),
-        cpu_leaves, u)
+        cpu_leaves, u.double())
+    # In float32 the bank gradient sums ~B*C*H*W*K (20 000) products per tap: rounding reaches 1e-4
+    # in absolute terms where those sums cancel.
+    grad_tol = {"rtol": 1e-4, "atol": 1e-3} if dtype == torch.float32 else {}
     for a, b in zip(got, wanted):
-        torch.testing.assert_close(a.cpu(), b)
+        torch.testing.assert_close(a.cpu().double(), b, **grad_tol)
+
+
+@requires_cuda
+@pytest.mark.parametrize("mode,padding", list(itertools.product(MODES, PADDINGS)))
+def test_cuda_gradcheck(mode, padding, device="cuda"):
+    x, bank, idx, w = make(2, 2, 5, 4, 2, 3, 3, 5, Bf=1, device=device)
+    inputs = (x.requires_grad_(), bank.requires_grad_(), idx, w.requires_grad_())
+    fn = lambda a, b, i, c: deblur_ops.nu_conv(a, b, i, c, mode=mode, padding=padding)  # noqa: E731
+    # The bank gradient is reduced with atomicAdd, whose order (and so the last bits) varies.
+    assert torch.autograd.gradcheck(fn, inputs, nondet_tol=1e-10)
+
+
+@requires_cuda
+@pytest.mark.parametrize("mode,padding", list(itertools.product(MODES, PADDINGS)))
+def test_cuda_opcheck(mode, padding, device="cuda"):
+    x, bank, idx, w = make(2, 2, 6, 5, 2, 3, 3, 3, Bf=1, device=device)
+    args = (x.requires_grad_(), bank.requires_grad_(), idx, w.requires_grad_(), mode, padding)
+    torch.library.opcheck(torch.ops.deblur_ops.nu_conv.default, args)
+    torch.library.opcheck(torch.ops.deblur_ops.nu_conv_backward.default,
+                          (torch.randn_like(x), x.detach(), bank.detach(), idx, w.detach(), mode,
+                           padding, [True, True, True]))
+
+
+@requires_cuda
+@pytest.mark.parametrize("mode", MODES)
+def test_cuda_torch_compile_fullgraph(mode, device="cuda"):
+    x, bank, idx, w = make(1, 2, 16, 12, 2, 3, 5, 3, dtype=torch.float32, device=device)
+
+    def f(x, bank, idx, w):
+        return torch.sin(deblur_ops.nu_conv(x, bank, idx, w, mode=mode, padding="reflect") * 2)
+
+    compiled = torch.compile(f, fullgraph=True)
+    results = []
+    for fn in (compiled, f):
+        leaves = [t.clone().requires_grad_() for t in (x, bank, w)]
+        y = fn(leaves[0], leaves[1], idx, leaves[2])
+        results.append((y, *torch.autograd.grad(y.square().sum(), leaves)))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)

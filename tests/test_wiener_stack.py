@@ -229,18 +229,73 @@ class TestWienerStack:
         x = torch.arange(64.0).reshape(1, 1, 8, 8)
         torch.testing.assert_close(torch.load(tmp_path / "out.pt"), deblur_ops.wiener_stack(x, torch.ones(3, 3) / 9))
 
+    @needs_extension
+    @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=requires_cuda)])
+    @pytest.mark.parametrize("dtype,name", [(torch.float16, "Half"), (torch.bfloat16, "BFloat16")])
+    def test_op_rejects_half_precision_with_a_clear_message(self, device, dtype, name):
+        # No kernel is compiled for 16-bit floats: the op itself (below the Python checks) must say so.
+        image, psf = sample_inputs(device, dtype=dtype, image_shape=(1, 1, 8, 8), psf_shape=(1, 3, 3))
+        snr = torch.tensor([10.0], device=device)
+        with pytest.raises(RuntimeError, match=f"image must be float32 or float64, got {name}"):
+            OP.wiener_stack(image, psf, snr, "identity")
+        with pytest.raises(RuntimeError, match=f"grad must be float32 or float64, got {name}"):
+            OP.wiener_stack_backward(image[:, None], psf, snr, "identity")
+
+    # The CUDA tests take ``device`` as a defaulted argument (pytest passes nothing to it), so that
+    # the same bodies can be rehearsed on the CPU by calling them with device="cpu".
     @requires_cuda
     @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
     @pytest.mark.parametrize("regularizer", REGULARIZERS)
-    def test_cuda_matches_cpu(self, dtype, regularizer):
-        image, psf = sample_inputs(dtype=dtype, image_shape=(2, 3, 65, 48), psf_shape=(2, 7, 5))
+    @pytest.mark.parametrize("image_shape,psf_shape", [((2, 3, 65, 48), (2, 7, 5)),
+                                                       ((2, 2, 9, 20, 17), (2, 3, 7, 5))])
+    def test_cuda_matches_cpu(self, dtype, regularizer, image_shape, psf_shape, device="cuda"):
+        image, psf = sample_inputs(dtype=dtype, image_shape=image_shape, psf_shape=psf_shape)
         snr = torch.tensor([9.0, 25.0, 60.0], dtype=dtype)
         cpu = deblur_ops.wiener_stack(image, psf, snr, regularizer=regularizer)
-        gpu = deblur_ops.wiener_stack(image.cuda(), psf.cuda(), snr.cuda(), regularizer=regularizer)
+        gpu = deblur_ops.wiener_stack(image.to(device), psf.to(device), snr.to(device), regularizer=regularizer)
         tol = 1e-4 if dtype == torch.float32 else 1e-10
         torch.testing.assert_close(gpu.cpu(), cpu, rtol=tol, atol=tol)
         grad = torch.randn_like(cpu)
-        x_cpu, x_gpu = image.clone().requires_grad_(), image.cuda().requires_grad_()
+        x_cpu, x_gpu = image.clone().requires_grad_(), image.to(device).requires_grad_()
         deblur_ops.wiener_stack(x_cpu, psf, snr, regularizer=regularizer).backward(grad)
-        deblur_ops.wiener_stack(x_gpu, psf.cuda(), snr.cuda(), regularizer=regularizer).backward(grad.cuda())
+        deblur_ops.wiener_stack(x_gpu, psf.to(device), snr.to(device), regularizer=regularizer).backward(
+            grad.to(device))
         torch.testing.assert_close(x_gpu.grad.cpu(), x_cpu.grad, rtol=tol, atol=tol)
+
+    @requires_cuda
+    @pytest.mark.parametrize("regularizer", REGULARIZERS)
+    @pytest.mark.parametrize("image_shape,psf_shape", [((1, 2, 9, 8), (3, 3)), ((1, 1, 5, 6, 7), (3, 3, 3))])
+    def test_cuda_gradcheck(self, regularizer, image_shape, psf_shape, device="cuda"):
+        image, psf = sample_inputs(device, image_shape=image_shape, psf_shape=psf_shape, requires_grad=True)
+        fn = lambda x: deblur_ops.wiener_stack(x, psf, [10.0, 30.0], regularizer=regularizer)  # noqa: E731
+        assert torch.autograd.gradcheck(fn, (image,))
+        assert torch.autograd.gradgradcheck(fn, (image,))
+
+    @requires_cuda
+    @pytest.mark.parametrize("regularizer", REGULARIZERS)
+    def test_cuda_opcheck(self, regularizer, device="cuda"):
+        image = torch.randn(2, 2, 16, 15, device=device, requires_grad=True)
+        psf = torch.rand(2, 3, 5, device=device)
+        snr = torch.tensor([10.0, 20.0], device=device)
+        torch.library.opcheck(OP.wiener_stack, (image, psf, snr, regularizer))
+        torch.library.opcheck(OP.wiener_stack_backward,
+                              (torch.randn(2, 2, 2, 16, 15, device=device), psf, snr, regularizer))
+        torch.library.opcheck(OP.wiener_stack, (torch.randn(1, 1, 5, 6, 7, device=device),
+                                                torch.rand(1, 3, 3, 3, device=device), snr, regularizer))
+
+    @requires_cuda
+    @pytest.mark.parametrize("image_shape,psf_shape", [((1, 1, 32, 30), (5, 5)), ((1, 1, 8, 12, 10), (3, 5, 3))])
+    def test_cuda_torch_compile_fullgraph(self, image_shape, psf_shape, device="cuda"):
+        image, psf = sample_inputs(device, dtype=torch.float32, image_shape=image_shape, psf_shape=psf_shape)
+
+        def f(x, p):
+            return torch.tanh(deblur_ops.wiener_stack(x, p, [10.0, 20.0]) * 2)
+
+        compiled = torch.compile(f, fullgraph=True)
+        results = []
+        for fn in (compiled, f):
+            x = image.clone().requires_grad_()
+            y = fn(x, psf)
+            results.append((y, *torch.autograd.grad(y.square().sum(), (x,))))
+        for a, b in zip(*results):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)

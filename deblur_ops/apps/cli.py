@@ -60,7 +60,8 @@ def _bench(args) -> int:
         torch.set_num_threads(args.threads)
     report = bench.run(args.ops, device=args.device, size=args.size,
                        shrink_shape=args.shrink_shape, nu_conv_size=args.nu_conv_size,
-                       warmup=args.warmup, repeats=args.repeats, irc_shape=_pair(args.irc_shape, "--irc-shape"))
+                       warmup=args.warmup, repeats=args.repeats, irc_shape=_pair(args.irc_shape, "--irc-shape"),
+                       cpu_peers=args.cpu_peers)
     _emit(report, bench.markdown, bench.save, args)
     return 0
 
@@ -256,9 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
-    p.add_argument("--nonuniform", action="store_true",
-                   help="paper 004 Table 3 protocol: nu_cg and irc on random camera-motion fields, "
-                        "128x128 (options given explicitly still win)")
+    p.add_argument("--no-cpu-peers", dest="cpu_peers", action="store_false",
+                   help="leave out peers that run on the CPU whatever --device is (skimage's Wiener "
+                        "takes minutes of repeats at --size 2048)")
     p.add_argument("--json", help="also write the report as JSON to this file")
     p.add_argument("--save", metavar="DIR", help="write <date>_<device>.json/.md into DIR "
                    "(e.g. benchmarks/results)")
