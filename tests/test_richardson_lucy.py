@@ -47,10 +47,12 @@ def batch(array):
 class TestAgainstSkimage:
     @pytest.mark.parametrize("shape,psf_shape,sigmas", [((40, 36), (7, 5), (1.5, 1.0)),
                                                         ((12, 24, 20), (5, 7, 5), (1.2, 1.5, 1.0))])
-    def test_same_iterates_as_skimage_with_zero_boundary(self, shape, psf_shape, sigmas):
+    @pytest.mark.parametrize("symmetric", [True, False], ids=["gaussian", "asymmetric"])
+    def test_same_iterates_as_skimage_with_zero_boundary(self, shape, psf_shape, sigmas, symmetric):
         rng = np.random.default_rng(1)
         image = rng.random(shape) + 0.05
-        psf = gaussian(psf_shape, sigmas)
+        # A Gaussian's OTF is real (the real-product path); a random PSF's is not.
+        psf = gaussian(psf_shape, sigmas) if symmetric else rng.random(psf_shape)
         theirs = restoration.richardson_lucy(image, psf, num_iter=12, clip=False)
         # skimage: mode="same" convolutions (scene zero outside), start 0.5, no normaliser.
         ours = richardson_lucy(batch(image), torch.from_numpy(psf), iterations=12, padding="zeros",
@@ -87,18 +89,18 @@ class TestFluxAndBackground:
     def test_background_model_recovers_what_rl_finds_without_background(self):
         # data = H x + b with b known (a ramp map): RL with the background term and RL on the
         # background-free data approach the same x (the iterates differ: the updates do). After
-        # 200 updates they are 3.3 % apart (relative l2); subtracting b after ignoring it is 14 % off.
+        # 100 updates they are 4.8 % apart (relative l2); subtracting b after ignoring it is 16 % off.
         psf = gaussian((9, 9), (1.5, 1.5))
         scene = beads((48, 48), 8, 8, seed=4) + 1.0
         clean = blur_full(scene, psf)
         ramp = np.linspace(5, 15, 48)[None, :] * np.ones((48, 1))
-        without = richardson_lucy(batch(clean), torch.from_numpy(psf), iterations=200)
-        with_b = richardson_lucy(batch(clean + ramp), torch.from_numpy(psf), iterations=200,
+        without = richardson_lucy(batch(clean), torch.from_numpy(psf), iterations=100)
+        with_b = richardson_lucy(batch(clean + ramp), torch.from_numpy(psf), iterations=100,
                                  background=torch.from_numpy(ramp))
-        ignored = richardson_lucy(batch(clean + ramp), torch.from_numpy(psf), iterations=200)
+        ignored = richardson_lucy(batch(clean + ramp), torch.from_numpy(psf), iterations=100)
         scale = float(without.norm())
-        assert float((with_b - without).norm()) < 0.05 * scale
-        assert float((ignored - batch(ramp) - without).norm()) > 0.1 * scale
+        assert float((with_b - without).norm()) < 0.06 * scale
+        assert float((ignored - batch(ramp) - without).norm()) > 0.12 * scale
 
     def test_auto_background_is_the_pedestal_of_a_star_field(self):
         rng = np.random.default_rng(5)
@@ -186,14 +188,14 @@ class TestMemory:
 
     def test_split_runs_match_the_whole_run(self, monkeypatch):
         rng = np.random.default_rng(7)
-        image = torch.from_numpy(rng.random((3, 2, 64, 64)) + 0.2)
-        psfs = torch.from_numpy(np.stack([gaussian((7, 7), (s, s)) for s in (1.0, 1.5, 2.0)]))
-        whole = richardson_lucy(image, psfs, iterations=20, background=0.1)
+        image = torch.from_numpy(rng.random((2, 2, 64, 64)) + 0.2)
+        psfs = torch.from_numpy(np.stack([gaussian((7, 7), (s, s)) for s in (1.0, 2.0)]))
+        whole = richardson_lucy(image, psfs, iterations=10, background=0.1)
         per_item = 7 * 8 * next_fast_len(64 + 7 - 1) ** 2
         monkeypatch.setattr(rl_module, "memory_budget", lambda device: 2 * per_item)
-        torch.testing.assert_close(richardson_lucy(image, psfs, iterations=20, background=0.1), whole)
+        torch.testing.assert_close(richardson_lucy(image, psfs, iterations=10, background=0.1), whole)
         monkeypatch.setattr(rl_module, "memory_budget", lambda device: per_item // 2)
-        tiled = richardson_lucy(image, psfs, iterations=20, background=0.1)
+        tiled = richardson_lucy(image, psfs, iterations=10, background=0.1)
         # Tiles overlap by two PSF sizes: on this white-noise image (the worst case for how far
         # Richardson-Lucy carries information) the seams differ from the whole run by 1.6e-3.
         assert float((tiled - whole).abs().max()) < 3e-3 * float(whole.max())
@@ -290,3 +292,18 @@ class TestSpatiallyVarying:
         expected = sv_richardson_lucy(torch.from_numpy(image)[None, None], grid, iterations=5)[0, 0].numpy()
         np.testing.assert_allclose(out, expected, rtol=1e-6)
         assert deblur_ops.restore.get_method("sv_richardson_lucy").spatially_varying
+
+    def test_reachable_through_deblur_run(self, tmp_path):
+        import tifffile
+
+        from deblur_ops.catalog import make_psf
+        from deblur_ops.cli import main
+
+        image = np.random.default_rng(13).random((32, 36)).astype(np.float32) + 0.1
+        tifffile.imwrite(tmp_path / "in.tif", image)
+        assert main(["run", str(tmp_path / "in.tif"), str(tmp_path / "out.tif"), "--method", "sv_richardson_lucy",
+                     "--psf-model", "gaussian", "--sigma", "1.5", "--param", "iterations=4", "--quiet"]) == 0
+        psf = torch.as_tensor(np.asarray(make_psf("gaussian", sigma=1.5)), dtype=torch.float32)
+        expected = richardson_lucy(torch.from_numpy(image)[None, None], psf, iterations=4)[0, 0].numpy()
+        np.testing.assert_allclose(tifffile.imread(tmp_path / "out.tif"), expected, rtol=1e-4, atol=1e-5)
+

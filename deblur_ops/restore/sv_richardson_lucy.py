@@ -15,6 +15,7 @@ import math
 import torch
 
 from .. import _validation as v
+from ..boundary import _reflect_dim, psf_to_otf
 from ..ops.nu_conv import nu_conv_unchecked
 from ._common import check_callback, check_positive
 from ._nonuniform import BlurOperator
@@ -79,7 +80,6 @@ class SVDomain:
         self.dims = (-2, -1)
         self.shape = tuple(op.data.shape[-2:])
         self.operator = operator
-        self._reflected = op.data
         if operator == "fft":
             count = self.bank.shape[0]
             # Dense per-filter weight maps (Bw, F, H', W'): w_f(p) = sum_k [idx_k(p) = f] w_k(p).
@@ -102,8 +102,6 @@ class SVDomain:
         return torch.nn.functional.pad(image, flat)
 
     def start(self, image: torch.Tensor) -> torch.Tensor:
-        from ..boundary import _reflect_dim
-
         for d, (before, after) in zip(self.dims, self.pads):
             image = _reflect_dim(image, image.dim() + d, before, after)
         return image * (self.factor > 0)
@@ -143,8 +141,6 @@ def _kernel_size(psf) -> int:
 
 
 def _otfs(bank: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
-    from ..boundary import psf_to_otf
-
     return psf_to_otf(bank, shape).unsqueeze(1)
 
 
