@@ -60,7 +60,10 @@ class SpatiallyVaryingWidget(RestoreRunner, QWidget):
         self.end_angle = widgets.FloatSpinBox(label="end angle (°)", value=0.0, min=-360.0, max=360.0)
         self.ramp_axis = widgets.ComboBox(label="ramp along", choices=["x", "y"])
         capable = sorted(name for name, method in METHODS.items() if method.spatially_varying)
-        self.method = widgets.ComboBox(label="method", choices=capable)
+        # Richardson-Lucy is the default: PSF grids come from microscopes and telescopes, whose
+        # Poisson data with background it models (flux kept, x >= 0).
+        self.method = widgets.ComboBox(label="method", choices=capable,
+                                       value="sv_richardson_lucy" if "sv_richardson_lucy" in capable else None)
         self.method_params = widgets.Container(labels=True)
         self.device = widgets.ComboBox(label="device", choices=["auto", "cpu", "cuda"])
         self.grid_button = widgets.PushButton(text="Preview grid",

@@ -58,7 +58,7 @@ def test_demo_result_numbers():
 def test_bench_tiny_run_writes_reports(tmp_path, capsys):
     report_json = tmp_path / "bench.json"
     args = ["bench", "--size", "48", "--shrink-shape", "1,2,16,16", "--nu-conv-size", "40",
-            "--irc-shape", "40,48", "--warmup", "0", "--repeats", "1",
+            "--irc-shape", "40,48", "--rl-shape", "14,24,24", "--warmup", "0", "--repeats", "1",
             "--json", str(report_json), "--save", str(tmp_path / "results")]
     assert main(args) == 0
     out = capsys.readouterr().out
@@ -69,7 +69,8 @@ def test_bench_tiny_run_writes_reports(tmp_path, capsys):
         ("learnable_shrink", "forward"), ("learnable_shrink", "forward+backward"),
         ("nu_conv", "gather forward"), ("nu_conv", "gather forward+backward"),
         ("nu_conv", "scatter forward"), ("nu_conv", "scatter forward+backward"), ("irc_net", "inference"),
-        ("irc", "inference")}
+        ("irc", "inference"), ("richardson_lucy", "per iteration"), ("richardson_lucy", "30 iterations"),
+        ("richardson_lucy", "per iteration, padding='circular'")}
     irc_rows = [r for r in report["rows"] if r["op"] == "irc"]
     assert len(irc_rows) == 2 and all(r["peer_ms"] > 0 and "eq. 17" in r["peer"] for r in irc_rows)
     assert report["matmul_gflops"] > 0

@@ -15,7 +15,7 @@ from ..psf import linear_motion_kernel
 from ..restore import get_method
 
 # Keyword arguments that are plumbing (hooks, array options), not knobs a user sets from a form.
-_NOT_USER_PARAMETERS = {"callback", "dtype"}
+_NOT_USER_PARAMETERS = {"callback", "dtype", "info"}
 
 
 @dataclass(frozen=True)

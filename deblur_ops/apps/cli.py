@@ -61,7 +61,7 @@ def _bench(args) -> int:
     report = bench.run(args.ops, device=args.device, size=args.size,
                        shrink_shape=args.shrink_shape, nu_conv_size=args.nu_conv_size,
                        warmup=args.warmup, repeats=args.repeats, irc_shape=_pair(args.irc_shape, "--irc-shape"),
-                       cpu_peers=args.cpu_peers)
+                       cpu_peers=args.cpu_peers, rl_shape=_triple(args.rl_shape, "--rl-shape"))
     _emit(report, bench.markdown, bench.save, args)
     return 0
 
@@ -195,6 +195,12 @@ def _pair(value, name: str) -> tuple[int, int]:
     return tuple(value)
 
 
+def _triple(value, name: str) -> tuple[int, int, int]:
+    if isinstance(value, int) or len(value) != 3:
+        raise ValueError(f"{name} takes three sizes D,H,W, got {value!r}")
+    return tuple(value)
+
+
 def _ints(text: str) -> int | tuple[int, ...]:
     values = _int_list(text)
     return values[0] if len(values) == 1 else values
@@ -254,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="image side for nu_conv (default 512; 2048 is the GPU target size)")
     p.add_argument("--irc-shape", type=_ints, default=(375, 500),
                    help="H,W of the RGB photo for irc_net and irc (default 375,500, paper 004's setting)")
+    p.add_argument("--rl-shape", type=_ints, default=(32, 256, 256),
+                   help="D,H,W of the volume for richardson_lucy (default 32,256,256)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")

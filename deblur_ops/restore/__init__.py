@@ -11,7 +11,8 @@ from .irc import irc, irc_admm
 from .nu_cg import nu_cg
 from .registry import METHODS, Method, get_method, register
 from .richardson_lucy import richardson_lucy
+from .sv_richardson_lucy import sv_richardson_lucy
 from .wiener import wiener
 
 __all__ = ["METHODS", "Method", "admm_tv", "get_method", "gradient_descent_method", "irc", "irc_admm", "nu_cg",
-           "register", "richardson_lucy", "wiener", "wiener_bilateral"]
+           "register", "richardson_lucy", "sv_richardson_lucy", "wiener", "wiener_bilateral"]
