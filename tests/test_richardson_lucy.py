@@ -296,8 +296,8 @@ class TestSpatiallyVarying:
     def test_reachable_through_deblur_run(self, tmp_path):
         import tifffile
 
-        from deblur_ops.catalog import make_psf
-        from deblur_ops.cli import main
+        from deblur_ops.apps.catalog import make_psf
+        from deblur_ops.apps.cli import main
 
         image = np.random.default_rng(13).random((32, 36)).astype(np.float32) + 0.1
         tifffile.imwrite(tmp_path / "in.tif", image)
