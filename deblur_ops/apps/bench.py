@@ -346,7 +346,7 @@ def bench_richardson_lucy(device, warmup: int, repeats: int, shape=(32, 256, 256
     """
     from scipy.signal import fftconvolve
 
-    from .restore.richardson_lucy import RLDomain, richardson_lucy
+    from ..restore.richardson_lucy import RLDomain, richardson_lucy
 
     margin = (6, 5, 5)
     scene_full = bead_filament_volume(shape, margin=margin)
