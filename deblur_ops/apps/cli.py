@@ -107,7 +107,7 @@ def _run(args) -> int:
     if args.psf is not None:
         if model_args:
             raise ValueError(f"{sorted(model_args)} describe a generated PSF; drop them or --psf")
-        psf = prepare_psf(io.read_image(args.psf).data, center=args.psf_center,
+        psf = prepare_psf(io.read_image(args.psf).data, center=args.psf_center, crop_energy=args.psf_crop_energy,
                           background=_background(args.psf_background)).numpy()
     else:
         psf = catalog.make_psf(args.psf_model, **model_args)
@@ -288,6 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--psf-center", default="none", choices=("none", "peak", "centroid"),
                    help="re-centre the PSF file on its peak or centre of mass (default none: centre at N/2)")
     p.add_argument("--psf-background", help="subtract from the PSF file: 'auto' (median of its border) or a number")
+    p.add_argument("--psf-crop-energy", type=float, metavar="FRACTION",
+                   help="crop the PSF file to the centred box that keeps this fraction of its flux, e.g. 0.999 "
+                   "(smaller halos for chunks); default: no crop beyond the image size")
     p.add_argument("--psf-model", choices=sorted(catalog.PSF_MODELS),
                    help="generate the PSF; its parameters as options, e.g. --psf-model motion --length 15 --angle 30")
     models = p.add_argument_group("generated PSF parameters (see deblur_ops.apps.catalog.PSF_MODELS for defaults)")
