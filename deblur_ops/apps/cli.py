@@ -76,6 +76,12 @@ def _evaluate(args) -> int:
                 ("size", 256, evaluate.NONUNIFORM_SIZE)):
             if getattr(args, key) == (list(uniform) if isinstance(uniform, tuple) else uniform):
                 setattr(args, key, list(nonuniform) if isinstance(nonuniform, tuple) else nonuniform)
+    if args.protocol is not None:
+        specs = None if args.methods == list(evaluate.DEFAULT_METHODS) else args.methods
+        report = evaluate.evaluate_protocol(args.protocol, specs, seed=args.seed, device=args.device,
+                                            shape=args.shape)
+        _emit(report, evaluate.protocol_markdown, evaluate.save_protocol, args)
+        return 0
     if args.motion:
         report = evaluate.evaluate_motion(args.kernels, args.images, args.noise, size=args.size, seed=args.seed)
         _emit(report, evaluate.motion_markdown, evaluate.save_motion, args)
@@ -356,6 +362,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "128x128 (options given explicitly still win)")
     p.add_argument("--motion", action="store_true",
                    help="score Motion-Net's motion estimates (paper 004 Table 2 metric) on the --nonuniform protocol")
+    p.add_argument("--protocol", choices=sorted(evaluate.PROTOCOL_METHODS),
+                   help="real-data protocol: microscopy (3D Gibson-Lanni, anisotropic voxels, Poisson, camera "
+                        "offset) or astronomy (varying Moffat seeing, sky, Poisson); --methods as NAME[:psf=...]")
+    p.add_argument("--shape", type=_int_list, help="scene shape for --protocol (default 16,64,64 / 96,96)")
     p.add_argument("--json", help="also write the report as JSON to this file")
     p.add_argument("--save", metavar="DIR", help="write <date>_evaluate.json/.md into DIR (e.g. benchmarks/results)")
     p.set_defaults(func=_evaluate)
