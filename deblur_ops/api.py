@@ -101,9 +101,9 @@ def deblur(image, psf=None, *, method: str = "wiener", device="auto", voxel_size
             (kd, kh, kw) for volumes, centred at index ``shape // 2`` (even sides too: the
             DeconvolutionLab2 / flowdec convention), convolution convention (see
             :mod:`deblur_ops.psf`); it goes through :func:`deblur_ops.psf.prepare_psf` (odd sizes,
-            negatives clipped, sum 1, cropped to the image, resampled to ``voxel_size``). Methods that accept spatially varying blur also take a PSF
-            description whose ``spatially_varying`` attribute is True (``psf.MotionField``,
-            ``psf.PSFGrid``).
+            negatives clipped, sum 1, cropped to the image, resampled to ``voxel_size``). Methods
+            that accept spatially varying blur also take a PSF description whose
+            ``spatially_varying`` attribute is True (``psf.MotionField``, ``psf.PSFGrid``).
         method: a name from :func:`methods`.
         device: ``"auto"`` (the tensor's CUDA device, else CUDA when available, else CPU),
             ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.

@@ -300,7 +300,7 @@ class DeconvolveWidget(RestoreRunner, QWidget):
         layer = self.psf_layer.value
         if layer is None:
             raise ValueError("choose a PSF layer, or switch the PSF source to 'generated'")
-        return prepare_psf(np.asarray(layer.data, dtype=np.float32)).numpy()
+        return prepare_psf(np.asarray(layer.data, dtype=np.float32), crop_energy=None).numpy()
 
     def psf(self):
         """The PSF from the chosen source, as ``deblur`` takes it; None for a blind method."""

@@ -3,7 +3,6 @@ import warnings
 
 import numpy as np
 import pytest
-import torch
 
 from deblur_ops.apps import catalog
 from deblur_ops.data import scenes
@@ -160,7 +159,8 @@ def test_psf_from_beads_in_3d():
     volume = np.full((40, 60, 60), 10.0)
     for z, y, x in [(12.4, 15.2, 20.6), (25.7, 40.3, 30.1), (20.0, 30.5, 45.5)]:
         iz, iy, ix = int(round(z)), int(round(y)), int(round(x))
-        volume[iz - 6:iz + 7, iy - 5:iy + 6, ix - 5:ix + 6] += 1e4 * fourier_shift(truth, [z - iz, y - iy, x - ix]).numpy()
+        shifted = fourier_shift(truth, [z - iz, y - iy, x - ix]).numpy()
+        volume[iz - 6:iz + 7, iy - 5:iy + 6, ix - 5:ix + 6] += 1e4 * shifted
     psf, report = psf_from_points(volume, [(12, 15, 21), (26, 40, 30), (20, 31, 45)], (13, 11, 11))
     assert report.used == [0, 1, 2]
     assert float((psf.double() - truth).norm() / truth.norm()) < 0.02
@@ -175,10 +175,12 @@ def test_no_usable_point_lists_the_reasons():
         psf_from_points(np.ones((30, 30)), [(15, 15)], 8)
 
 
-def _isolated_stars(sample, radius=10):
-    ys, xs = np.nonzero(sample.clean > 1500)  # stars are single pixels of >= 2000 counts
-    return np.array([(y, x) for y, x in zip(ys, xs) if np.sum((abs(ys - y) <= radius) & (abs(xs - x) <= radius)) == 1],
-                    float)
+def _isolated_stars(sample, radius=10, brighter_than=4000):
+    # Stars are single pixels of >= 2000 counts; one picks the bright ones for a PSF.
+    ys, xs = np.nonzero(sample.clean > 1500)
+    keep = sample.clean[ys, xs] > brighter_than
+    return np.array([(y, x) for y, x, bright in zip(ys, xs, keep)
+                     if bright and np.sum((abs(ys - y) <= radius) & (abs(xs - x) <= radius)) == 1], float)
 
 
 def test_three_by_three_grid_on_the_plugins_astronomy_sample():
@@ -188,7 +190,8 @@ def test_three_by_three_grid_on_the_plugins_astronomy_sample():
         grid, report, filled = psf_grid_from_points(sample.blurred, stars, 21, (3, 3), return_report=True)
     assert grid.grid_shape == (3, 3) and filled and len(report.used) >= 9
     k = sample.psf.shape[-1] // 2
-    # Measured correlations 0.93-0.98 (filled nodes 0.94-0.96), against the true node PSFs' centres.
+    # Measured correlations 0.906-0.979 (the filled nodes 0.932-0.958) with the true node PSFs' centres;
+    # with faint stars too (> 1500 counts) one noisy star alone on a corner node gives 0.77.
     for i in range(3):
         for j in range(3):
             truth = sample.psf[i, j][k - 10:k + 11, k - 10:k + 11]

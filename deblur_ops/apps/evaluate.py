@@ -588,7 +588,7 @@ def evaluate_protocol(protocol: str, method_specs: Sequence[str] | None = None, 
 def protocol_markdown(report: dict) -> str:
     """The protocol report as a Markdown table (methods in the order run), then the skipped ones."""
     p = report["protocol"]
-    lines = [f"# deblur evaluate --protocol {p['name']} ({p['date']}, {p['device']}, {p['threads']} threads)", "",
+    lines = [f"# deblur evaluate --protocol {p['name']} ({p['date']}, {p['device']}, torch {p['torch']})", "",
              f"{p['note']}. Seed {p['seed']}.", "",
              "| method | PSF | PSNR (dB) | SSIM | seconds |", "|---|---|---:|---:|---:|"]
     for r in report["results"]:
@@ -603,7 +603,7 @@ def save_protocol(report: dict, directory) -> list[Path]:
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     p = report["protocol"]
-    slug = "".join(c if c.isalnum() else "-" for c in f"{p['device']} {p['threads']} threads".lower()).strip("-")
+    slug = "".join(c if c.isalnum() else "-" for c in p["device"].lower()).strip("-")
     while "--" in slug:
         slug = slug.replace("--", "-")
     stem = out / f"{p['date']}_{slug}_evaluate_{p['name']}"

@@ -12,6 +12,9 @@ from .motion import linear_motion_kernel, motion_bank, motion_weights
 
 __all__ = ["MotionField", "PSFGrid", "grid_weights", "psf_grid_from_points"]
 
+# Threshold of the per-node outlier test of psf_grid_from_points (stars against their node's median).
+NODE_MIN_CORRELATION = 0.85
+
 
 def _grid_shape(grid_shape) -> tuple[int, int]:
     """(gy, gx) as two positive ints, or a ValueError that says what came."""
@@ -379,7 +382,8 @@ def psf_grid_from_points(image, points, size: int, grid_shape, *, subpixel: bool
     Every point is measured as in :func:`deblur_ops.psf.psf_from_points`: a size x size crop,
     re-centred on the star, local background (median of the crop's border) subtracted, negatives
     clipped, registered to sub-pixel precision, normalised to sum 1, and left out with a reason
-    when it is saturated, a doublet, outside the image or unlike the other stars. Each point
+    when it is saturated, a doublet, outside the image or (with three or more stars on a node)
+    unlike its node's median star. Each point
     belongs to the grid node nearest to it (node (i, j) at row i (H-1)/(gy-1), column
     j (W-1)/(gx-1), as in :func:`grid_weights`); the PSFs of a node's points are averaged. A node
     with no point is filled with the inverse-distance-weighted (power 2) average of all measured
@@ -409,7 +413,7 @@ def psf_grid_from_points(image, points, size: int, grid_shape, *, subpixel: bool
         >>> grid.grid_shape, round(float(grid.psfs.sum()), 6)
         ((1, 1), 1.0)
     """
-    from .points import inverse_distance_fill, measure_points
+    from .points import inverse_distance_fill, measure_points, reject_unlike
 
     img = _as_float64(image, "image", 2, "(H, W)")
     if isinstance(points, str):
@@ -418,15 +422,23 @@ def psf_grid_from_points(image, points, size: int, grid_shape, *, subpixel: bool
         raise ValueError(f"size must be an odd integer >= 3 (the PSF is centred at size // 2), got {size!r}")
     gy, gx = _grid_shape(grid_shape)
     H, W = img.shape
-    crops, report = measure_points(img, points, int(size), subpixel=subpixel, background=background, reject=reject)
-    if not crops:
-        raise ValueError(f"no usable star for the PSF grid: {report.summary()}")
-    nodes: dict[tuple[int, int], list[torch.Tensor]] = {}
+    # The PSF varies across the field, so stars are compared with the median of their own node only.
+    crops, report = measure_points(img, points, int(size), subpixel=subpixel, background=background, reject=reject,
+                                   min_correlation=None)
+    members: dict[tuple[int, int], list[int]] = {}
     for index in report.used:
         row, col = report.centres[index]
         node = (min(max(round(row * (gy - 1) / (H - 1)), 0), gy - 1) if gy > 1 and H > 1 else 0,
                 min(max(round(col * (gx - 1) / (W - 1)), 0), gx - 1) if gx > 1 and W > 1 else 0)
-        nodes.setdefault(node, []).append(crops[index])
+        members.setdefault(node, []).append(index)
+    if reject:
+        for group in members.values():
+            reject_unlike(crops, group, report, NODE_MIN_CORRELATION)
+        report.used = sorted(crops)
+    if not crops:
+        raise ValueError(f"no usable star for the PSF grid: {report.summary()}")
+    nodes = {node: [crops[i] for i in group if i in crops] for node, group in members.items()}
+    nodes = {node: psfs for node, psfs in nodes.items() if psfs}
     positions = np.array([report.centres[i] for i in report.used])
     stack = torch.stack([crops[i] for i in report.used])
     filled = []

@@ -89,7 +89,6 @@ def _measure(img, position, sizes, background, level, subpixel):
     The crop is None when the point cannot be measured; a reason with a crop (saturated, doublet)
     only counts when outliers are rejected.
     """
-    nd = img.dim()
     halves = [s // 2 for s in sizes]
     centre = [int(round(p)) for p in position]
 
@@ -157,7 +156,7 @@ def _centre_of_mass(t: torch.Tensor) -> list[float]:
 
 
 def measure_points(image, points, size, *, subpixel: bool = True, background="auto", reject: bool = True,
-                   saturation: float | None = None, min_correlation: float = 0.85):
+                   saturation: float | None = None, min_correlation: float | None = 0.85):
     """Registered crops of every usable point: (crops dict index -> tensor, report). See :func:`psf_from_points`."""
     img = _as_image(image)
     nd = img.dim()
@@ -165,7 +164,7 @@ def measure_points(image, points, size, *, subpixel: bool = True, background="au
     sizes = _sizes(size, nd)
     if not (background is None or background == "auto" or isinstance(background, (int, float))):
         raise ValueError(f"background must be None, 'auto' or a number, got {background!r}")
-    if not -1 <= float(min_correlation) <= 1:
+    if min_correlation is not None and not -1 <= float(min_correlation) <= 1:
         raise ValueError(f"min_correlation must be in [-1, 1], got {min_correlation!r}")
     level = float(img.max()) if saturation is None else float(saturation)
     report = PointsReport()
@@ -177,18 +176,23 @@ def measure_points(image, points, size, *, subpixel: bool = True, background="au
             continue
         crops[index] = crop
         report.centres[index] = centre
-    if reject and len(crops) >= 3:
-        stack = torch.stack(list(crops.values()))
-        median = stack.median(dim=0).values.flatten()
-        for index, crop in list(crops.items()):
-            pair = torch.stack([crop.flatten(), median])
-            r = float(torch.corrcoef(pair)[0, 1])
-            if not (r >= min_correlation):
-                report.rejected[index] = (f"correlation {r:.2f} with the median crop is below {min_correlation} "
-                                          f"(a neighbour, a galaxy or a cosmic ray in the crop)")
-                del crops[index]
+    if reject and min_correlation is not None:
+        reject_unlike(crops, list(crops), report, min_correlation)
     report.used = sorted(crops)
     return crops, report
+
+
+def reject_unlike(crops: dict, group: list[int], report: PointsReport, min_correlation: float) -> None:
+    """Drop from ``crops`` the members of ``group`` (>= 3 of them) unlike the group's median crop."""
+    if len(group) < 3:
+        return
+    median = torch.stack([crops[i] for i in group]).median(dim=0).values.flatten()
+    for index in group:
+        r = float(torch.corrcoef(torch.stack([crops[index].flatten(), median]))[0, 1])
+        if not (r >= min_correlation):
+            report.rejected[index] = (f"correlation {r:.2f} with the median crop is below {min_correlation} "
+                                      f"(a neighbour, a galaxy or a cosmic ray in the crop)")
+            del crops[index]
 
 
 def psf_from_points(image, points, size, *, subpixel: bool = True, background="auto", reject: bool = True,
