@@ -11,6 +11,7 @@ import inspect
 import numpy as np
 import torch
 
+from .psf.prepare import prepare_psf, voxel_size_tuple
 from .restore import METHODS, get_method
 
 
@@ -88,7 +89,8 @@ def _check_params(method, params: dict) -> None:
         raise ValueError(f"method {method.name!r} does not take parameter(s) {unknown}; it takes {accepted}")
 
 
-def deblur(image, psf=None, *, method: str = "wiener", device="auto", **params):
+def deblur(image, psf=None, *, method: str = "wiener", device="auto", voxel_size=None, psf_voxel_size=None,
+           **params):
     """Restore a blurred image with one of the registered methods.
 
     Args:
@@ -96,13 +98,19 @@ def deblur(image, psf=None, *, method: str = "wiener", device="auto", **params):
             same PSF) or (D, H, W) volume. Any real dtype; computed in float32 (integers are
             converted as they are, not rescaled).
         psf: the blur. An array (NumPy or torch) for a uniform PSF: (kh, kw) for 2D images,
-            (kd, kh, kw) for volumes; odd sizes, centred at ``shape // 2``, convolution convention
-            (see :mod:`deblur_ops.psf`). Methods that accept spatially varying blur also take a PSF
-            description whose ``spatially_varying`` attribute is True (``psf.MotionField``,
-            ``psf.PSFGrid``).
+            (kd, kh, kw) for volumes, centred at index ``shape // 2`` (even sides too: the
+            DeconvolutionLab2 / flowdec convention), convolution convention (see
+            :mod:`deblur_ops.psf`); it goes through :func:`deblur_ops.psf.prepare_psf` (odd sizes,
+            negatives clipped, sum 1, cropped to the image, resampled to ``voxel_size``). Methods
+            that accept spatially varying blur also take a PSF description whose
+            ``spatially_varying`` attribute is True (``psf.MotionField``, ``psf.PSFGrid``).
         method: a name from :func:`methods`.
         device: ``"auto"`` (the tensor's CUDA device, else CUDA when available, else CPU),
             ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        voxel_size: the image's voxel size per spatial axis ((z, y, x) or (y, x), e.g. µm), or one
+            number; needed with ``psf_voxel_size``.
+        psf_voxel_size: the PSF's voxel size in the same unit; when it differs from
+            ``voxel_size`` the PSF is resampled (flux-preserving) before the restoration.
         **params: the method's own parameters (e.g. ``iterations=50`` for ``richardson_lucy``).
 
     Returns:
@@ -145,6 +153,18 @@ def deblur(image, psf=None, *, method: str = "wiener", device="auto", **params):
     batch, layout = _to_batch(x, psf_ndim)
     if psf_ndim is not None and psf_ndim != batch.dim() - 2:
         raise ValueError(f"a {psf_ndim}D psf does not fit a {batch.dim() - 2}D image of shape {tuple(x.shape)}")
+    spatial_ndim = batch.dim() - 2
+    if voxel_size is not None:
+        voxel_size = voxel_size_tuple(voxel_size, spatial_ndim)
+    if psf_voxel_size is not None and (psf_ndim is None or getattr(psf, "spatially_varying", False)):
+        raise ValueError("psf_voxel_size resamples a PSF array; it does not apply to "
+                         f"{'no psf' if psf is None else type(psf).__name__}")
+    if psf_ndim is not None and not getattr(psf, "spatially_varying", False):
+        # Motion lines and other compact kernels reach their border by design, so the truncation
+        # warning is left to the file and layer entry points, where PSFs are measured.
+        kernel = prepare_psf(kernel, image_shape=batch.shape[2:], voxel_size=voxel_size,
+                             psf_voxel_size=psf_voxel_size, crop_energy=None, warn_truncated=False,
+                             dtype=torch.float32).to(target)
     result = _from_batch(spec.function(batch.contiguous(), kernel, **params), layout).float()
     if isinstance(image, np.ndarray):
         return np.ascontiguousarray(result.cpu().numpy())

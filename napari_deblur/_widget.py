@@ -29,6 +29,7 @@ from deblur_ops.apps import catalog
 from deblur_ops.apps.io import cast_like
 from deblur_ops.restore import get_method
 from deblur_ops.apps.stack import block_at, block_count, iter_deblur_stack, loop_axes_for, psf_ndim, slicing_loop_axes
+from deblur_ops.psf import prepare_psf
 
 from ._form import NumberEdit, field_for, format_number, values
 
@@ -636,7 +637,7 @@ class DeconvolveWidget(RestoreRunner, QWidget):
         layer = self.psf_layer.value
         if layer is None:
             raise ValueError("choose a PSF layer, or switch 'PSF from' to 'generated'")
-        return np.asarray(layer.data, dtype=np.float32)
+        return prepare_psf(np.asarray(layer.data, dtype=np.float32), crop_energy=None).numpy()
 
     def psf(self):
         """The PSF from the chosen source, as ``deblur`` takes it; None for a blind method."""

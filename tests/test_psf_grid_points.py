@@ -47,10 +47,10 @@ def test_off_centre_clicks_are_recentred():
 @pytest.mark.parametrize("points, size, grid_shape, message", [
     ([(3, 40)], 11, (1, 1), "leaves the"),
     ([(40, 40)], 10, (1, 1), "odd integer"),
-    ([(40, 40)], 11, (2, 1), "have no point near them"),
     ([(40, 40, 1)], 11, (1, 1), "shape (n, 2)"),
     ([(40, 40)], 11, "3x3", "grid_shape"),
     ("centre", 11, (1, 1), "(n, 2) numbers"),
+    ([(40, 40)], 11, (0, 1), "grid_shape must be positive"),
 ])
 def test_points_validation(points, size, grid_shape, message):
     image = _star_field([2.0], [(40, 40)], shape=(80, 80))

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..psf import analytic as psf_models
-from ..psf import linear_motion_kernel
+from ..psf import gibson_lanni_psf, linear_motion_kernel
 from ..restore import get_method
 
 # Keyword arguments that are plumbing (hooks, array options), not knobs a user sets from a form.
@@ -26,11 +26,13 @@ class Parameter:
         name: keyword name.
         default: default value; None means "chosen automatically" (or required, see ``required``).
         required: whether the function has no default for it.
+        description: what it is, with its unit (for PSF models; empty for method parameters).
     """
 
     name: str
     default: object
     required: bool
+    description: str = ""
 
 
 def _parameters(function, skip_leading: int) -> list[Parameter]:
@@ -61,7 +63,56 @@ def method_parameters(method: str) -> list[Parameter]:
 
 def _born_wolf(wavelength: float = 0.52, na: float = 1.2, refractive_index: float = 1.33,
                pixel_size: float = 0.1, z_step: float = 0.25, shape=None):
-    return psf_models.born_wolf_psf(wavelength, na, refractive_index, pixel_size, z_step, shape)
+    return psf_models.born_wolf_psf(wavelength, na, refractive_index, shape=shape,
+                                    voxel_size=(z_step, pixel_size, pixel_size))
+
+
+def _gibson_lanni(wavelength: float = 0.52, na: float = 1.4, immersion_ri: float = 1.515,
+                  sample_ri: float = 1.33, coverslip_ri: float = 1.515, coverslip_thickness: float = 170.0,
+                  working_distance: float = 150.0, depth: float = 0.0, pixel_size: float = 0.1,
+                  z_step: float = 0.25, shape=(31, 63, 63), *, model: str = "scalar", confocal: bool = False,
+                  pinhole_au: float = 1.0, excitation_wavelength: float | None = None):
+    return gibson_lanni_psf(shape, (z_step, pixel_size, pixel_size), wavelength_um=wavelength, na=na,
+                            immersion_ri=immersion_ri, sample_ri=sample_ri, coverslip_ri=coverslip_ri,
+                            coverslip_thickness_um=coverslip_thickness, working_distance_um=working_distance,
+                            depth_um=depth, model=model, confocal=confocal, pinhole_au=pinhole_au,
+                            excitation_wavelength_um=excitation_wavelength)
+
+
+def _gibson_lanni_widefield(wavelength: float = 0.52, na: float = 1.4, immersion_ri: float = 1.515,
+                            sample_ri: float = 1.33, coverslip_ri: float = 1.515, coverslip_thickness: float = 170.0,
+                            working_distance: float = 150.0, depth: float = 0.0, pixel_size: float = 0.1,
+                            z_step: float = 0.25, shape=(31, 63, 63)):
+    return _gibson_lanni(wavelength, na, immersion_ri, sample_ri, coverslip_ri, coverslip_thickness,
+                         working_distance, depth, pixel_size, z_step, shape)
+
+
+def _vectorial_widefield(wavelength: float = 0.52, na: float = 1.4, immersion_ri: float = 1.515,
+                         sample_ri: float = 1.33, coverslip_ri: float = 1.515, coverslip_thickness: float = 170.0,
+                         working_distance: float = 150.0, depth: float = 0.0, pixel_size: float = 0.1,
+                         z_step: float = 0.25, shape=(31, 63, 63)):
+    return _gibson_lanni(wavelength, na, immersion_ri, sample_ri, coverslip_ri, coverslip_thickness,
+                         working_distance, depth, pixel_size, z_step, shape, model="vectorial")
+
+
+def _confocal(wavelength: float = 0.52, excitation_wavelength: float = 0.488, pinhole_au: float = 1.0,
+              na: float = 1.4, immersion_ri: float = 1.515, sample_ri: float = 1.33, coverslip_ri: float = 1.515,
+              coverslip_thickness: float = 170.0, working_distance: float = 150.0, depth: float = 0.0,
+              pixel_size: float = 0.05, z_step: float = 0.15, shape=(21, 41, 41)):
+    return _gibson_lanni(wavelength, na, immersion_ri, sample_ri, coverslip_ri, coverslip_thickness,
+                         working_distance, depth, pixel_size, z_step, shape, model="vectorial", confocal=True,
+                         pinhole_au=pinhole_au, excitation_wavelength=excitation_wavelength)
+
+
+def _gaussian_physical(fwhm_xy: float = 0.25, fwhm_z: float = 0.0, pixel_size: float = 0.1,
+                       z_step: float = 0.25, size=None):
+    if fwhm_z == 0:
+        return psf_models.gaussian_psf_physical(fwhm_xy, pixel_size, size)
+    return psf_models.gaussian_psf_physical((fwhm_z, fwhm_xy, fwhm_xy), (z_step, pixel_size, pixel_size), size)
+
+
+def _moffat_seeing(seeing: float = 1.2, beta: float = 3.0, pixel_scale: float = 0.3, size=None):
+    return psf_models.moffat_psf(seeing, beta, size, pixel_scale=pixel_scale)
 
 
 def _airy(wavelength: float = 0.52, na: float = 1.2, pixel_size: float = 0.1, size=None):
@@ -81,13 +132,48 @@ def _motion(length: float = 15.0, angle: float = 0.0, size=None):
 
 
 # Defaults make every model usable with no argument (a form shows them as initial values);
-# optics are in micrometres.
+# optics are in micrometres, seeing in arcseconds. Microscopy models take scalar pixel_size and
+# z_step (one form field each) and pass voxel_size=(z_step, pixel_size, pixel_size) on.
 PSF_MODELS = {
     "gaussian": _gaussian,
+    "gaussian_um": _gaussian_physical,
     "airy": _airy,
     "born_wolf": _born_wolf,
+    "gibson_lanni": _gibson_lanni_widefield,
+    "vectorial": _vectorial_widefield,
+    "confocal": _confocal,
     "moffat": _moffat,
+    "moffat_seeing": _moffat_seeing,
     "motion": _motion,
+}
+
+# What each PSF-model parameter is, with its unit (the CLI help and the plugin's tooltips show it).
+PSF_PARAMETER_DESCRIPTIONS = {
+    "sigma": "Gaussian standard deviation, pixels",
+    "size": "odd side (or sides) of the PSF, pixels; empty: automatic",
+    "shape": "odd (D, H, W) of the PSF, voxels; empty: automatic",
+    "angle_deg": "rotation of the Gaussian's x axis, degrees counter-clockwise",
+    "fwhm": "full width at half maximum, pixels",
+    "fwhm_xy": "lateral full width at half maximum, µm",
+    "fwhm_z": "axial full width at half maximum, µm (0: a 2D PSF)",
+    "beta": "Moffat power-law index (> 1; 2.5-4.8 for ground-based seeing)",
+    "seeing": "seeing FWHM, arcsec",
+    "pixel_scale": "pixel scale on the sky, arcsec per pixel",
+    "wavelength": "emission wavelength, µm",
+    "excitation_wavelength": "excitation wavelength, µm",
+    "na": "numerical aperture of the objective",
+    "refractive_index": "refractive index of the immersion medium (and sample)",
+    "immersion_ri": "refractive index of the immersion medium (oil 1.515, water 1.333)",
+    "sample_ri": "refractive index of the sample (cells ~1.33-1.38)",
+    "coverslip_ri": "refractive index of the coverslip (1.515 for glass)",
+    "coverslip_thickness": "coverslip thickness, µm (170 for #1.5)",
+    "working_distance": "design thickness of the immersion layer, µm",
+    "depth": "depth of the imaged plane below the coverslip, µm",
+    "pinhole_au": "confocal pinhole diameter, Airy units",
+    "pixel_size": "lateral pixel size in the sample, µm",
+    "z_step": "distance between planes, µm",
+    "length": "motion length, pixels",
+    "angle": "motion angle, degrees counter-clockwise from +x",
 }
 
 
@@ -102,7 +188,8 @@ def psf_parameters(model: str) -> list[Parameter]:
         ['length', 'angle', 'size']
     """
     _check_model(model)
-    return _parameters(PSF_MODELS[model], skip_leading=0)
+    return [Parameter(p.name, p.default, p.required, PSF_PARAMETER_DESCRIPTIONS.get(p.name, ""))
+            for p in _parameters(PSF_MODELS[model], skip_leading=0)]
 
 
 def _check_model(model: str) -> None:
@@ -114,10 +201,14 @@ def make_psf(model: str, **params) -> np.ndarray:
     """A generated PSF as a float32 NumPy array summing to 1.
 
     Args:
-        model: a key of :data:`PSF_MODELS`: ``gaussian`` (sigma, size, angle_deg), ``airy``
-            (wavelength, na, pixel_size, size), ``born_wolf`` (3D: wavelength, na,
-            refractive_index, pixel_size, z_step, shape), ``moffat`` (fwhm, beta, size),
-            ``motion`` (length, angle, size).
+        model: a key of :data:`PSF_MODELS`: ``gaussian`` (sigma, size, angle_deg in pixels),
+            ``gaussian_um`` (fwhm_xy, fwhm_z, pixel_size, z_step in µm), ``airy`` (wavelength, na,
+            pixel_size, size), ``born_wolf`` (3D: wavelength, na, refractive_index, pixel_size,
+            z_step, shape), ``gibson_lanni`` / ``vectorial`` (3D widefield with index mismatch,
+            :func:`deblur_ops.psf.gibson_lanni_psf`), ``confocal`` (the same with excitation and a
+            pinhole), ``moffat`` (fwhm in pixels, beta, size), ``moffat_seeing`` (seeing in arcsec,
+            beta, pixel_scale in arcsec/pixel), ``motion`` (length, angle, size). Units:
+            :data:`PSF_PARAMETER_DESCRIPTIONS`.
         **params: the model's parameters; missing ones take the defaults of :func:`psf_parameters`.
 
     Raises:

@@ -77,6 +77,12 @@ def _evaluate(args) -> int:
                 ("size", 256, evaluate.NONUNIFORM_SIZE)):
             if getattr(args, key) == (list(uniform) if isinstance(uniform, tuple) else uniform):
                 setattr(args, key, list(nonuniform) if isinstance(nonuniform, tuple) else nonuniform)
+    if args.protocol is not None:
+        specs = None if args.methods == list(evaluate.DEFAULT_METHODS) else args.methods
+        report = evaluate.evaluate_protocol(args.protocol, specs, seed=args.seed, device=args.device,
+                                            shape=args.shape)
+        _emit(report, evaluate.protocol_markdown, evaluate.save_protocol, args)
+        return 0
     if args.motion:
         report = evaluate.evaluate_motion(args.kernels, args.images, args.noise, size=args.size, seed=args.seed,
                                           forward=args.forward)
@@ -89,7 +95,17 @@ def _evaluate(args) -> int:
     return 0
 
 
+def _background(text: str | None):
+    if text is None or text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"--psf-background takes 'auto' or a number, got {text!r}") from None
+
+
 def _run(args) -> int:
+    from ..psf import prepare_psf
     from . import catalog, io
     from .run import run
 
@@ -99,7 +115,8 @@ def _run(args) -> int:
     if args.psf is not None:
         if model_args:
             raise ValueError(f"{sorted(model_args)} describe a generated PSF; drop them or --psf")
-        psf = io.read_image(args.psf).data
+        psf = prepare_psf(io.read_image(args.psf).data, center=args.psf_center, crop_energy=args.psf_crop_energy,
+                          background=_background(args.psf_background)).numpy()
     else:
         psf = catalog.make_psf(args.psf_model, **model_args)
     params = dict(args.param)
@@ -177,15 +194,15 @@ def _key_value(text: str) -> tuple[str, object]:
         return key, value
 
 
-def _psf_options() -> dict[str, tuple[type, list[str]]]:
-    """Option name -> (type, the PSF models that take it), from the models' signatures."""
+def _psf_options() -> dict[str, tuple[type, list[str], str]]:
+    """Option name -> (type, the PSF models that take it, description with unit), from the models' signatures."""
     from . import catalog
 
     options = {}
     for model in catalog.PSF_MODELS:
         for parameter in catalog.psf_parameters(model):
             kind = _ints if parameter.name in ("size", "shape") else float
-            options.setdefault(parameter.name, (kind, []))[1].append(model)
+            options.setdefault(parameter.name, (kind, [], parameter.description))[1].append(model)
     return options
 
 
@@ -282,12 +299,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="wiener", choices=sorted(methods()))
     p.add_argument("--param", action="append", default=[], type=_key_value, metavar="KEY=VALUE",
                    help="a method parameter, e.g. --param iterations=20 (repeatable)")
-    p.add_argument("--psf", help="PSF image file (any input format), normalised to sum 1")
+    p.add_argument("--psf", help="PSF image file (any input format; even sides have their centre at N/2 as in "
+                   "DeconvolutionLab2); prepared by deblur_ops.psf.prepare_psf: odd sizes, cropped, sum 1")
+    p.add_argument("--psf-center", default="none", choices=("none", "peak", "centroid"),
+                   help="re-centre the PSF file on its peak or centre of mass (default none: centre at N/2)")
+    p.add_argument("--psf-background", help="subtract from the PSF file: 'auto' (median of its border) or a number")
+    p.add_argument("--psf-crop-energy", type=float, metavar="FRACTION",
+                   help="crop the PSF file to the centred box that keeps this fraction of its flux, e.g. 0.999 "
+                   "(smaller halos for chunks); default: no crop beyond the image size")
     p.add_argument("--psf-model", choices=sorted(catalog.PSF_MODELS),
                    help="generate the PSF; its parameters as options, e.g. --psf-model motion --length 15 --angle 30")
     models = p.add_argument_group("generated PSF parameters (see deblur_ops.apps.catalog.PSF_MODELS for defaults)")
-    for name, (kind, users) in _PSF_OPTIONS.items():
-        models.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, help=f"for {', '.join(users)}")
+    for name, (kind, users, description) in _PSF_OPTIONS.items():
+        models.add_argument("--" + name.replace("_", "-"), dest=name, type=kind,
+                            help=f"{description} (for {', '.join(users)})")
     p.add_argument("--axis", type=_int_list, help="axes processed independently, e.g. 0 or 0,1 "
                    "(default: all axes in front of the PSF's)")
     p.add_argument("--chunks", type=_int_list, help="chunk size per axis, -1 for a whole axis, e.g. 1,512,512; "
@@ -350,6 +375,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--forward", choices=evaluate.FIELD_FORWARD_MODELS, default="exact",
                    help="how motion-field observations are made: exact (each pixel's own line, default) or "
                         "bank (the solvers' 511-filter model: the old, inverse-crime protocol)")
+    p.add_argument("--protocol", choices=sorted(evaluate.PROTOCOL_METHODS),
+                   help="real-data protocol: microscopy (3D Gibson-Lanni, anisotropic voxels, Poisson, camera "
+                        "offset) or astronomy (varying Moffat seeing, sky, Poisson); --methods as NAME[:psf=...]")
+    p.add_argument("--shape", type=_int_list, help="scene shape for --protocol (default 16,64,64 / 96,96)")
     p.add_argument("--json", help="also write the report as JSON to this file")
     p.add_argument("--save", metavar="DIR", help="write <date>_evaluate.json/.md into DIR (e.g. benchmarks/results)")
     p.set_defaults(func=_evaluate)

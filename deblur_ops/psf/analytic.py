@@ -18,6 +18,7 @@ __all__ = [
     "camera_shake_trajectory",
     "center_psf",
     "gaussian_psf",
+    "gaussian_psf_physical",
     "moffat_psf",
     "normalize_psf",
 ]
@@ -186,6 +187,35 @@ def gaussian_psf(sigma, size=None, *, angle_deg: float = 0.0, dtype=torch.float3
     return _finish(torch.exp(-0.5 * q), dtype)
 
 
+def gaussian_psf_physical(fwhm, voxel_size, size=None, *, dtype=torch.float32) -> torch.Tensor:
+    """Gaussian PSF given by its FWHM in physical units, sampled at a (possibly anisotropic) voxel size.
+
+    A first-order model of a widefield or confocal PSF (FWHM in µm, e.g. lateral 0.25, axial 0.8)
+    or of seeing (FWHM in arcsec with pixel scale in arcsec per pixel): sigma per axis is
+    FWHM / (2.3548 voxel size), so coarser voxels along an axis give fewer, wider samples.
+
+    Args:
+        fwhm: one number (isotropic) or one per axis, (z, y, x) or (y, x), in the unit of ``voxel_size``.
+        voxel_size: one number or one per axis, same order and unit; sets the dimension (2D/3D)
+            together with ``fwhm`` (a single number for both means 2D).
+        size: odd sizes per axis (default: 4 sigma each side).
+        dtype: floating dtype of the result.
+
+    Returns:
+        (H, W) or (D, H, W) tensor summing to 1.
+
+    Example:
+        >>> gaussian_psf_physical((0.8, 0.25, 0.25), (0.3, 0.1, 0.1)).shape
+        torch.Size([11, 11, 11])
+    """
+    from .prepare import voxel_size_tuple
+
+    nd = max([len(v) for v in (fwhm, voxel_size) if np.ndim(v) == 1] + [2])
+    widths = voxel_size_tuple(fwhm, nd, "fwhm")
+    steps = voxel_size_tuple(voxel_size, nd)
+    return gaussian_psf(tuple(w / GAUSSIAN_FWHM_PER_SIGMA / d for w, d in zip(widths, steps)), size, dtype=dtype)
+
+
 def _shape_arg(size, nd: int, default: list[int]) -> tuple[int, ...]:
     if size is None:
         return tuple(default)
@@ -195,7 +225,7 @@ def _shape_arg(size, nd: int, default: list[int]) -> tuple[int, ...]:
     return tuple(_odd_size(s) for s in sizes)
 
 
-def moffat_psf(fwhm: float, beta: float = 2.5, size: int | None = None, *,
+def moffat_psf(fwhm: float, beta: float = 2.5, size: int | None = None, *, pixel_scale: float | None = None,
                oversample: int = 3, dtype=torch.float32) -> torch.Tensor:
     """Moffat PSF of astronomical seeing: (1 + r^2 / alpha^2)^(-beta).
 
@@ -204,8 +234,9 @@ def moffat_psf(fwhm: float, beta: float = 2.5, size: int | None = None, *,
     Gaussian, beta ~ 2.5-4.8 fits ground-based seeing.
 
     Args:
-        fwhm: full width at half maximum in pixels.
+        fwhm: full width at half maximum: pixels, or the unit of ``pixel_scale`` (seeing in arcsec).
         beta: power-law index, > 1 (so that the PSF has finite energy).
+        pixel_scale: size of a pixel on the sky (e.g. arcsec per pixel); None: ``fwhm`` is in pixels.
         size: odd side; default covers the radius where the profile drops to 1e-4 of its peak.
         oversample: sub-pixel samples per axis averaged into each pixel (>= 1).
         dtype: floating dtype of the result.
@@ -218,6 +249,8 @@ def moffat_psf(fwhm: float, beta: float = 2.5, size: int | None = None, *,
         torch.Size([21, 21])
     """
     fwhm = _positive(fwhm, "fwhm")
+    if pixel_scale is not None:
+        fwhm = fwhm / _positive(pixel_scale, "pixel_scale")
     beta = _positive(beta, "beta")
     if beta <= 1:
         raise ValueError(f"beta must be > 1 (the Moffat profile has infinite energy otherwise), got {beta}")
@@ -279,8 +312,8 @@ def airy_psf(wavelength: float, na: float, pixel_size: float, size: int | None =
     return _finish(_bin(amplitude**2, oversample), dtype)
 
 
-def born_wolf_psf(wavelength: float, na: float, refractive_index: float, pixel_size: float,
-                  z_step: float, shape=None, *, oversample: int = 3,
+def born_wolf_psf(wavelength: float, na: float, refractive_index: float, pixel_size: float | None = None,
+                  z_step: float | None = None, shape=None, *, voxel_size=None, oversample: int = 3,
                   dtype=torch.float32) -> torch.Tensor:
     """3D widefield PSF of the Born & Wolf scalar model (no aberrations, paraxial defocus).
 
@@ -294,9 +327,12 @@ def born_wolf_psf(wavelength: float, na: float, refractive_index: float, pixel_s
         wavelength: emission wavelength (same unit as ``pixel_size`` and ``z_step``).
         na: numerical aperture, < ``refractive_index``.
         refractive_index: refractive index n of the immersion medium.
-        pixel_size: lateral pixel pitch in the sample.
-        z_step: axial distance between planes.
-        shape: odd ``(D, H, W)`` or None (default: two axial zeros deep, four Rayleigh radii wide).
+        pixel_size: lateral pixel pitch in the sample (or give ``voxel_size``).
+        z_step: axial distance between planes (or give ``voxel_size``).
+        shape: odd ``(D, H, W)`` or None (default: two axial zeros deep, four Rayleigh radii wide,
+            in voxels of the given size, so an axis with coarser voxels gets fewer of them).
+        voxel_size: ``(dz, dy, dx)`` in the unit of ``wavelength``, instead of ``pixel_size`` and
+            ``z_step``; anisotropic voxels (e.g. (0.3, 0.1, 0.1) µm) sample the same physical PSF.
         oversample: lateral sub-pixel samples per axis averaged into each pixel (>= 1).
         dtype: floating dtype of the result.
 
@@ -308,22 +344,33 @@ def born_wolf_psf(wavelength: float, na: float, refractive_index: float, pixel_s
         torch.Size([9, 15, 15])
     """
     n = _positive(refractive_index, "refractive_index")
-    wavelength, na, pixel_size = _optics(wavelength, na, pixel_size, n)
+    if voxel_size is not None:
+        if pixel_size is not None or z_step is not None:
+            raise ValueError("give either voxel_size=(dz, dy, dx) or pixel_size and z_step, not both")
+        from .prepare import voxel_size_tuple
+
+        z_step, dy, dx = voxel_size_tuple(voxel_size, 3)
+    elif pixel_size is None or z_step is None:
+        raise ValueError("born_wolf_psf needs the sampling: voxel_size=(dz, dy, dx), or pixel_size and z_step")
+    else:
+        dy = dx = pixel_size
+    wavelength, na, _ = _optics(wavelength, na, min(dy, dx), n)
+    dy, dx = _positive(dy, "pixel_size"), _positive(dx, "pixel_size")
     z_step = _positive(z_step, "z_step")
     oversample = _oversample(oversample)
-    rayleigh = _J1_FIRST_ZERO / (2 * math.pi) * wavelength / na / pixel_size
+    rayleigh = _J1_FIRST_ZERO / (2 * math.pi) * wavelength / na
     axial_zero = 2 * n * wavelength / na**2 / z_step
     if shape is None:
-        shape = (_odd_cover(2 * axial_zero), _odd_cover(4 * rayleigh), _odd_cover(4 * rayleigh))
+        shape = (_odd_cover(2 * axial_zero), _odd_cover(4 * rayleigh / dy), _odd_cover(4 * rayleigh / dx))
     else:
         shape = _shape_arg(shape, 3, [])
     depth, height, width = shape
     k = 2 * math.pi / wavelength
     z = (torch.arange(depth, dtype=torch.float64) - depth // 2) * z_step
     row, col = _pixel_grid((height, width), oversample)
-    radius = torch.hypot(row, col) * pixel_size
+    radius = torch.hypot(row * dy, col * dx)
     # The radial profile is smooth, so a grid 8x finer than the sub-pixel samples loses nothing.
-    step = pixel_size / oversample / 8
+    step = min(dy, dx) / oversample / 8
     r_grid = torch.arange(0, float(radius.max()) + 2 * step, step, dtype=torch.float64)
     # Enough nodes to resolve the fastest oscillation of the integrand (Bessel and defocus phase).
     phase_max = k * float(z.abs().max()) * na**2 / (2 * n)

@@ -2,15 +2,18 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import torch
 
 from ..ops.nu_conv import nu_conv
-from .analytic import center_psf
 from .motion import linear_motion_kernel, motion_bank, motion_weights
 
 __all__ = ["MotionField", "PSFGrid", "grid_weights", "psf_grid_from_points"]
+
+# Threshold of the per-node outlier test of psf_grid_from_points (stars against their node's median).
+NODE_MIN_CORRELATION = 0.85
 
 
 def _grid_shape(grid_shape) -> tuple[int, int]:
@@ -285,10 +288,11 @@ class PSFGrid:
     point is blurred by the weighted mix of the 4 PSFs around it.
 
     Args:
-        psfs: (gy, gx, kh, kw) array or tensor, odd kh and kw, PSFs centred at (kh//2, kw//2).
+        psfs: (gy, gx, kh, kw) array or tensor, PSFs centred at (kh//2, kw//2); an even side gets
+            one zero row/column at its end (same centre), so the stored PSFs are odd-sized.
 
     Raises:
-        ValueError: wrong number of dims, even sizes, NaN/Inf, a PSF that sums to zero.
+        ValueError: wrong number of dims, NaN/Inf, a PSF that sums to zero.
 
     Example:
         >>> import torch
@@ -302,9 +306,10 @@ class PSFGrid:
     def __init__(self, psfs):
         self.psfs = _as_float64(psfs, "PSFGrid psfs", 4, "(gy, gx, kh, kw)")
         kh, kw = self.psfs.shape[2:]
-        if kh % 2 == 0 or kw % 2 == 0:
-            raise ValueError(f"PSFGrid PSF sizes must be odd (centre at k // 2), got {(kh, kw)}; "
-                             f"pad each PSF with one row/column of zeros")
+        # Even sides follow the package's convention (centre at k // 2, as DeconvolutionLab2 and
+        # flowdec store PSFs): one zero row/column at the end makes them odd around the same centre,
+        # as deblur_ops.psf.prepare_psf does for single PSFs.
+        self.psfs = torch.nn.functional.pad(self.psfs, (0, 1 - kw % 2, 0, 1 - kh % 2))
         sums = self.psfs.sum((-2, -1))
         if bool((sums.abs() < 1e-12).any()):
             raise ValueError("every PSF of a PSFGrid must have a non-zero sum (a PSF of zeros "
@@ -370,40 +375,36 @@ class PSFGrid:
         return _blur_with(self, image, padding)
 
 
-def _fit_centred(psf: torch.Tensor, size: int) -> torch.Tensor:
-    """Crop or zero-pad an odd-sized centred PSF to size x size about its centre."""
-    out = psf.new_zeros(size, size)
-    h, w = psf.shape
-    r = size // 2
-    top, left = max(h // 2 - r, 0), max(w // 2 - r, 0)
-    part = psf[top:top + size, left:left + size]
-    oy, ox = r - (h // 2 - top), r - (w // 2 - left)
-    out[oy:oy + part.shape[0], ox:ox + part.shape[1]] = part
-    return out
-
-
-def psf_grid_from_points(image, points, size: int, grid_shape) -> PSFGrid:
+def psf_grid_from_points(image, points, size: int, grid_shape, *, subpixel: bool = True, background="auto",
+                         reject: bool = True, return_report: bool = False):
     """Measure a :class:`PSFGrid` from isolated stars or beads picked in an image.
 
-    Each point gives a size x size crop around its (rounded) position. The local background, the
-    median of the crop's border pixels, is subtracted and negative values are clipped (so sky and
-    read noise do not bias the centroid), then the crop is centred on its centre of mass
-    (:func:`deblur_ops.psf.analytic.center_psf`) and normalised to sum 1. Each point belongs to the
-    grid node nearest to it (node (i, j) at row i (H-1)/(gy-1), column j (W-1)/(gx-1), as in
-    :func:`grid_weights`); the PSFs of a node's points are averaged.
+    Every point is measured as in :func:`deblur_ops.psf.psf_from_points`: a size x size crop,
+    re-centred on the star, local background (median of the crop's border) subtracted, negatives
+    clipped, registered to sub-pixel precision, normalised to sum 1, and left out with a reason
+    when it is saturated, a doublet, outside the image or (with three or more stars on a node)
+    unlike its node's median star. Each point
+    belongs to the grid node nearest to it (node (i, j) at row i (H-1)/(gy-1), column
+    j (W-1)/(gx-1), as in :func:`grid_weights`); the PSFs of a node's points are averaged. A node
+    with no point is filled with the inverse-distance-weighted (power 2) average of all measured
+    stars, and a ``UserWarning`` names these nodes, so a 3 x 3 grid works on a field whose
+    corners have no usable star.
 
     Args:
         image: (H, W) array or tensor, background-subtracted or not.
         points: (n, 2) positions as (row, col) pixel coordinates of the image.
         size: odd side of the PSFs, larger than the visible wings; the crop's border should be sky.
-        grid_shape: (gy, gx); every node needs at least one point near it.
+        grid_shape: (gy, gx).
+        subpixel, background, reject: as in :func:`deblur_ops.psf.psf_from_points`.
+        return_report: also return the :class:`deblur_ops.psf.PointsReport` and the filled nodes.
 
     Returns:
-        PSFGrid of shape (gy, gx, size, size), each PSF summing to 1.
+        PSFGrid of shape (gy, gx, size, size), each PSF summing to 1; with ``return_report``,
+        ``(grid, report, filled)`` where ``filled`` lists the nodes filled from the others.
 
     Raises:
-        ValueError: bad shapes, an even size, a point whose crop leaves the image, a crop with no
-            signal above its background, a node without a point.
+        ValueError: bad shapes, an even size, or no usable point (the message gives each
+            point's reason, e.g. a crop that leaves the image or has nothing above its background).
 
     Example:
         >>> yy, xx = np.mgrid[0:41, 0:41]
@@ -412,53 +413,49 @@ def psf_grid_from_points(image, points, size: int, grid_shape) -> PSFGrid:
         >>> grid.grid_shape, round(float(grid.psfs.sum()), 6)
         ((1, 1), 1.0)
     """
+    from .points import inverse_distance_fill, measure_points, reject_unlike
+
     img = _as_float64(image, "image", 2, "(H, W)")
-    if not isinstance(points, torch.Tensor):
-        try:
-            points = np.asarray(points, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise ValueError(f"points must be (n, 2) numbers (row, col), got {points!r}") from None
-    pts = _as_float64(points, "points", 2, "(n, 2) of (row, col)")
-    if pts.shape[1] != 2:
-        raise ValueError(f"points must have shape (n, 2) of (row, col), got {tuple(pts.shape)}")
+    if isinstance(points, str):
+        raise ValueError(f"points must be (n, 2) numbers (row, col), got {points!r}")
     if int(size) != size or size < 3 or size % 2 == 0:
         raise ValueError(f"size must be an odd integer >= 3 (the PSF is centred at size // 2), got {size!r}")
     gy, gx = _grid_shape(grid_shape)
-    size, r = int(size), int(size) // 2
     H, W = img.shape
-    nodes: dict[tuple[int, int], list[torch.Tensor]] = {}
-    offsets = torch.arange(-r, r + 1, dtype=torch.float64)
-
-    def star(y: int, x: int, row: float, col: float) -> torch.Tensor:
-        if not (r <= y < H - r and r <= x < W - r):
-            raise ValueError(f"the {size}x{size} crop around point (row {row:.1f}, col {col:.1f}) leaves the "
-                             f"{H}x{W} image; pick stars at least {r} pixels from the edge or use a smaller size")
-        crop = img[y - r:y + r + 1, x - r:x + r + 1]
-        border = torch.cat([crop[0], crop[-1], crop[1:-1, 0], crop[1:-1, -1]])
-        signal = (crop - border.median()).clamp(min=0)
-        if float(signal.sum()) <= 0:
-            raise ValueError(f"the crop around point (row {row:.1f}, col {col:.1f}) has nothing above its "
-                             f"background; put the point on a star or bead")
-        return signal
-
-    for row, col in pts.tolist():
-        y, x = round(row), round(col)
-        # A click a few pixels off cuts the star's wings and lets them into the border; re-crop
-        # around the measured centroid (twice, enough for clicks within a FWHM or so).
-        for _ in range(2):
-            signal = star(y, x, row, col)
-            total = signal.sum()
-            y += round(float((signal.sum(1) * offsets).sum() / total))
-            x += round(float((signal.sum(0) * offsets).sum() / total))
-        signal = star(y, x, row, col)
-        node = (round(row * (gy - 1) / (H - 1)) if gy > 1 and H > 1 else 0,
-                round(col * (gx - 1) / (W - 1)) if gx > 1 and W > 1 else 0)
-        nodes.setdefault(node, []).append(_fit_centred(center_psf(signal), size))
-    missing = [(i, j) for i in range(gy) for j in range(gx) if (i, j) not in nodes]
-    if missing:
-        where = ", ".join(f"({i * (H - 1) / max(gy - 1, 1):.0f}, {j * (W - 1) / max(gx - 1, 1):.0f})"
-                          for i, j in missing)
-        raise ValueError(f"grid nodes {missing} have no point near them; add a star near (row, col) {where} "
-                         f"or use a smaller grid_shape")
-    psfs = torch.stack([torch.stack([torch.stack(nodes[i, j]).mean(0) for j in range(gx)]) for i in range(gy)])
-    return PSFGrid(psfs / psfs.sum((-2, -1), keepdim=True))
+    # The PSF varies across the field, so stars are compared with the median of their own node only.
+    crops, report = measure_points(img, points, int(size), subpixel=subpixel, background=background, reject=reject,
+                                   min_correlation=None)
+    members: dict[tuple[int, int], list[int]] = {}
+    for index in report.used:
+        row, col = report.centres[index]
+        node = (min(max(round(row * (gy - 1) / (H - 1)), 0), gy - 1) if gy > 1 and H > 1 else 0,
+                min(max(round(col * (gx - 1) / (W - 1)), 0), gx - 1) if gx > 1 and W > 1 else 0)
+        members.setdefault(node, []).append(index)
+    if reject:
+        for group in members.values():
+            reject_unlike(crops, group, report, NODE_MIN_CORRELATION)
+        report.used = sorted(crops)
+    if not crops:
+        raise ValueError(f"no usable star for the PSF grid: {report.summary()}")
+    nodes = {node: [crops[i] for i in group if i in crops] for node, group in members.items()}
+    nodes = {node: psfs for node, psfs in nodes.items() if psfs}
+    positions = np.array([report.centres[i] for i in report.used])
+    stack = torch.stack([crops[i] for i in report.used])
+    filled = []
+    grid = []
+    for i in range(gy):
+        for j in range(gx):
+            if (i, j) in nodes:
+                grid.append(torch.stack(nodes[i, j]).mean(0))
+                continue
+            where = np.array([i * (H - 1) / max(gy - 1, 1), j * (W - 1) / max(gx - 1, 1)])
+            grid.append(inverse_distance_fill(positions, stack, where))
+            filled.append((i, j))
+    if filled:
+        warnings.warn(f"grid nodes {filled} have no usable star nearest to them; their PSFs are the "
+                      f"inverse-distance-weighted average of the {len(report.used)} measured stars. Pick stars "
+                      f"near them for a measured PSF ({len(report.rejected)} point(s) rejected)", UserWarning,
+                      stacklevel=2)
+    psfs = torch.stack(grid).reshape(gy, gx, int(size), int(size))
+    result = PSFGrid(psfs / psfs.sum((-2, -1), keepdim=True))
+    return (result, report, filled) if return_report else result
