@@ -627,8 +627,8 @@ class DeconvolveWidget(RestoreRunner, QWidget):
         if np.allclose(image_scale, psf_scale, rtol=1e-3):
             return ""
         return (f"PSF layer {psf.name!r} has voxel size {tuple(psf_scale.tolist())} but {image.name!r} has "
-                f"{tuple(image_scale.tolist())}: the PSF will be used as sampled; resample it to the image's "
-                f"voxel size first")
+                f"{tuple(image_scale.tolist())}: the PSF is resampled to the image's voxel size "
+                f"(flux kept)")
 
     def _generated_psf(self) -> np.ndarray:
         return catalog.make_psf(self.psf_model.value, **values(self.psf_params))
@@ -637,7 +637,14 @@ class DeconvolveWidget(RestoreRunner, QWidget):
         layer = self.psf_layer.value
         if layer is None:
             raise ValueError("choose a PSF layer, or switch 'PSF from' to 'generated'")
-        return prepare_psf(np.asarray(layer.data, dtype=np.float32), crop_energy=None).numpy()
+        data = np.asarray(layer.data, dtype=np.float32)
+        image = self.image.value
+        resample = {}
+        if image is not None and self.psf_scale_warning():  # another voxel size: resample, flux kept
+            n = min(data.ndim, len(spatial_axes(image)))
+            resample = {"voxel_size": tuple(float(s) for s in np.asarray(image.scale)[-n:]),
+                        "psf_voxel_size": tuple(float(s) for s in np.asarray(layer.scale)[-n:])}
+        return prepare_psf(data, crop_energy=None, **resample).numpy()
 
     def psf(self):
         """The PSF from the chosen source, as ``deblur`` takes it; None for a blind method."""

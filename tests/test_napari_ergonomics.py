@@ -142,6 +142,18 @@ def test_voxel_size_fields_come_from_the_layer_scale_in_micrometres(manifest, ma
     assert "voxel size (200.0, 65.0, 65.0)" in widget.status.value and "(300.0, 65.0, 65.0)" in widget.status.value
     assert shown and shown[-1][0] == "warning"
 
+    # ... and the PSF is resampled to the image's voxel size: a Gaussian of sigma 300 nm along z,
+    # sampled every 200 nm, keeps a sigma of about 300 nm sampled every 300 nm, and sums to 1.
+    z = np.arange(-6, 7) * 200.0
+    viewer.add_image(np.exp(-z ** 2 / (2 * 300.0 ** 2))[:, None, None] * np.ones((1, 3, 3), np.float32),
+                     name="z PSF", scale=(200, 65, 65), units="nm")
+    widget.psf_layer.value = viewer.layers["z PSF"]
+    psf = widget.psf()
+    profile = psf.sum((1, 2))
+    zs = (np.arange(profile.size) - profile.size // 2) * 300.0
+    assert psf.sum() == pytest.approx(1.0, abs=1e-5)
+    assert np.sqrt((profile * zs ** 2).sum()) == pytest.approx(300.0, rel=0.15)
+
 
 # 4 -------------------------------------------------------------------------------------------------
 def test_defaults_follow_the_data(manifest, make_napari_viewer):
