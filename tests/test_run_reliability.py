@@ -8,9 +8,11 @@ import threading
 
 import numpy as np
 import pytest
+import tifffile
 import torch
 
 import deblur_ops
+from deblur_ops.apps.cli import main
 from deblur_ops.psf import inverse as inverse_module
 from deblur_ops.psf import motion_bank
 
@@ -60,3 +62,70 @@ def test_corrupt_inverse_filter_cache_is_recomputed(tmp_path, monkeypatch, conte
     cached.write_bytes(content)
     torch.testing.assert_close(inverse_module.inverse_filters(bank, 15), expected, rtol=0, atol=0)
     torch.testing.assert_close(torch.load(cached, weights_only=True).float(), expected, rtol=0, atol=0)
+
+
+# --- item 5: no unpickling of arbitrary objects -----------------------------------------------------------
+
+class _Payload:
+    """Unpickling this opens (creates) the marker file: proof that a file ran code when loaded."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.fixture
+def malicious(tmp_path):
+    """(file, marker): a torch file whose unpickling would create ``marker``."""
+    path, marker = tmp_path / "evil.pt", tmp_path / "PWNED"
+    torch.save({"model": _Payload(marker), "format": _Payload(marker)}, path)
+    assert not marker.exists()
+    return path, marker
+
+
+def test_checkpoint_resume_refuses_a_malicious_pickle(malicious, tmp_path, capsys):
+    path, marker = malicious
+    argv = ["train", "irc", "--steps", "1", "--batch-size", "1", "--patch", "24", "--quiet",
+            "--out", str(tmp_path / "w.pt"), "--checkpoint", str(path), "--resume",
+            "--set", "stages=1", "--set", "inner_steps=1", "--set", "max_length=5", "--set", "train_max_length=5",
+            "--set", "psf_size=5"]
+    assert main(argv) == 2
+    assert not marker.exists()
+    assert "refusing to unpickle" in capsys.readouterr().err
+
+
+def test_weight_loading_paths_refuse_a_malicious_pickle(malicious, tmp_path, capsys):
+    from deblur_ops.models import IRCNet
+    from deblur_ops.models.pretrained import load_weights, read_weights
+
+    path, marker = malicious
+    with pytest.raises(ValueError, match="refusing to unpickle"):
+        read_weights(path)  # what `deblur models` and every pretrained load go through
+    with pytest.raises(ValueError, match="refusing to unpickle"):
+        load_weights(path, IRCNet)
+    with pytest.raises(ValueError, match="refusing to unpickle"):
+        deblur_ops.deblur(np.zeros((32, 32), np.float32), np.ones((3, 3)) / 9, method="irc-net", weights=str(path))
+    image = tmp_path / "in.tif"
+    tifffile.imwrite(image, np.random.rand(32, 32).astype(np.float32))
+    assert main(["run", str(image), str(tmp_path / "out.tif"), "--method", "irc-net", "--param",
+                 f"weights={path}", "--psf-model", "motion", "--length", "5", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "evil.pt" in err and "Traceback" not in err
+    assert main(["evaluate", "--methods", f"irc-net:weights={path}", "--kernels", "motion:5:0", "--images",
+                 "camera", "--size", "32", "--repeats", "1"]) == 2
+    assert "evil.pt" in capsys.readouterr().err
+    assert not marker.exists()
+
+
+def test_inverse_filter_cache_refuses_a_malicious_pickle(malicious, tmp_path, monkeypatch):
+    path, marker = malicious
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("DEBLUR_OPS_CACHE", str(cache))
+    bank, _ = motion_bank(lengths=[1, 5], angles=[0, 90], size=7)
+    expected = inverse_module.inverse_filters(bank, 15)
+    (cached,) = cache.iterdir()
+    cached.write_bytes(path.read_bytes())
+    torch.testing.assert_close(inverse_module.inverse_filters(bank, 15), expected, rtol=0, atol=0)
+    assert not marker.exists()
