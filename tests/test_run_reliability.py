@@ -129,3 +129,44 @@ def test_inverse_filter_cache_refuses_a_malicious_pickle(malicious, tmp_path, mo
     cached.write_bytes(path.read_bytes())
     torch.testing.assert_close(inverse_module.inverse_filters(bank, 15), expected, rtol=0, atol=0)
     assert not marker.exists()
+
+
+# --- item 7: blank and constant frames ----------------------------------------------------------------
+
+@pytest.mark.parametrize("value", [0.0, 0.5])
+def test_flat_frame_restores_to_itself_with_every_method(small_models, value):
+    from deblur_ops.api import METHODS
+    from deblur_ops.psf import linear_motion_kernel
+
+    frame = np.full((32, 32), value, np.float32)
+    psf = linear_motion_kernel(5, 30).numpy()
+    for name in deblur_ops.methods():
+        out = deblur_ops.deblur(frame, psf if METHODS[name].needs_psf else None, method=name, device="cpu")
+        np.testing.assert_allclose(out, frame, rtol=1e-4, atol=0, err_msg=name)
+
+
+@pytest.mark.parametrize("method", ["admm_tv", "irc", "nu_cg"])
+def test_noise_derived_weight_is_valid_on_a_constant_frame(method):
+    from deblur_ops.psf import linear_motion_kernel
+    from deblur_ops.restore import get_method
+    from deblur_ops.restore._common import noise_sigma_per_item
+
+    frame = torch.full((1, 1, 32, 32), 0.5)
+    sigma = noise_sigma_per_item(frame, None)
+    assert 0 < float(sigma) <= torch.finfo(torch.float32).eps  # the rounding level, not 0
+    out = get_method(method).function(frame, linear_motion_kernel(5, 30))
+    # irc's truncated inverse filters pass the mean with a few per cent of error; the others exactly
+    torch.testing.assert_close(out, frame, rtol=0, atol=5e-2 if method == "irc" else 1e-4)
+
+
+def test_one_blank_slice_does_not_abort_a_stack():
+    from deblur_ops.apps.stack import deblur_stack
+    from deblur_ops.psf import gaussian_psf
+
+    rng = np.random.default_rng(0)
+    stack = rng.random((3, 32, 32)).astype(np.float32)
+    stack[1] = 0.0
+    out = deblur_stack(stack, gaussian_psf(1.0).numpy(), method="admm_tv", device="cpu")
+    np.testing.assert_array_equal(out[1], 0.0)
+    expected = deblur_ops.deblur(stack[0], gaussian_psf(1.0).numpy(), method="admm_tv", device="cpu")
+    np.testing.assert_allclose(out[0], expected, rtol=0, atol=1e-6)
