@@ -4,6 +4,7 @@ Each test pins a promise of ``deblur run`` (README, "What `deblur run` promises"
 library under it: no data loss, no unsafe unpickling, no crash on flat frames or concurrent
 caches, clear errors.
 """
+import contextlib
 import threading
 
 import numpy as np
@@ -238,3 +239,145 @@ def test_wiener_snr_selection_matches_brute_force_risk(regularizer, sigma):
     # the binned risk may pick a neighbour where two candidates' risks are within the bins' 2 % resolution
     assert abs(pick - expected) <= 1
     assert risks[pick] <= risks[expected] * 1.005
+
+
+# --- items 1 and 2: the input is never written, the output appears only complete --------------------------
+
+zarr = pytest.importorskip("zarr")
+fits = pytest.importorskip("astropy.io.fits")
+
+GAUSS = ["--psf-model", "gaussian", "--sigma", "1", "--param", "balance=0.01", "--quiet"]
+
+
+def _stack(shape=(4, 32, 32)):
+    return np.random.default_rng(0).random(shape).astype(np.float32)
+
+
+def _write_input(path, data):
+    if path.suffix == ".zarr":
+        zarr.open_array(str(path), mode="w", shape=data.shape, chunks=(1,) + data.shape[1:], dtype=data.dtype)[...] = data
+    elif path.suffix == ".fits":
+        fits.PrimaryHDU(data).writeto(path)
+    else:
+        tifffile.imwrite(path, data)
+
+
+def _read(path):
+    return np.asarray(zarr.open(str(path), mode="r")) if path.suffix == ".zarr" else \
+        (fits.getdata(path) if path.suffix == ".fits" else tifffile.imread(path))
+
+
+@pytest.mark.parametrize("suffix", [".zarr", ".tif", ".fits"])
+def test_output_that_is_the_input_is_refused(tmp_path, capsys, suffix):
+    data = _stack()
+    source = tmp_path / f"s{suffix}"
+    _write_input(source, data)
+    link = tmp_path / f"link{suffix}"
+    link.symlink_to(source)
+    for output in (source, link):
+        assert main(["run", str(source), str(output), *GAUSS]) == 2
+        assert "is the input" in capsys.readouterr().err
+        np.testing.assert_array_equal(_read(source), data)
+    if suffix == ".zarr":
+        assert main(["run", str(source), str(source / "inner.zarr"), *GAUSS]) == 2
+        assert "is the input" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("suffix", [".zarr", ".tif", ".fits"])
+def test_existing_output_is_replaced_only_if_ours_or_with_overwrite(tmp_path, capsys, suffix):
+    source = tmp_path / "in.tif"
+    tifffile.imwrite(source, _stack())
+    output = tmp_path / f"out{suffix}"
+    if suffix == ".zarr":
+        output.mkdir()
+        (output / "precious.txt").write_text("user data")
+    else:
+        output.write_bytes(b"user data")
+    assert main(["run", str(source), str(output), *GAUSS]) == 2
+    assert "not written by `deblur run`" in capsys.readouterr().err
+    assert (output / "precious.txt").read_text() == "user data" if suffix == ".zarr" else \
+        output.read_bytes() == b"user data"
+    assert main(["run", str(source), str(output), *GAUSS, "--overwrite"]) == 0
+    first = _read(output)
+    assert main(["run", str(source), str(output), *GAUSS, "--param", "balance=0.1"]) == 0  # ours: replaced
+    assert not np.array_equal(_read(output), first)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_failed_write_keeps_the_previous_output_and_leaves_no_temporary(tmp_path, monkeypatch):
+    from deblur_ops.apps import io
+
+    source = tmp_path / "in.tif"
+    tifffile.imwrite(source, _stack())
+    output = tmp_path / "out.tif"
+    assert main(["run", str(source), str(output), *GAUSS]) == 0
+    before = output.read_bytes()
+    real = io.write_image
+
+    def write_half_then_fail(path, data, like=None):
+        real(path, data[:1], like)
+        raise OSError("disk full")
+
+    monkeypatch.setattr(io, "write_image", write_half_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        from deblur_ops.apps.run import run
+        run(source, output, np.ones((3, 3)), balance=0.1, progress=False)
+    assert output.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.tif", "out.tif"]
+
+
+def test_missing_output_folder_is_reported_before_restoring(tmp_path, capsys, monkeypatch):
+    from deblur_ops.apps import stack
+
+    source = tmp_path / "in.tif"
+    tifffile.imwrite(source, _stack())
+    monkeypatch.setattr(stack, "deblur", lambda *a, **k: pytest.fail("restored before checking the output"))
+    assert main(["run", str(source), str(tmp_path / "no" / "such" / "out.tif"), *GAUSS]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_sigint_leaves_no_complete_looking_output_and_resume_finishes(tmp_path):
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    data = np.random.default_rng(1).random((40, 32, 32)).astype(np.float32)
+    source, output, reference = tmp_path / "in.zarr", tmp_path / "out.zarr", tmp_path / "ref.zarr"
+    zarr.open_array(str(source), mode="w", shape=data.shape, chunks=(1, 32, 32), dtype=data.dtype)[...] = data
+    # 40 chunks written in 5 batches of 8; a few Richardson-Lucy iterations each, so that the signal
+    # lands after the first batch and before the last.
+    argv = ["--psf-model", "gaussian", "--sigma", "1", "--method", "richardson_lucy", "--param", "iterations=10",
+            "--quiet", "--device", "cpu"]
+    command = [sys.executable, "-m", "deblur_ops", "run", str(source), str(output), *argv]
+    root = Path(__file__).resolve().parents[1]
+    process = subprocess.Popen(command, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    partial = tmp_path / ".partial.out.zarr"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        if partial.exists():
+            with contextlib.suppress(Exception):
+                if zarr.open(str(partial), mode="r").attrs["deblur_ops"]["done_batches"]:
+                    break
+        time.sleep(0.05)
+    assert process.poll() is None, "the run finished before it could be interrupted"
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=120)
+    assert process.returncode != 0
+    assert not output.exists()
+    mark = zarr.open(str(partial), mode="r").attrs["deblur_ops"]
+    assert mark["complete"] is False and 0 < len(mark["done_batches"]) < mark["batches"]
+    with pytest.raises(ValueError, match="incomplete output"):
+        from deblur_ops.apps import io
+        io.read_image(partial)
+    resumed = subprocess.run(command + ["--resume"], cwd=root, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout.strip().splitlines()[-1])["resumed_batches"] == len(mark["done_batches"])
+    assert main(["run", str(source), str(reference), *argv]) == 0
+    np.testing.assert_array_equal(np.asarray(zarr.open(str(output), mode="r")),
+                                  np.asarray(zarr.open(str(reference), mode="r")))
+    assert not partial.exists()
+    assert zarr.open(str(output), mode="r").attrs["deblur_ops"]["complete"] is True

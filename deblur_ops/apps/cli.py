@@ -103,7 +103,7 @@ def _run(args) -> int:
     params = dict(args.param)
     summary = run(args.input, args.output, psf, method=args.method, loop_axes=args.axis, chunks=args.chunks,
                   halo=args.halo, device=args.device, scheduler=args.scheduler, output_dtype=args.output_dtype,
-                  progress=not args.quiet, **params)
+                  progress=not args.quiet, overwrite=args.overwrite, resume=args.resume, **params)
     print(json.dumps(summary))
     return 0
 
@@ -287,6 +287,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler", metavar="ADDRESS", help="dask.distributed scheduler, e.g. tcp://host:8786")
     p.add_argument("--output-dtype", default="same", choices=("same", "float32"),
                    help="same: the input's dtype (integers rounded and clipped); float32: as computed")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing output that deblur run did not write (its own are replaced anyway)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted Zarr output of the same command (chunks already written are kept)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_run)
 
