@@ -381,3 +381,49 @@ def test_sigint_leaves_no_complete_looking_output_and_resume_finishes(tmp_path):
                                   np.asarray(zarr.open(str(reference), mode="r")))
     assert not partial.exists()
     assert zarr.open(str(output), mode="r").attrs["deblur_ops"]["complete"] is True
+
+
+# --- items 14 and 16: resources and errors -----------------------------------------------------------------
+
+def test_unreadable_inputs_end_in_one_line_naming_the_file(tmp_path, capsys):
+    import imageio.v3 as iio
+
+    png = tmp_path / "cut.png"
+    iio.imwrite(png, (np.random.default_rng(0).random((64, 64)) * 255).astype(np.uint8))
+    png.write_bytes(png.read_bytes()[:200])
+    garbage = tmp_path / "garbage.fits"
+    garbage.write_bytes(b"SIMPLE  = not really" * 50)
+    store = tmp_path / "broken.zarr"
+    _write_input(store, _stack())
+    chunk = next(p for p in sorted(store.rglob("*")) if p.is_file() and p.name != "zarr.json" and ".z" not in p.name)
+    chunk.write_bytes(chunk.read_bytes()[:20])
+    for path in (png, garbage, store):
+        assert main(["run", str(path), str(tmp_path / f"out_{path.stem}.tif"), *GAUSS]) == 2
+        err = capsys.readouterr().err
+        assert path.name in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_huge_generated_psf_is_refused_before_allocating(tmp_path, capsys):
+    source = tmp_path / "in.tif"
+    tifffile.imwrite(source, _stack((32, 32)))
+    assert main(["run", str(source), str(tmp_path / "o.tif"), "--psf-model", "motion", "--length", "1e9",
+                 "--quiet"]) == 2
+    assert "4097 px limit" in capsys.readouterr().err
+    assert main(["run", str(source), str(tmp_path / "o.tif"), "--psf-model", "motion", "--length", "41",
+                 "--quiet"]) == 2
+    assert "larger than the image" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("form", [["--chunks", "-1,16,16"], ["--chunks=-1,16,16"]])
+def test_chunks_with_a_whole_axis_parse_in_both_forms(tmp_path, form):
+    source = tmp_path / "in.tif"
+    data = _stack((3, 32, 32))
+    tifffile.imwrite(source, data)
+    output = tmp_path / "out.zarr"
+    assert main(["run", str(source), str(output), *GAUSS, "--halo", "4,4", *form]) == 0
+    assert zarr.open(str(output), mode="r").chunks == (3, 16, 16)
+
+
+def test_wiener_stack_names_a_string_snr():
+    with pytest.raises(TypeError, match="snr_db"):
+        deblur_ops.wiener_stack(torch.rand(1, 1, 16, 16), torch.ones(3, 3) / 9, snr_db="10")

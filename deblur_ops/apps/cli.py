@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 
 
@@ -347,12 +348,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Options whose value is a comma-separated list of integers that may start with "-1" (a whole axis).
+_INTEGER_LIST_OPTIONS = ("--chunks", "--halo", "--axis")
+
+
+def _join_negative_lists(argv: list[str]) -> list[str]:
+    """``--chunks -1,64,64`` as ``--chunks=-1,64,64``: argparse takes a value starting with "-" that
+    is not a plain negative number for an option and reports "expected one argument"."""
+    joined, i = [], 0
+    while i < len(argv):
+        if argv[i] in _INTEGER_LIST_OPTIONS and i + 1 < len(argv) and re.fullmatch(r"-\d+(,-?\d+)*", argv[i + 1]):
+            joined.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            joined.append(argv[i])
+            i += 1
+    return joined
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(_join_negative_lists(argv))
     try:
         return args.func(args)
-    except ValueError as exc:
-        print(f"deblur {args.command}: error: {exc}", file=sys.stderr)
+    except (ValueError, OSError, MemoryError) as exc:
+        # Bad arguments and unreadable files are the user's to fix: one line, not a traceback.
+        print(f"deblur {args.command}: error: {exc}".splitlines()[0], file=sys.stderr)
         return 2
 
 

@@ -152,6 +152,16 @@ def read_image(path) -> ImageFile:
     kind = image_format(path)
     if not path.exists():
         raise ValueError(f"input {str(path)!r} does not exist")
+    try:
+        return _read(path, kind)
+    except ValueError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - every reader's own error type (truncated, corrupt, not an image)
+        raise ValueError(f"cannot read {str(path)!r} as {kind}: {type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else 'no details'}") from exc
+
+
+def _read(path: Path, kind: str) -> ImageFile:
     if kind == "zarr":
         return _read_zarr(path)
     if kind == "fits":

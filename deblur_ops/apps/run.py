@@ -86,6 +86,10 @@ def run(input_path, output_path, psf, *, method: str = "wiener", loop_axes: Sequ
         raise ValueError(f"psf must be a 2D or 3D array with a positive sum, got shape {psf.shape}")
     psf = psf / psf.sum()
     source = io.read_image(input_path)
+    image_sides = source.data.shape[-psf.ndim - (1 if source.rgb else 0):][:psf.ndim]
+    if any(k > n for k, n in zip(psf.shape, image_sides)):
+        raise ValueError(f"the PSF {psf.shape} is larger than the image's {tuple(image_sides)} along its axes; "
+                         f"crop the PSF (a PSF wider than the image cannot be told apart from it)")
     dtype = np.dtype(source.data.dtype) if output_dtype == "same" else np.dtype(np.float32)
     data = source.data
     lazy = source.format == "zarr" or chunks is not None
@@ -118,7 +122,7 @@ def run(input_path, output_path, psf, *, method: str = "wiener", loop_axes: Sequ
     summary["chunks"] = int(np.prod(restored.numblocks))
     callback = TqdmCallback(desc="deblur", unit="task", disable=not progress) if scheduler is None \
         else contextlib.nullcontext()
-    with _scheduler(scheduler), callback:
+    with _scheduler(scheduler), callback, _reading_errors(input_path):
         if out_format == "zarr":
             signature = _signature(input_path, psf, method, params, restored, dtype)
             batches = list(_batches(restored))
@@ -150,6 +154,17 @@ def _batches(array, min_chunks: int = 8):
     edges = np.cumsum((0,) + array.chunks[0])
     for first in range(0, array.numblocks[0], rows_per_batch):
         yield slice(int(edges[first]), int(edges[min(first + rows_per_batch, array.numblocks[0])]))
+
+
+@contextlib.contextmanager
+def _reading_errors(input_path: Path):
+    """Errors of the lazily read input (a corrupt chunk fails in its codec, mid-run) as one ValueError."""
+    try:
+        yield
+    except (RuntimeError, OSError, KeyError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else "no details"
+        raise ValueError(f"restoring {str(input_path)!r} failed while reading it chunk by chunk: "
+                         f"{type(exc).__name__}: {first}") from exc
 
 
 def _check_output(input_path: Path, output_path: Path, overwrite: bool) -> None:
