@@ -427,3 +427,25 @@ def test_chunks_with_a_whole_axis_parse_in_both_forms(tmp_path, form):
 def test_wiener_stack_names_a_string_snr():
     with pytest.raises(TypeError, match="snr_db"):
         deblur_ops.wiener_stack(torch.rand(1, 1, 16, 16), torch.ones(3, 3) / 9, snr_db="10")
+
+
+# --- item 4 (part): clipping to an integer dtype is reported ------------------------------------------------
+
+def test_clipped_pixels_are_counted_and_reported(tmp_path, capsys):
+    import json
+
+    from deblur_ops.apps import io
+
+    image = np.zeros((32, 32), np.uint8)
+    image[8:24, 8:24] = 255  # a sharpening restoration overshoots 255 at the edges and 0 outside them
+    source = tmp_path / "in.tif"
+    tifffile.imwrite(source, image)
+    assert main(["run", str(source), str(tmp_path / "o.tif"), *GAUSS]) == 0
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out.strip().splitlines()[-1])
+    restored = deblur_ops.deblur(image.astype(np.float32), deblur_ops.psf.gaussian_psf(1.0).numpy(),
+                                 method="wiener", balance=0.01, device="cpu")
+    expected = int(np.count_nonzero((np.rint(restored) < 0) | (np.rint(restored) > 255)))
+    assert summary["clipped_pixels"] == expected > 0
+    assert f"{expected} pixels fell outside the uint8 range" in captured.err
+    assert io.clipped_count(np.array([-0.4, 255.4, 255.6]), np.uint8) == 1

@@ -105,6 +105,9 @@ def _run(args) -> int:
     summary = run(args.input, args.output, psf, method=args.method, loop_axes=args.axis, chunks=args.chunks,
                   halo=args.halo, device=args.device, scheduler=args.scheduler, output_dtype=args.output_dtype,
                   progress=not args.quiet, overwrite=args.overwrite, resume=args.resume, **params)
+    if summary.get("clipped_pixels"):
+        print(f"deblur run: {summary['clipped_pixels']} pixels fell outside the {summary['dtype']} range and were "
+              f"clipped; --output-dtype float32 keeps them", file=sys.stderr)
     print(json.dumps(summary))
     return 0
 

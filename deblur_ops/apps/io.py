@@ -200,6 +200,21 @@ def cast_like(data: np.ndarray, dtype) -> np.ndarray:
     return np.asarray(data, dtype=dtype)
 
 
+def clipped_count(data: np.ndarray, dtype) -> int:
+    """How many values of ``data`` fall outside an integer ``dtype``'s range (0 for floating dtypes).
+
+    Example:
+        >>> clipped_count(np.array([-3.2, 7.6, 300.0]), np.uint8)
+        2
+    """
+    dtype = np.dtype(dtype)
+    if not np.issubdtype(dtype, np.integer):
+        return 0
+    info = np.iinfo(dtype)
+    rounded = np.rint(data)
+    return int(np.count_nonzero((rounded < info.min) | (rounded > info.max)))
+
+
 def write_image(path, data, like: ImageFile | None = None) -> None:
     """Write ``data`` (NumPy, already of the dtype wanted) as TIFF, PNG or FITS, with ``like``'s metadata.
 

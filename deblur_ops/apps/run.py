@@ -103,6 +103,7 @@ def run(input_path, output_path, psf, *, method: str = "wiener", loop_axes: Sequ
                                 device=device, progress=lambda done, total: bar.update(1), **params)
         bar.close()
         summary["slices"] = total
+        summary["clipped_pixels"] = io.clipped_count(restored, dtype)
         _write(output_path, out_format, io.cast_like(restored, dtype), source)
         return summary
     if resume and out_format != "zarr":
@@ -118,7 +119,13 @@ def run(input_path, output_path, psf, *, method: str = "wiener", loop_axes: Sequ
         data = data.rechunk(_parse_chunks(chunks, data.shape))
     restored = deblur_dask(data, psf, method=method, loop_axes=loop_axes, rgb=source.rgb, halo=halo,
                            device=device, **params)
-    restored = restored.map_blocks(io.cast_like, dtype, dtype=dtype)
+    clipped = []  # per block computed here (local schedulers share this list; a cluster does not)
+
+    def cast_counting(block):
+        clipped.append(io.clipped_count(block, dtype))
+        return io.cast_like(block, dtype)
+
+    restored = restored.map_blocks(cast_counting, dtype=dtype)
     summary["chunks"] = int(np.prod(restored.numblocks))
     callback = TqdmCallback(desc="deblur", unit="task", disable=not progress) if scheduler is None \
         else contextlib.nullcontext()
@@ -139,6 +146,7 @@ def run(input_path, output_path, psf, *, method: str = "wiener", loop_axes: Sequ
             _move_into_place(partial, output_path)
         else:
             _write(output_path, out_format, restored.compute(), source)
+    summary["clipped_pixels"] = sum(clipped) if scheduler is None else None
     return summary
 
 
