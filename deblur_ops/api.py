@@ -89,6 +89,12 @@ def _check_params(method, params: dict) -> None:
         raise ValueError(f"method {method.name!r} does not take parameter(s) {unknown}; it takes {accepted}")
 
 
+def _flat(batch: torch.Tensor) -> bool:
+    """Whether every (item, channel) of a (B, C, *S) batch is one finite constant value."""
+    planes = batch.reshape(batch.shape[0] * batch.shape[1], -1)
+    return bool((planes.amax(1) == planes.amin(1)).all() and torch.isfinite(planes[:, 0]).all())
+
+
 def deblur(image, psf=None, *, method: str = "wiener", device="auto", voxel_size=None, psf_voxel_size=None,
            **params):
     """Restore a blurred image with one of the registered methods.
@@ -115,7 +121,8 @@ def deblur(image, psf=None, *, method: str = "wiener", device="auto", voxel_size
 
     Returns:
         float32 result of the image's shape: a NumPy array for NumPy input, a tensor (on the
-        input's device) for tensor input.
+        input's device) for tensor input. A constant image (each colour channel constant) comes
+        back as itself (divided by the PSF's sum), whatever the method.
 
     Raises:
         ValueError: unknown method (the message lists the valid ones), a missing PSF, a
@@ -165,7 +172,14 @@ def deblur(image, psf=None, *, method: str = "wiener", device="auto", voxel_size
         kernel = prepare_psf(kernel, image_shape=batch.shape[2:], voxel_size=voxel_size,
                              psf_voxel_size=psf_voxel_size, crop_energy=None, warn_truncated=False,
                              dtype=torch.float32).to(target)
-    result = _from_batch(spec.function(batch.contiguous(), kernel, **params), layout).float()
+    restored = spec.function(batch.contiguous(), kernel, **params)
+    if _flat(batch):
+        # A constant frame is the blur of the same constant under any PSF summing to s (times s), so that
+        # constant is its exact restoration; the methods would add their own error to it (truncated
+        # inverse filters, a learned network's bias). They still ran, so their argument checks hold.
+        scale = kernel.sum() if isinstance(kernel, torch.Tensor) and float(kernel.sum()) > 0 else 1.0
+        restored = batch / scale
+    result = _from_batch(restored, layout).float()
     if isinstance(image, np.ndarray):
         return np.ascontiguousarray(result.cpu().numpy())
     return result.to(image.device).contiguous()

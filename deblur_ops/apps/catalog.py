@@ -197,6 +197,28 @@ def _check_model(model: str) -> None:
         raise ValueError(f"unknown PSF model {model!r}; choose one of {sorted(PSF_MODELS)}")
 
 
+# The largest PSF side a generated model may have: larger ones are typos (a length of 1e9 px
+# asked the allocator for exabytes) and no image a PSF can sensibly blur needs them.
+MAX_PSF_SIDE = 4097
+
+
+def _check_extent(model: str, params: dict) -> None:
+    """Refuse parameters whose PSF would exceed :data:`MAX_PSF_SIDE`, before anything is allocated."""
+    # Sides the models choose by default: a motion line spans its length, a Gaussian about 8 sigma,
+    # a Moffat profile (beta >= ~1.5) about 8 FWHM.
+    extents = {"length": 1.0, "sigma": 8.0, "fwhm": 8.0}
+    for name, per_unit in extents.items():
+        value = params.get(name)
+        if isinstance(value, (int, float)) and abs(value) * per_unit > MAX_PSF_SIDE:
+            raise ValueError(f"{model} PSF with {name}={value:g} would be about {abs(value) * per_unit:.3g} px wide, "
+                             f"more than the {MAX_PSF_SIDE} px limit; check the units (pixels)")
+    for name in ("size", "shape"):
+        value = params.get(name)
+        sides = [value] if isinstance(value, (int, float)) else list(value or [])
+        if any(isinstance(v, (int, float)) and v > MAX_PSF_SIDE for v in sides):
+            raise ValueError(f"{model} PSF {name}={value} exceeds the {MAX_PSF_SIDE} px limit per side")
+
+
 def make_psf(model: str, **params) -> np.ndarray:
     """A generated PSF as a float32 NumPy array summing to 1.
 
@@ -223,6 +245,7 @@ def make_psf(model: str, **params) -> np.ndarray:
     unknown = sorted(set(params) - known)
     if unknown:
         raise ValueError(f"PSF model {model!r} does not take {unknown}; it takes {sorted(known)}")
+    _check_extent(model, params)
     return np.ascontiguousarray(PSF_MODELS[model](**params).numpy(), dtype=np.float32)
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 
 
@@ -122,7 +123,10 @@ def _run(args) -> int:
     params = dict(args.param)
     summary = run(args.input, args.output, psf, method=args.method, loop_axes=args.axis, chunks=args.chunks,
                   halo=args.halo, device=args.device, scheduler=args.scheduler, output_dtype=args.output_dtype,
-                  progress=not args.quiet, **params)
+                  progress=not args.quiet, overwrite=args.overwrite, resume=args.resume, **params)
+    if summary.get("clipped_pixels"):
+        print(f"deblur run: {summary['clipped_pixels']} pixels fell outside the {summary['dtype']} range and were "
+              f"clipped; --output-dtype float32 keeps them", file=sys.stderr)
     print(json.dumps(summary))
     return 0
 
@@ -322,6 +326,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler", metavar="ADDRESS", help="dask.distributed scheduler, e.g. tcp://host:8786")
     p.add_argument("--output-dtype", default="same", choices=("same", "float32"),
                    help="same: the input's dtype (integers rounded and clipped); float32: as computed")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing output that deblur run did not write (its own are replaced anyway)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted Zarr output of the same command (chunks already written are kept)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_run)
 
@@ -385,12 +393,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Options whose value is a comma-separated list of integers that may start with "-1" (a whole axis).
+_INTEGER_LIST_OPTIONS = ("--chunks", "--halo", "--axis")
+
+
+def _join_negative_lists(argv: list[str]) -> list[str]:
+    """``--chunks -1,64,64`` as ``--chunks=-1,64,64``: argparse takes a value starting with "-" that
+    is not a plain negative number for an option and reports "expected one argument"."""
+    joined, i = [], 0
+    while i < len(argv):
+        if argv[i] in _INTEGER_LIST_OPTIONS and i + 1 < len(argv) and re.fullmatch(r"-\d+(,-?\d+)*", argv[i + 1]):
+            joined.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            joined.append(argv[i])
+            i += 1
+    return joined
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(_join_negative_lists(argv))
     try:
         return args.func(args)
-    except ValueError as exc:
-        print(f"deblur {args.command}: error: {exc}", file=sys.stderr)
+    except (ValueError, OSError, MemoryError) as exc:
+        # Bad arguments and unreadable files are the user's to fix: one line, not a traceback.
+        print(f"deblur {args.command}: error: {exc}".splitlines()[0], file=sys.stderr)
         return 2
 
 

@@ -15,6 +15,13 @@ import numpy as np
 FORMATS = {".tif": "tiff", ".tiff": "tiff", ".png": "png", ".fits": "fits", ".fit": "fits", ".fts": "fits",
            ".fits.gz": "fits", ".zarr": "zarr", ".ome.zarr": "zarr"}
 
+# How outputs of ``deblur run`` are marked, so that a rerun may replace them and nothing else:
+# the TIFF Software tag, a FITS primary-header keyword, a Zarr attribute on the root node (which
+# also records whether the store is complete and which batches of chunks are written).
+SOFTWARE = "deblur-ops run"
+FITS_KEYWORD = "DEBLUROP"
+ZARR_ATTRIBUTE = "deblur_ops"
+
 
 @dataclass
 class ImageFile:
@@ -52,6 +59,39 @@ def image_format(path) -> str:
     raise ValueError(f"cannot tell the format of {str(path)!r}; use one of the suffixes {sorted(FORMATS)}")
 
 
+def format_suffix(path) -> str:
+    """The suffix that gives ``path`` its format (``".ome.zarr"``, ``".fits.gz"``, ``".tif"``, ...)."""
+    name = str(path).lower().rstrip("/")
+    image_format(path)
+    return next(s for s in sorted(FORMATS, key=len, reverse=True) if name.endswith(s))
+
+
+def written_by_deblur(path) -> bool:
+    """Whether ``path`` is a file or store that ``deblur run`` wrote (and marked), complete or not.
+
+    Unreadable or foreign files are not ours; PNG holds no mark, so it never is.
+    """
+    path = Path(path)
+    try:
+        kind = image_format(path)
+        if kind == "zarr":
+            import zarr
+
+            return ZARR_ATTRIBUTE in zarr.open(str(path), mode="r").attrs
+        if kind == "tiff":
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                return (tif.pages[0].software or "").startswith(SOFTWARE)
+        if kind == "fits":
+            from astropy.io import fits
+
+            return FITS_KEYWORD in fits.getheader(path, 0)
+    except Exception:  # noqa: BLE001 - anything we cannot read as our own output is not ours
+        return False
+    return False
+
+
 def read_fits(path):
     """The first HDU with data of a FITS file: (data as float32 or its integer dtype, header).
 
@@ -74,6 +114,11 @@ def _read_zarr(path: Path) -> ImageFile:
     import zarr
 
     node = zarr.open(str(path), mode="r")
+    mark = node.attrs.get(ZARR_ATTRIBUTE)
+    if isinstance(mark, dict) and not mark.get("complete", True):
+        done, total = len(mark.get("done_batches", [])), mark.get("batches", "?")
+        raise ValueError(f"{path} is an incomplete output of an interrupted `deblur run` ({done} of {total} batches "
+                         f"written; the rest would read as zeros); finish it with the same command and --resume")
     if isinstance(node, zarr.Array):
         return ImageFile(da.from_zarr(node), "zarr", metadata={"array_attrs": dict(node.attrs)})
     group_attrs = dict(node.attrs)
@@ -107,6 +152,16 @@ def read_image(path) -> ImageFile:
     kind = image_format(path)
     if not path.exists():
         raise ValueError(f"input {str(path)!r} does not exist")
+    try:
+        return _read(path, kind)
+    except ValueError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - every reader's own error type (truncated, corrupt, not an image)
+        raise ValueError(f"cannot read {str(path)!r} as {kind}: {type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else 'no details'}") from exc
+
+
+def _read(path: Path, kind: str) -> ImageFile:
     if kind == "zarr":
         return _read_zarr(path)
     if kind == "fits":
@@ -145,6 +200,21 @@ def cast_like(data: np.ndarray, dtype) -> np.ndarray:
     return np.asarray(data, dtype=dtype)
 
 
+def clipped_count(data: np.ndarray, dtype) -> int:
+    """How many values of ``data`` fall outside an integer ``dtype``'s range (0 for floating dtypes).
+
+    Example:
+        >>> clipped_count(np.array([-3.2, 7.6, 300.0]), np.uint8)
+        2
+    """
+    dtype = np.dtype(dtype)
+    if not np.issubdtype(dtype, np.integer):
+        return 0
+    info = np.iinfo(dtype)
+    rounded = np.rint(data)
+    return int(np.count_nonzero((rounded < info.min) | (rounded > info.max)))
+
+
 def write_image(path, data, like: ImageFile | None = None) -> None:
     """Write ``data`` (NumPy, already of the dtype wanted) as TIFF, PNG or FITS, with ``like``'s metadata.
 
@@ -164,6 +234,7 @@ def write_image(path, data, like: ImageFile | None = None) -> None:
 
         header = meta.get("fits_header")
         hdu = fits.PrimaryHDU(data, header=header.copy() if header is not None else None)
+        hdu.header[FITS_KEYWORD] = (True, "written by deblur-ops (deblur run)")
         hdu.header.add_history("restored with deblur-ops (deblur run)")
         hdu.writeto(path, overwrite=True)
     elif kind == "png":
@@ -180,7 +251,8 @@ def write_image(path, data, like: ImageFile | None = None) -> None:
         if "resolution" in meta:
             options["resolution"] = meta["resolution"]
             options["resolutionunit"] = meta["resolutionunit"]
-        tifffile.imwrite(path, data, photometric="rgb" if like is not None and like.rgb else "minisblack", **options)
+        tifffile.imwrite(path, data, photometric="rgb" if like is not None and like.rgb else "minisblack",
+                         software=SOFTWARE, **options)
 
 
 def create_zarr_like(path, shape, chunks, dtype, like: ImageFile | None = None):
@@ -198,14 +270,19 @@ def create_zarr_like(path, shape, chunks, dtype, like: ImageFile | None = None):
     meta = like.metadata if like is not None else {}
     if "component" not in meta:
         array = zarr.open_array(str(path), mode="w", shape=shape, chunks=chunks, dtype=dtype)
-        array.attrs.update(meta.get("array_attrs", {}))
+        array.attrs.update(_without_mark(meta.get("array_attrs", {})))
         return array
     group = zarr.open_group(str(path), mode="w")
-    attrs = _keep_first_level(meta["group_attrs"])
+    attrs = _keep_first_level(_without_mark(meta["group_attrs"]))
     group.attrs.update(attrs)
     array = group.create_array(meta["component"], shape=shape, chunks=chunks, dtype=dtype)
-    array.attrs.update(meta.get("array_attrs", {}))
+    array.attrs.update(_without_mark(meta.get("array_attrs", {})))
     return array
+
+
+def _without_mark(attrs: dict) -> dict:
+    # The input may itself be an earlier output; its mark describes that run, not this one.
+    return {k: v for k, v in attrs.items() if k != ZARR_ATTRIBUTE}
 
 
 def _keep_first_level(attrs: dict) -> dict:

@@ -2,7 +2,13 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -28,7 +34,8 @@ def _scheduler(address: str | None):
 
 def run(input_path, output_path, psf, *, method: str = "wiener", loop_axes: Sequence[int] | None = None,
         chunks: Sequence[int] | None = None, halo: Sequence[int] | None = None, device="auto",
-        scheduler: str | None = None, output_dtype: str = "same", progress: bool = True, **params) -> dict:
+        scheduler: str | None = None, output_dtype: str = "same", progress: bool = True, overwrite: bool = False,
+        resume: bool = False, **params) -> dict:
     """Restore ``input_path`` into ``output_path`` (TIFF, PNG, FITS, Zarr, OME-Zarr).
 
     Zarr input, or any input with ``chunks``, goes through :func:`deblur_ops.apps.stack.deblur_dask`:
@@ -47,16 +54,31 @@ def run(input_path, output_path, psf, *, method: str = "wiener", loop_axes: Sequ
         scheduler: a dask.distributed scheduler address (``tcp://host:8786``); None runs locally.
         output_dtype: ``"same"`` (the input's; integers rounded and clipped) or ``"float32"``.
         progress: show a tqdm progress bar.
+        overwrite: replace an existing ``output_path`` that ``deblur run`` did not write (its own
+            earlier outputs are replaced without it).
+        resume: continue an interrupted Zarr output of the same command: batches of chunks that
+            the partial store records as written are not computed again.
         **params: the method's parameters.
+
+    The input is never written: an output that is the input, or inside it, after resolving links,
+    is refused. The output appears only complete: files are written to a temporary file in the
+    same folder and renamed over the target; Zarr is written to ``.partial.<name>`` next to the
+    target, marked incomplete in its attributes (refused as an input) until every chunk is
+    written, then moved into place.
 
     Returns:
         Summary: input/output shape, dtype, format, number of chunks or slices.
 
     Raises:
-        ValueError: bad arguments, unreadable input, an output format that cannot hold the result.
+        ValueError: bad arguments, unreadable input, an output format that cannot hold the result,
+            an output that is the input, an existing output not written by ``deblur run`` (without
+            ``overwrite``), a missing output folder.
     """
     from tqdm import tqdm
 
+    input_path, output_path = Path(input_path), Path(output_path)
+    out_format = io.image_format(output_path)
+    _check_output(input_path, output_path, overwrite)
     if output_dtype not in ("same", "float32"):
         raise ValueError(f"output_dtype must be 'same' or 'float32', got {output_dtype!r}")
     psf = np.asarray(psf, dtype=np.float32)
@@ -64,8 +86,11 @@ def run(input_path, output_path, psf, *, method: str = "wiener", loop_axes: Sequ
         raise ValueError(f"psf must be a 2D or 3D array with a positive sum, got shape {psf.shape}")
     psf = psf / psf.sum()
     source = io.read_image(input_path)
+    image_sides = source.data.shape[-psf.ndim - (1 if source.rgb else 0):][:psf.ndim]
+    if any(k > n for k, n in zip(psf.shape, image_sides)):
+        raise ValueError(f"the PSF {psf.shape} is larger than the image's {tuple(image_sides)} along its axes; "
+                         f"crop the PSF (a PSF wider than the image cannot be told apart from it)")
     dtype = np.dtype(source.data.dtype) if output_dtype == "same" else np.dtype(np.float32)
-    out_format = io.image_format(output_path)
     data = source.data
     lazy = source.format == "zarr" or chunks is not None
     summary = {"input": str(input_path), "output": str(output_path), "shape": tuple(data.shape),
@@ -78,8 +103,12 @@ def run(input_path, output_path, psf, *, method: str = "wiener", loop_axes: Sequ
                                 device=device, progress=lambda done, total: bar.update(1), **params)
         bar.close()
         summary["slices"] = total
+        summary["clipped_pixels"] = io.clipped_count(restored, dtype)
         _write(output_path, out_format, io.cast_like(restored, dtype), source)
         return summary
+    if resume and out_format != "zarr":
+        raise ValueError(f"--resume continues a chunk-wise Zarr output; {output_path} is {out_format}, which is "
+                         f"written in one piece (an interrupted run left no partial file to continue)")
 
     import dask.array as da
     from tqdm.dask import TqdmCallback
@@ -90,18 +119,34 @@ def run(input_path, output_path, psf, *, method: str = "wiener", loop_axes: Sequ
         data = data.rechunk(_parse_chunks(chunks, data.shape))
     restored = deblur_dask(data, psf, method=method, loop_axes=loop_axes, rgb=source.rgb, halo=halo,
                            device=device, **params)
-    restored = restored.map_blocks(io.cast_like, dtype, dtype=dtype)
+    clipped = []  # per block computed here (local schedulers share this list; a cluster does not)
+
+    def cast_counting(block):
+        clipped.append(io.clipped_count(block, dtype))
+        return io.cast_like(block, dtype)
+
+    restored = restored.map_blocks(cast_counting, dtype=dtype)
     summary["chunks"] = int(np.prod(restored.numblocks))
     callback = TqdmCallback(desc="deblur", unit="task", disable=not progress) if scheduler is None \
         else contextlib.nullcontext()
-    with _scheduler(scheduler), callback:
+    with _scheduler(scheduler), callback, _reading_errors(input_path):
         if out_format == "zarr":
-            target = io.create_zarr_like(output_path, restored.shape, restored.chunksize, dtype,
-                                         source if source.format == "zarr" else None)
-            for rows in _batches(restored):
+            signature = _signature(input_path, psf, method, params, restored, dtype)
+            batches = list(_batches(restored))
+            partial, root, target, done = _open_partial(output_path, restored, dtype, source, signature,
+                                                        len(batches), resume)
+            summary["resumed_batches"] = len(done)
+            for k, rows in enumerate(batches):
+                if k in done:
+                    continue
                 da.store(restored[rows], target, regions=(rows,), lock=False)
+                done.add(k)
+                _mark(root, signature, len(batches), done, complete=False)
+            _mark(root, signature, len(batches), done, complete=True)
+            _move_into_place(partial, output_path)
         else:
             _write(output_path, out_format, restored.compute(), source)
+    summary["clipped_pixels"] = sum(clipped) if scheduler is None else None
     return summary
 
 
@@ -119,12 +164,118 @@ def _batches(array, min_chunks: int = 8):
         yield slice(int(edges[first]), int(edges[min(first + rows_per_batch, array.numblocks[0])]))
 
 
-def _write(path, out_format: str, data: np.ndarray, source: io.ImageFile) -> None:
+@contextlib.contextmanager
+def _reading_errors(input_path: Path):
+    """Errors of the lazily read input (a corrupt chunk fails in its codec, mid-run) as one ValueError."""
+    try:
+        yield
+    except (RuntimeError, OSError, KeyError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else "no details"
+        raise ValueError(f"restoring {str(input_path)!r} failed while reading it chunk by chunk: "
+                         f"{type(exc).__name__}: {first}") from exc
+
+
+def _check_output(input_path: Path, output_path: Path, overwrite: bool) -> None:
+    source, target = input_path.resolve(), output_path.resolve()
+    if target == source or source in target.parents or target in source.parents:
+        raise ValueError(f"output {str(output_path)!r} is the input {str(input_path)!r} (or inside it, or holds it) "
+                         f"after resolving links; write the restoration to another path")
+    if not target.parent.is_dir():
+        raise ValueError(f"the output folder {str(target.parent)!r} does not exist; create it first")
+    exists = output_path.exists() or output_path.is_symlink()
+    if exists and not overwrite and not io.written_by_deblur(output_path):
+        raise ValueError(f"{str(output_path)!r} exists and was not written by `deblur run`; pass --overwrite to "
+                         f"replace it, or choose another output path")
+
+
+def _signature(input_path: Path, psf: np.ndarray, method: str, params: dict, restored, dtype) -> dict:
+    """What a partial Zarr output was computed from; --resume continues only an identical run."""
+    return {"input": str(input_path.resolve()), "method": method,
+            "params": json.loads(json.dumps(params, sort_keys=True, default=repr)),
+            "psf_sha256": hashlib.sha256(np.ascontiguousarray(psf).tobytes()).hexdigest(),
+            "shape": list(restored.shape), "chunks": [list(c) for c in restored.chunks], "dtype": str(dtype)}
+
+
+def _partial_path(output_path: Path) -> Path:
+    return output_path.parent / f".partial.{output_path.name}"
+
+
+def _open_partial(output_path: Path, restored, dtype, source: io.ImageFile, signature: dict, batches: int,
+                  resume: bool):
+    """The partial store (new, or the resumable one): (path, root node, array, written batches)."""
+    import zarr
+
+    partial = _partial_path(output_path)
+    if resume and partial.exists():
+        root = zarr.open(str(partial), mode="r+")
+        mark = root.attrs.get(io.ZARR_ATTRIBUTE, {})
+        if mark.get("signature") != signature:
+            raise ValueError(f"{partial} was written by a different command (input, PSF, method, parameters, "
+                             f"chunks or dtype differ); rerun without --resume to start over")
+        array = root if isinstance(root, zarr.Array) else root[source.metadata["component"]]
+        return partial, root, array, set(mark.get("done_batches", []))
+    _remove(partial)
+    array = io.create_zarr_like(partial, restored.shape, restored.chunksize, dtype,
+                                source if source.format == "zarr" else None)
+    root = zarr.open(str(partial), mode="r+")
+    _mark(root, signature, batches, set(), complete=False)
+    return partial, root, array, set()
+
+
+def _mark(root, signature: dict, batches: int, done: set, *, complete: bool) -> None:
+    from .. import __version__
+
+    root.attrs[io.ZARR_ATTRIBUTE] = {"software": io.SOFTWARE, "version": __version__, "complete": complete,
+                                     "batches": batches, "done_batches": sorted(done), "signature": signature}
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _move_into_place(partial: Path, output_path: Path) -> None:
+    # A directory cannot be renamed over a non-empty one: the previous output (checked to be ours,
+    # or --overwrite) is renamed aside first and removed only once the new one is in place.
+    previous = None
+    if output_path.exists() or output_path.is_symlink():
+        previous = Path(tempfile.mkdtemp(prefix=f".{output_path.name}.old-", dir=output_path.parent))
+        os.replace(output_path, previous / "store")
+    os.replace(partial, output_path)
+    if previous is not None:
+        shutil.rmtree(previous)
+
+
+def _write(path: Path, out_format: str, data: np.ndarray, source: io.ImageFile) -> None:
     if out_format == "zarr":
-        target = io.create_zarr_like(path, data.shape, data.shape, data.dtype,
+        import zarr
+
+        partial = _partial_path(path)
+        _remove(partial)
+        target = io.create_zarr_like(partial, data.shape, data.shape, data.dtype,
                                      source if source.format == "zarr" else None)
         target[...] = data
-    else:
-        # Metadata only fits the format it came from; the colour flag fits every format.
-        like = source if source.format == out_format else io.ImageFile(None, out_format, rgb=source.rgb)
-        io.write_image(path, data, like)
+        root = zarr.open(str(partial), mode="r+")
+        _mark(root, {"shape": list(data.shape), "dtype": str(data.dtype)}, 1, {0}, complete=True)
+        _move_into_place(partial, path)
+        return
+    # Metadata only fits the format it came from; the colour flag fits every format.
+    like = source if source.format == out_format else io.ImageFile(None, out_format, rgb=source.rgb)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial" + io.format_suffix(path), dir=path.parent)
+    os.close(fd)
+    try:
+        io.write_image(tmp, data, like)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; outputs get the usual permissions
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise

@@ -9,9 +9,8 @@ import torch.nn.functional as F
 from .. import validation as v
 from ..boundary import pad_for_fft
 
-# Immerkaer's mask: the difference of two Laplacians, which cancels image structure up to
-# second order so what remains is mostly noise.
-_IMMERKAER = torch.tensor([[1.0, -2.0, 1.0], [-2.0, 4.0, -2.0], [1.0, -2.0, 1.0]])
+# Immerkaer's mask [[1, -2, 1], [-2, 4, -2], [1, -2, 1]]: the difference of two Laplacians, which
+# cancels image structure up to second order so what remains is mostly noise.
 
 
 def estimate_noise_sigma(image: torch.Tensor) -> torch.Tensor:
@@ -29,10 +28,18 @@ def estimate_noise_sigma(image: torch.Tensor) -> torch.Tensor:
     if image.dim() != 4 or image.shape[-1] < 3 or image.shape[-2] < 3:
         raise ValueError(f"image must have shape (B, C, H>=3, W>=3), got {tuple(image.shape)}")
     b, c, h, w = image.shape
-    mask = _IMMERKAER.to(image.dtype).to(image.device)[None, None]
-    response = F.conv2d(image.reshape(b * c, 1, h, w), mask).abs()
-    sigma = response.sum(dim=(1, 2, 3)) * math.sqrt(math.pi / 2) / (6 * (h - 2) * (w - 2))
-    return sigma.reshape(b, c)
+    # The mask is the outer product of [1, -2, 1] with itself: two second differences, which
+    # on large images cost a fraction of a 3x3 conv2d (2 s on a 2048^2 frame here).
+    rows = image[..., :-2, :] - 2 * image[..., 1:-1, :] + image[..., 2:, :]
+    response = (rows[..., :-2] - 2 * rows[..., 1:-1] + rows[..., 2:]).abs()
+    sigma = response.sum(dim=(-2, -1)) * math.sqrt(math.pi / 2) / (6 * (h - 2) * (w - 2))
+    return sigma
+
+
+# Range and width of the bins of |K|^2 / |R|^2 over which the Wiener risk is pooled; 0.01 decade
+# (2.3 %) is far finer than the 26 % steps of 1 dB candidates.
+_Q_RANGE = (1e-14, 1e6)
+_Q_BIN_DECADES = 0.01
 
 
 def select_wiener_snr(blurred: torch.Tensor, psf: torch.Tensor, snr_db,
@@ -43,9 +50,16 @@ def select_wiener_snr(blurred: torch.Tensor, psf: torch.Tensor, snr_db,
     The expected squared error of the Wiener estimate G Y for filter j is, per frequency,
     |1 - G_j K|^2 S_x + N sigma^2 |G_j|^2. The image spectrum S_x is modelled as the power law
     A / |f|^2 of natural images (Field 1987; van der Schaaf & van Hateren 1996), with A fitted
-    robustly on the frequencies the PSF passes (|K|^2 > 1/2) from |Y|^2 - N sigma^2. This needs
-    no ground truth, only the noise level (estimated from ``blurred`` when not given), and it errs
-    towards over-regularising rather than amplifying noise.
+    robustly on the frequencies the PSF passes (|K|^2 > 1/2) from |Y|^2 - N sigma^2; at f = 0,
+    where the power law says nothing, S_x is the measured mean: (|Y(0)|^2 - N sigma^2) / |K(0)|^2.
+    (Without it a flat frame has no modelled signal, every candidate risks 0, and the first,
+    strongest one halved the frame.) This needs no ground truth, only the noise level (estimated
+    from ``blurred`` when not given), and it errs towards over-regularising rather than
+    amplifying noise.
+
+    Cost: one real FFT of the image in float32; the frequencies are then pooled by |K|^2 / |R|^2
+    (the only way the risk depends on them besides additive weights) into bins 0.01 decade wide,
+    and every candidate is scored on the bins, not on the full spectrum.
 
     Args:
         blurred: (B, C, H, W) or (B, C, D, H, W) observation.
@@ -72,29 +86,62 @@ def select_wiener_snr(blurred: torch.Tensor, psf: torch.Tensor, snr_db,
     sig = torch.as_tensor(sigma, dtype=torch.float64, device=blurred.device)
     sig2 = (sig.reshape(b, -1).mean(1) if sig.dim() else sig.expand(b)) ** 2  # (B,)
 
-    padded, _ = pad_for_fft(blurred.double(), tuple(psf.shape[1:]))
+    padded, _ = pad_for_fft(blurred.float(), tuple(psf.shape[1:]))
     spatial = tuple(padded.shape[2:])
     dims = tuple(range(-nd, 0))
     n = math.prod(spatial)
-    power = (torch.fft.fftn(padded, dim=dims).abs() ** 2).sum(1)  # (B, *S), summed over channels
-    kernel = F.pad(psf.double(), [p for size, k in zip(reversed(spatial), reversed(psf.shape[1:]))
-                                  for p in (0, size - k)])
-    otf = torch.fft.fftn(torch.roll(kernel, [-(k // 2) for k in psf.shape[1:]], dims), dim=dims)
-    k2 = otf.abs() ** 2  # (P, *S)
-    freqs = torch.meshgrid(*[torch.fft.fftfreq(s, dtype=torch.float64, device=blurred.device)
-                             for s in spatial], indexing="ij")
+    power = (torch.fft.rfftn(padded, dim=dims).abs() ** 2).sum(1)  # (B, *half), summed over channels
+    del padded
+    kernel = F.pad(psf.float(), [p for size, k in zip(reversed(spatial), reversed(psf.shape[1:]))
+                                 for p in (0, size - k)])
+    k2 = torch.fft.rfftn(torch.roll(kernel, [-(k // 2) for k in psf.shape[1:]], dims), dim=dims).abs() ** 2
+    axes = [torch.fft.fftfreq(s, device=blurred.device) for s in spatial[:-1]]
+    axes.append(torch.fft.rfftfreq(spatial[-1], device=blurred.device))
+    freqs = torch.meshgrid(*axes, indexing="ij")
     f2 = sum(f**2 for f in freqs).clamp(min=1.0 / n)
+    # Each column of the half spectrum but the first (and the last of an even length) stands for
+    # itself and its mirror image.
+    mirrored = torch.full((spatial[-1] // 2 + 1,), 2.0, device=blurred.device)
+    mirrored[0] = 1.0
+    if spatial[-1] % 2 == 0:
+        mirrored[-1] = 1.0
     channels = blurred.shape[1]
-    noise_power = n * sig2.reshape((b,) + (1,) * nd) * channels
+    noise_power = (n * sig2 * channels).float().reshape((b,) + (1,) * nd)
     clean = (power - noise_power).clamp(min=0) * f2 / k2.clamp(min=1e-12)
     reliable = (k2 > 0.5).expand_as(clean) & (f2 > 1.0 / n)
     amplitude = torch.stack([c[m].median() if m.any() else c.median() for c, m in zip(clean, reliable)])
-    prior = amplitude.reshape((b,) + (1,) * nd) / f2  # (B, *S)
-    lambdas = torch.pow(10.0, -snr / 10)
+    del clean, reliable
+    prior = amplitude.reshape((b,) + (1,) * nd) / f2  # (B, *half)
+    dc = (slice(None),) + (0,) * nd
+    prior[dc] = (power[dc] - noise_power.reshape(b)).clamp(min=0) / k2[dc].clamp(min=1e-12)
+    del power
     reg = sum(2 - 2 * torch.cos(2 * math.pi * f) for f in freqs) ** 2 if regularizer == "laplacian" else 1.0
-    risks = []
-    for lam in lambdas:
-        gain = otf.conj() / (k2 + lam * reg)
-        risk = ((1 - gain * otf).abs() ** 2 * prior + noise_power * gain.abs() ** 2)
-        risks.append(risk.flatten(1).sum(1))
-    return torch.stack(risks, 1).argmin(1)
+    del freqs, f2
+    reg = torch.as_tensor(reg, dtype=torch.float32, device=blurred.device).expand(k2.shape[1:])
+    lambdas = torch.pow(10.0, -snr / 10).reshape(-1, 1)  # (N, 1)
+    picks = []
+    for item in range(b):
+        # With q = |K|^2 / R the risk of one frequency is lambda^2 / (q + lambda)^2 S_x
+        # + N sigma^2 q / R / (q + lambda)^2: it depends on lambda through q alone, so frequencies are
+        # pooled into bins of q (0.01 decade wide) once, and all N candidates are scored on the bins.
+        # Where R = 0 (the Laplacian's DC) the risk does not depend on lambda and is left out.
+        k2_item = k2[item if k2.shape[0] > 1 else 0]
+        used = reg > 0
+        q = (k2_item[used] / reg[used]).double().clamp(min=_Q_RANGE[0], max=_Q_RANGE[1])
+        weight = mirrored.expand_as(k2_item)[used].double()
+        bins = ((q.log10() - math.log10(_Q_RANGE[0])) / _Q_BIN_DECADES).long()
+        count = int(bins.max()) + 1
+
+        def pooled(values: torch.Tensor) -> torch.Tensor:
+            return torch.zeros(count, dtype=torch.float64, device=q.device).index_add_(0, bins, values)
+
+        mass = pooled(weight)
+        signal = pooled(prior[item][used].double() * weight)
+        noise = pooled(float(noise_power[item]) * q / reg[used].double() * weight)
+        occupied = mass > 0
+        q_bin = (pooled(q * weight)[occupied] / mass[occupied]).reshape(1, -1)
+        lam = lambdas.to(q.device)
+        inverse = 1.0 / (q_bin + lam) ** 2  # (N, bins)
+        risks = (lam**2 * inverse) @ signal[occupied] + inverse @ noise[occupied]
+        picks.append(risks.argmin())
+    return torch.stack(picks).to(blurred.device)

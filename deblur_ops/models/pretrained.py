@@ -7,6 +7,7 @@ the package live in ``deblur_ops/models/weights/<name>.pt``; nothing is ever dow
 """
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,7 +117,11 @@ def read_weights(path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no weight file at {path}; train one with `deblur train` or check the path")
-    blob = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ValueError(f"{path} holds objects other than tensors, numbers and strings; refusing to unpickle it "
+                         f"({str(exc).splitlines()[0]})") from None
     if not isinstance(blob, dict) or blob.get("format") != FORMAT or "state_dict" not in blob:
         raise ValueError(f"{path} is not a deblur-ops weight file (format {FORMAT}); "
                          f"write it with deblur_ops.models.save_pretrained")

@@ -57,6 +57,9 @@ def wiener_stack(image: torch.Tensor, psf: torch.Tensor, snr_db=None, *,
         >>> deblur_ops.wiener_stack(image, psf).shape
         torch.Size([1, 15, 1, 64, 64])
     """
+    if isinstance(snr_db, (str, bytes)):
+        raise TypeError(f"snr_db must be a number, a sequence of numbers or a 1-D tensor of SNRs in dB, "
+                        f"got the string {snr_db!r}; write snr_db={snr_db!s} without quotes")
     return ref.wiener_stack_pipeline(image, psf, snr_db, regularizer, padding, _core)
 
 

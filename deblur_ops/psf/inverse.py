@@ -1,9 +1,11 @@
 """Finite-support inverse filters of a filter bank (paper 004 eqs. 10-14), cached on disk."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
+import tempfile
 from pathlib import Path
 
 import torch
@@ -83,8 +85,10 @@ def inverse_filters(bank: torch.Tensor, size: int, prior_filters: torch.Tensor |
                  b"branches" if branches else b""):
         key.update(part)
     path = cache_dir() / f"inverse_filters_{key.hexdigest()[:32]}.pt"
-    if cache and path.is_file():
-        return torch.load(path, weights_only=True).to(bank.dtype).to(bank.device)
+    if cache:
+        cached = _read_cache(path, (len(b64), 1 + len(p64)) if branches else (len(b64),), size)
+        if cached is not None:
+            return cached.to(bank.dtype).to(bank.device)
 
     n = next_fast_len(2 * max(size, *b64.shape[1:], *p64.shape[1:]) + 1)
     shape = (n, n)
@@ -104,8 +108,37 @@ def inverse_filters(bank: torch.Tensor, size: int, prior_filters: torch.Tensor |
     taper = torch.hann_window(size + 2, periodic=False, dtype=torch.float64)[1:-1]
     d = (d * taper[:, None] * taper[None, :]).contiguous()
     if cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        torch.save(d, tmp)
-        os.replace(tmp, path)
+        _write_cache(path, d)
     return d.to(bank.dtype).to(bank.device)
+
+
+def _read_cache(path: Path, leading: tuple[int, ...], size: int) -> torch.Tensor | None:
+    """The cached filters, or None when the file is missing, unreadable or not what this key needs.
+
+    A file cut short by a killed process, or written by another version, is recomputed and
+    replaced rather than failing the restoration that asked for it.
+    """
+    try:
+        d = torch.load(path, weights_only=True)
+    except Exception:  # noqa: BLE001 - missing, truncated, foreign or unsafe: all a cache miss
+        return None
+    expected = leading + (size, size)
+    if not isinstance(d, torch.Tensor) or tuple(d.shape) != expected or not bool(torch.isfinite(d).all()):
+        return None
+    return d
+
+
+def _write_cache(path: Path, d: torch.Tensor) -> None:
+    # A unique temporary name per writer (threads of one process share a pid) and an atomic
+    # rename: readers see either no file or a complete one, and concurrent writers of the same
+    # key each replace it with identical contents.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.stem + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(d, f)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise

@@ -65,7 +65,13 @@ def per_item(value, name: str, like: torch.Tensor) -> torch.Tensor:
 
 
 def noise_sigma_per_item(image: torch.Tensor, noise_sigma) -> torch.Tensor:
-    """The given noise level, or Immerkaer's estimate averaged over channels and (3D) planes: (B,)."""
+    """The given noise level, or Immerkaer's estimate averaged over channels and (3D) planes: (B,).
+
+    The estimate is at least the rounding error of the item's values (float epsilon times its
+    largest magnitude, or epsilon for an all-zero item): a blank or constant frame estimates
+    exactly 0, and a zero noise level would give the noise-derived weights of the TV methods
+    the invalid value 0 (and IRC-Net's shrinkage a 0/0).
+    """
     if noise_sigma is not None:
         return per_item(noise_sigma, "noise_sigma", image).reshape(-1)
     from ..data.noise import estimate_noise_sigma
@@ -73,7 +79,10 @@ def noise_sigma_per_item(image: torch.Tensor, noise_sigma) -> torch.Tensor:
     b, h, w = image.shape[0], image.shape[-2], image.shape[-1]
     if h < 3 or w < 3:
         raise ValueError(f"estimating the noise needs planes of at least 3x3, got {h}x{w}; pass noise_sigma")
-    return estimate_noise_sigma(image.reshape(b, -1, h, w)).mean(1)
+    estimate = estimate_noise_sigma(image.reshape(b, -1, h, w)).mean(1)
+    magnitude = image.detach().abs().reshape(b, -1).amax(1)
+    floor = torch.finfo(image.dtype).eps * torch.where(magnitude > 0, magnitude, torch.ones_like(magnitude))
+    return torch.maximum(estimate, floor)
 
 
 class FFTDomain:

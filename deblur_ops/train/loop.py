@@ -7,6 +7,7 @@ train_step: forward, loss, backward, optional gradient clipping, optimizer step.
 """
 from __future__ import annotations
 
+import pickle
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -132,7 +133,14 @@ def fit(model: nn.Module, train_step: Callable[[dict], float], predict: Callable
                "batch_size": batch_size}
     checkpoint = Path(checkpoint) if checkpoint is not None else None
     if resume and checkpoint is not None and checkpoint.is_file():
-        state = torch.load(checkpoint, map_location=device, weights_only=False)
+        try:
+            # weights_only: a checkpoint is data (tensors, numbers, lists, dicts); unpickling
+            # arbitrary objects would run whatever code a crafted file names.
+            state = torch.load(checkpoint, map_location=device, weights_only=True)
+        except pickle.UnpicklingError as exc:
+            raise ValueError(f"{checkpoint} is not a checkpoint that loads as plain tensors and numbers; "
+                             f"refusing to unpickle it ({str(exc).splitlines()[0]}). Start without --resume "
+                             f"or delete the file") from None
         model.load_state_dict(state["model"])
         for opt, s in zip(optimizers, state["optimizers"]):
             opt.load_state_dict(s)
