@@ -1,6 +1,24 @@
 #include "checks.h"
 
+#include <cmath>
+#include <limits>
+
 namespace deblur_ops {
+namespace {
+
+// The kernels convert xmin, xmax and the knot density (n - 1) / (xmax - xmin) to T and compute
+// x - xmin in T: each must be finite (a double beyond T's range converted to T is undefined
+// behaviour), and the range must not collapse or overflow in T.
+template <typename T>
+bool range_representable(double xmin, double xmax, int64_t n) {
+  const double limit = static_cast<double>(std::numeric_limits<T>::max());
+  if (!(std::abs(xmin) <= limit && std::abs(xmax) <= limit)) return false;
+  const T lo = static_cast<T>(xmin), hi = static_cast<T>(xmax);
+  const double inv_step = static_cast<double>(n - 1) / (xmax - xmin);
+  return lo < hi && std::isfinite(hi - lo) && inv_step <= limit && static_cast<T>(inv_step) > T(0);
+}
+
+}  // namespace
 
 void check_wiener_inputs(const at::Tensor& image, const at::Tensor& psf, const at::Tensor& snr_db,
                          const char* image_name, int64_t leading_dims) {
@@ -37,8 +55,8 @@ void check_wiener_inputs(const at::Tensor& image, const at::Tensor& psf, const a
 
 void check_shrink_inputs(const at::Tensor& x, const at::Tensor& values, double xmin, double xmax) {
   TORCH_CHECK(x.dim() >= 2, "x must have shape (B, C, ...), got ", x.sizes());
-  TORCH_CHECK(at::isFloatingType(x.scalar_type()), "x must be float32 or float64, got ",
-              x.scalar_type());
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
+              "x must be float32 or float64, got ", x.scalar_type());
   TORCH_CHECK(values.dim() == 2 && values.size(0) == x.size(1) && values.size(1) >= 2,
               "values must have shape (C, n_knots) = (", x.size(1), ", n>=2), got ",
               values.sizes());
@@ -46,7 +64,15 @@ void check_shrink_inputs(const at::Tensor& x, const at::Tensor& values, double x
               " must match x dtype ", x.scalar_type());
   TORCH_CHECK(values.device() == x.device(), "values is on ", values.device(), " but x is on ",
               x.device());
-  TORCH_CHECK(xmax > xmin, "value_range must satisfy xmin < xmax, got (", xmin, ", ", xmax, ")");
+  TORCH_CHECK(std::isfinite(xmin) && std::isfinite(xmax) && xmax > xmin,
+              "value_range must be finite with xmin < xmax, got (", xmin, ", ", xmax, ")");
+  const bool representable = x.scalar_type() == at::kDouble
+                                  ? range_representable<double>(xmin, xmax, values.size(1))
+                                  : range_representable<float>(xmin, xmax, values.size(1));
+  TORCH_CHECK(representable, "value_range (", xmin, ", ", xmax, ") with ", values.size(1),
+              " knots is not representable in ", x.scalar_type(),
+              ": xmin, xmax, the width xmax - xmin and the knot density (n_knots - 1) / width must "
+              "be finite and non-zero in x's dtype; rescale x and the range, or use float64");
 }
 
 void check_shrink_backward_inputs(const at::Tensor& grad, const at::Tensor& x,

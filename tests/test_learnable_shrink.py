@@ -207,3 +207,31 @@ class TestLearnableShrink:
         tol = 1e-4 if dtype == torch.float32 else 1e-10
         for a, b in zip(outs["cuda"], outs["cpu"]):
             torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+
+
+class TestLearnableShrinkRange:
+    @pytest.mark.parametrize("dtype,value_range", [
+        (torch.float32, (-1e38, 3e38)),  # the width overflows float32
+        (torch.float32, (0.0, 1e39)),  # xmax overflows float32
+        (torch.float32, (1.0, 1.0 + 1e-9)),  # the range collapses in float32
+        (torch.float64, (0.0, 1e-310)),  # the knot density overflows float64
+    ])
+    def test_unrepresentable_range_is_rejected(self, dtype, value_range):
+        x, values = sample_inputs(dtype=dtype, shape=(1, 2, 4), n=5)
+        with pytest.raises(ValueError, match=r"value_range .* is not representable in torch\.float"):
+            deblur_ops.learnable_shrink(x, values, value_range)
+
+    @needs_extension
+    def test_op_rejects_unrepresentable_range(self):
+        x, values = sample_inputs(dtype=torch.float32, shape=(1, 2, 4), n=5)
+        with pytest.raises(RuntimeError, match="is not representable in Float"):
+            OP.learnable_shrink(x, values, -1e38, 3e38)
+        with pytest.raises(RuntimeError, match="value_range must be finite"):
+            OP.learnable_shrink_backward(x, x, values, 0.0, float("inf"))
+
+    def test_wide_range_in_float64_is_fine(self):
+        x = torch.tensor([[[-1e38, 0.0, 2.9e38]]], dtype=torch.float64)
+        values = torch.tensor([[-1e38, 5.0, 3e38]], dtype=torch.float64)
+        out = deblur_ops.learnable_shrink(x, values, (-1e38, 3e38))
+        expected = numpy_shrink(x.numpy(), values.numpy(), -1e38, 3e38)
+        np.testing.assert_allclose(out.numpy(), expected, rtol=1e-12)
