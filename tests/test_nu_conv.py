@@ -197,3 +197,26 @@ def test_cuda_matches_cpu_reference(mode, padding):
         cpu_leaves, u)
     for a, b in zip(got, wanted):
         torch.testing.assert_close(a.cpu(), b)
+
+
+@pytest.mark.parametrize("idx_batch,w_batch", [(1, 1), (1, 3), (3, 1), (3, 3)])
+@pytest.mark.parametrize("mode,padding", [("gather", "zeros"), ("scatter", "reflect")])
+def test_idx_and_weights_broadcast_over_the_batch_independently(idx_batch, w_batch, mode, padding):
+    x, bank, idx, w = make(3, 2, 6, 5, 2, 4, 3, 3)
+    idx, w = idx[:idx_batch], w[:w_batch]
+    # Oracle: both fields expanded to the batch explicitly, one image at a time.
+    want = torch.cat([ref.nu_conv(x[b:b + 1], bank, idx[b % idx_batch][None], w[b % w_batch][None],
+                                  mode=mode, padding=padding) for b in range(3)])
+    torch.testing.assert_close(ref.nu_conv(x, bank, idx, w, mode=mode, padding=padding), want)
+    leaves = [t.clone().requires_grad_() for t in (x, bank, w)]
+    y = deblur_ops.nu_conv(leaves[0], leaves[1], idx, leaves[2], mode=mode, padding=padding)
+    torch.testing.assert_close(y, want)
+    got = torch.autograd.grad(y, leaves, torch.ones_like(y))
+    expected = torch.autograd.grad(ref.nu_conv_core(*leaves[:2], idx, leaves[2], mode, padding),
+                                   leaves, torch.ones_like(y))
+    assert got[2].shape == w.shape
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b)
+    if _extension.has_kernel("nu_conv", x.device):
+        torch.library.opcheck(torch.ops.deblur_ops.nu_conv.default,
+                              (x, bank, idx, w.requires_grad_(), mode, padding))

@@ -77,9 +77,12 @@ if _extension.LOADED:
         torch._check(bank.shape[1] % 2 == 1 and bank.shape[2] % 2 == 1,
                      lambda: "bank filter sizes must be odd")
         torch._check(idx.dtype in (torch.int32, torch.int64), lambda: "idx must be int32 or int64")
-        torch._check(idx.shape == weights.shape, lambda: "idx and weights must have the same shape")
-        torch._check(weights.dim() == 4 and weights.shape[2:] == x.shape[2:],
-                     lambda: "weights must be (B or 1, K, H, W)")
+        # idx and weights broadcast over the batch independently: each has batch 1 or B.
+        for t, name in ((idx, "idx"), (weights, "weights")):
+            torch._check(t.dim() == 4 and t.shape[2:] == x.shape[2:]
+                         and (t.shape[0] == 1 or t.shape[0] == x.shape[0]),
+                         lambda name=name: f"{name} must be (B or 1, K, H, W)")
+        torch._check(idx.shape[1] == weights.shape[1], lambda: "idx and weights must have the same K")
 
     @torch.library.register_fake(_OP)
     def _nu_conv_fake(x, bank, idx, weights, mode, padding):
