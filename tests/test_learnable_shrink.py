@@ -235,3 +235,20 @@ class TestLearnableShrinkRange:
         out = deblur_ops.learnable_shrink(x, values, (-1e38, 3e38))
         expected = numpy_shrink(x.numpy(), values.numpy(), -1e38, 3e38)
         np.testing.assert_allclose(out.numpy(), expected, rtol=1e-12)
+
+
+class TestLearnableShrinkThreads:
+    @needs_extension
+    @pytest.mark.parametrize("threads", [1, 2, 3])
+    def test_values_gradient_independent_of_thread_count(self, threads):
+        # Partial knot tables are per chunk of work, not per thread id (sized before the run).
+        x, values = sample_inputs(shape=(2, 2, 128, 130), n=7)
+        grad = torch.randn_like(x)
+        before = torch.get_num_threads()
+        try:
+            torch.set_num_threads(threads)
+            got = OP.learnable_shrink_backward(grad, x, values, -1.0, 1.0)[1]
+        finally:
+            torch.set_num_threads(before)
+        want = numpy_values_grad(x.numpy(), grad.numpy(), 7, -1.0, 1.0)
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-10, atol=1e-8)

@@ -220,3 +220,21 @@ def test_idx_and_weights_broadcast_over_the_batch_independently(idx_batch, w_bat
     if _extension.has_kernel("nu_conv", x.device):
         torch.library.opcheck(torch.ops.deblur_ops.nu_conv.default,
                               (x, bank, idx, w.requires_grad_(), mode, padding))
+
+
+@needs_ext
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_bank_gradient_independent_of_thread_count(threads):
+    # Partial bank gradients are per chunk of work, not per thread id (sized before the run).
+    x, bank, idx, w = make(2, 2, 40, 36, 2, 3, 5, 5, Bf=1)
+    grad = torch.randn_like(x)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        got = torch.ops.deblur_ops.nu_conv_backward(grad, x, bank, idx, w, "gather", "zeros",
+                                                    [False, True, False])[1]
+    finally:
+        torch.set_num_threads(before)
+    leaf = bank.clone().requires_grad_()
+    want, = torch.autograd.grad(ref.nu_conv_core(x, leaf, idx, w, "gather", "zeros"), leaf, grad)
+    torch.testing.assert_close(got, want)
