@@ -252,3 +252,28 @@ class TestLearnableShrinkThreads:
             torch.set_num_threads(before)
         want = numpy_values_grad(x.numpy(), grad.numpy(), 7, -1.0, 1.0)
         np.testing.assert_allclose(got.numpy(), want, rtol=1e-10, atol=1e-8)
+
+
+def _second_order(fn, x, values, seed=0):
+    """Hessian-vector products of sum(u * fn(x, values)) with the directions (a, b)."""
+    g = torch.Generator().manual_seed(seed)
+    u, a, b = (torch.randn(t.shape, generator=g, dtype=t.dtype) for t in (x, x, values))
+    x, values = x.detach().requires_grad_(), values.detach().requires_grad_()
+    gx, gv = torch.autograd.grad((u * fn(x, values)).sum(), (x, values), create_graph=True)
+    return torch.autograd.grad((gx * a).sum() + (gv * b).sum(), (x, values), allow_unused=True)
+
+
+class TestLearnableShrinkSecondOrder:
+    def test_gradgradcheck(self):
+        x, values = sample_inputs(shape=(2, 2, 5), n=6, requires_grad=True)
+        fn = lambda a, v: deblur_ops.learnable_shrink(a, v, (-1.5, 2.0))  # noqa: E731
+        assert torch.autograd.gradgradcheck(fn, (x, values))
+
+    def test_second_derivatives_match_reference(self):
+        # The x-values cross term is not zero: the slope of f in x is (v[k+1] - v[k]) / step.
+        x, values = sample_inputs(shape=(2, 3, 6, 5), n=9)
+        got = _second_order(lambda a, v: deblur_ops.learnable_shrink(a, v, (-2.0, 1.5)), x, values)
+        want = _second_order(lambda a, v: reference.learnable_shrink(a, v, (-2.0, 1.5)), x, values)
+        assert want[1].abs().max() > 1  # the case the backward op without autograd dropped
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a, torch.zeros_like(a) if b is None else b)

@@ -238,3 +238,38 @@ def test_bank_gradient_independent_of_thread_count(threads):
     leaf = bank.clone().requires_grad_()
     want, = torch.autograd.grad(ref.nu_conv_core(x, leaf, idx, w, "gather", "zeros"), leaf, grad)
     torch.testing.assert_close(got, want)
+
+
+def _nu_conv_second_order(fn, x, bank, idx, w, seed=0):
+    """Hessian-vector products of <u, fn(x, bank, idx, w)> in the direction (a, b, c)."""
+    g = torch.Generator().manual_seed(seed)
+    u = torch.randn(x.shape, generator=g, dtype=x.dtype)
+    dirs = [torch.randn(t.shape, generator=g, dtype=t.dtype) for t in (x, bank, w)]
+    leaves = [t.detach().requires_grad_() for t in (x, bank, w)]
+    first = torch.autograd.grad((u * fn(leaves[0], leaves[1], idx, leaves[2])).sum(), leaves,
+                                create_graph=True)
+    return torch.autograd.grad(sum((f * d).sum() for f, d in zip(first, dirs)), leaves,
+                               allow_unused=True)
+
+
+@pytest.mark.parametrize("mode,padding", [("gather", "zeros"), ("scatter", "reflect"),
+                                          ("gather", "circular"), ("scatter", "replicate")])
+def test_gradgradcheck(mode, padding):
+    x, bank, idx, w = make(2, 2, 5, 4, 2, 3, 3, 3, Bf=1)
+    inputs = (x.requires_grad_(), bank.requires_grad_(), idx, w.requires_grad_())
+    fn = lambda a, b, i, c: deblur_ops.nu_conv(a, b, i, c, mode=mode, padding=padding)  # noqa: E731
+    assert torch.autograd.gradgradcheck(fn, inputs)
+
+
+@needs_ext
+@pytest.mark.parametrize("mode,padding", list(itertools.product(MODES, PADDINGS)))
+def test_second_derivatives_match_reference(mode, padding):
+    # nu_conv is trilinear in (x, bank, w): its mixed second derivatives are not zero.
+    x, bank, idx, w = make(2, 2, 6, 7, 3, 4, 3, 5, Bf=1)
+    got = _nu_conv_second_order(
+        lambda *a: deblur_ops.nu_conv(*a, mode=mode, padding=padding), x, bank, idx, w)
+    want = _nu_conv_second_order(
+        lambda *a: ref.nu_conv_core(*a, mode, padding), x, bank, idx, w)
+    assert all(b.abs().max() > 0.1 for b in want)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)
