@@ -65,7 +65,11 @@ def wiener_stack_pipeline(image, psf, snr_db, regularizer, padding, core):
     snr = v.as_1d_float(DEFAULT_SNR_DB if snr_db is None else snr_db, "snr_db", image)
     if padding == "reflect":
         padded, pads = pad_for_fft(image, tuple(psf.shape[1:]))
-        return crop(core(padded, psf, snr, regularizer), pads)
+        out = crop(core(padded, psf, snr, regularizer), pads)
+        # With dynamic shapes the cropped view's strides are products of symbolic padded lengths,
+        # and Inductor's range analysis of their ratios fails (ValueRangeError) when it checks
+        # the output's stride order; a dense output has plain strides.
+        return out.contiguous() if v.is_compiling() else out
     if padding == "edge_taper":
         image = edge_taper(image, psf)
     return core(image, psf, snr, regularizer)
