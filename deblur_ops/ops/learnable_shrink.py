@@ -21,14 +21,17 @@ def learnable_shrink(x: torch.Tensor, values: torch.Tensor, value_range) -> torc
     Args:
         x: (B, C, ...) float32/float64.
         values: (C, n_knots), n_knots >= 2, x's dtype and device.
-        value_range: (xmin, xmax), finite, xmin < xmax.
+        value_range: (xmin, xmax), finite, xmin < xmax, with xmin, xmax, the width and the knot
+            density (n_knots - 1) / width finite and non-zero in x's dtype.
 
     Returns:
         Tensor of x's shape. Differentiable w.r.t. ``x`` and ``values`` (the values gradient is a
         histogram-style reduction over the pixels of each channel).
 
     Raises:
-        ValueError: wrong shapes, dtypes or devices, NaN/Inf, or an empty/inverted range.
+        ValueError: wrong shapes, dtypes or devices, NaN/Inf, or an empty, inverted or
+            unrepresentable range. (The op itself, ``torch.ops.deblur_ops.learnable_shrink``, which
+            skips these checks, maps a NaN x to NaN.)
 
     Examples:
         >>> import torch, deblur_ops

@@ -51,7 +51,10 @@ def admm_tv(image: torch.Tensor, psf: torch.Tensor, *, weight=None, noise_sigma=
         Tensor of the image's shape and dtype.
 
     Raises:
-        ValueError: bad shapes, NaN/Inf, an even, all-zero or too large PSF, bad parameters.
+        ValueError: bad shapes, NaN/Inf, an even or too large PSF or one whose sum is not positive,
+            bad parameters.
+        FloatingPointError: the result overflowed the image's dtype (NaN/Inf) despite the
+            internal rescaling.
 
     Example:
         >>> import torch

@@ -95,6 +95,8 @@ def nu_cg(image: torch.Tensor, psf, *, prior: str = "tv", weight=None, noise_sig
 
     Raises:
         ValueError: bad shapes, NaN/Inf, a PSF larger than the image, bad parameters.
+        FloatingPointError: the result overflowed the image's dtype (NaN/Inf) despite the
+            internal rescaling.
 
     Example:
         >>> import torch
