@@ -1,6 +1,24 @@
 #include "checks.h"
 
+#include <cmath>
+#include <limits>
+
 namespace deblur_ops {
+namespace {
+
+// The kernels convert xmin, xmax and the knot density (n - 1) / (xmax - xmin) to T and compute
+// x - xmin in T: each must be finite (a double beyond T's range converted to T is undefined
+// behaviour), and the range must not collapse or overflow in T.
+template <typename T>
+bool range_representable(double xmin, double xmax, int64_t n) {
+  const double limit = static_cast<double>(std::numeric_limits<T>::max());
+  if (!(std::abs(xmin) <= limit && std::abs(xmax) <= limit)) return false;
+  const T lo = static_cast<T>(xmin), hi = static_cast<T>(xmax);
+  const double inv_step = static_cast<double>(n - 1) / (xmax - xmin);
+  return lo < hi && std::isfinite(hi - lo) && inv_step <= limit && static_cast<T>(inv_step) > T(0);
+}
+
+}  // namespace
 
 namespace {
 // at::isFloatingType also admits half, bfloat16 and the float8 types, for which no kernel is
@@ -53,7 +71,15 @@ void check_shrink_inputs(const at::Tensor& x, const at::Tensor& values, double x
               " must match x dtype ", x.scalar_type());
   TORCH_CHECK(values.device() == x.device(), "values is on ", values.device(), " but x is on ",
               x.device());
-  TORCH_CHECK(xmax > xmin, "value_range must satisfy xmin < xmax, got (", xmin, ", ", xmax, ")");
+  TORCH_CHECK(std::isfinite(xmin) && std::isfinite(xmax) && xmax > xmin,
+              "value_range must be finite with xmin < xmax, got (", xmin, ", ", xmax, ")");
+  const bool representable = x.scalar_type() == at::kDouble
+                                  ? range_representable<double>(xmin, xmax, values.size(1))
+                                  : range_representable<float>(xmin, xmax, values.size(1));
+  TORCH_CHECK(representable, "value_range (", xmin, ", ", xmax, ") with ", values.size(1),
+              " knots is not representable in ", x.scalar_type(),
+              ": xmin, xmax, the width xmax - xmin and the knot density (n_knots - 1) / width must "
+              "be finite and non-zero in x's dtype; rescale x and the range, or use float64");
 }
 
 void check_shrink_backward_inputs(const at::Tensor& grad, const at::Tensor& x,

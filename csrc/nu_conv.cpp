@@ -14,6 +14,7 @@
 #include <ATen/ops/empty_like.h>
 #include <c10/util/Exception.h>
 
+#include <algorithm>
 #include <string>
 
 namespace deblur_ops {
@@ -60,7 +61,8 @@ void check_inputs(const at::Tensor& x, const at::Tensor& bank, const at::Tensor&
                 name, " must have shape (B or 1, K, H, W) with B, H, W of x ", x.sizes(), ", got ",
                 t->sizes());
   }
-  TORCH_CHECK(idx.sizes() == weights.sizes(), "idx and weights must have the same shape, got ",
+  // The batch sizes of idx and weights are independent (each 1 or B), as in the reference.
+  TORCH_CHECK(idx.size(1) == weights.size(1), "idx and weights must have the same K, got shapes ",
               idx.sizes(), " and ", weights.sizes());
   if (idx.numel() > 0) {
     // Kernels index the bank with these values unchecked: reject them here, never read out of bounds.
@@ -123,20 +125,25 @@ struct Layout {
     return out.index_add_(3, cols, by_rows);
   }
 
-  NuConvGeometry geometry(const at::Tensor& bank, const at::Tensor& idx) const {
+  // field: the grid field's idx (batch 1 or B once idx and weights are expanded to one batch).
+  NuConvGeometry geometry(const at::Tensor& bank, const at::Tensor& field) const {
     const int64_t kh = bank.size(1), kw = bank.size(2), Hp = H + 2 * rh, Wp = W + 2 * rw;
     if (scatter) {
-      return {B, C, idx.size(0), idx.size(1), bank.size(0), kh, kw, Hp, Wp, H, W, -2 * rh, -2 * rw};
+      return {B, C, field.size(0), field.size(1), bank.size(0), kh, kw, Hp, Wp, H, W, -2 * rh, -2 * rw};
     }
-    return {B, C, idx.size(0), idx.size(1), bank.size(0), kh, kw, H, W, Hp, Wp, 0, 0};
+    return {B, C, field.size(0), field.size(1), bank.size(0), kh, kw, H, W, Hp, Wp, 0, 0};
   }
 };
 
 // The field on the primitives' grid: as given for gather, padded like x for scatter so that a
-// padded source pixel blurs with the filter of the image pixel whose value it copies.
+// padded source pixel blurs with the filter of the image pixel whose value it copies. The
+// primitives take one field batch size for both tensors: a batch-1 idx or weights next to a
+// batch-B other is expanded to B.
 std::pair<at::Tensor, at::Tensor> grid_field(const Layout& L, const at::Tensor& idx,
                                              const at::Tensor& weights) {
-  at::Tensor i = idx.to(at::kLong).contiguous(), w = weights.contiguous();
+  const int64_t Bf = std::max(idx.size(0), weights.size(0));
+  at::Tensor i = idx.to(at::kLong).expand({Bf, -1, -1, -1}).contiguous();
+  at::Tensor w = weights.expand({Bf, -1, -1, -1}).contiguous();
   if (!L.scatter) return {i, w};
   return {L.pad(i), L.pad(w)};
 }
@@ -154,8 +161,8 @@ at::Tensor nu_conv_forward(const at::Tensor& x_in, const at::Tensor& bank, const
   const Layout L(x_in, bank, mode, padding);
   const at::Tensor x = x_in.contiguous();
   if (x.numel() == 0) return at::zeros_like(x);
-  const NuConvGeometry g = L.geometry(bank, idx);
   const auto [gi, gw] = grid_field(L, idx, weights);
+  const NuConvGeometry g = L.geometry(bank, gi);
   const at::Tensor bk = bank_for(L, bank);
   const at::Tensor xp = L.pad(x);
   if (L.scatter) {
@@ -183,8 +190,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> nu_conv_backward(
   at::Tensor grad_bank = at::zeros_like(bank);
   at::Tensor grad_w = at::zeros_like(weights);
   if (x.numel() == 0) return {grad_x, grad_bank, grad_w};
-  const NuConvGeometry g = L.geometry(bank, idx);
   const auto [gi, gw] = grid_field(L, idx, weights);
+  const NuConvGeometry g = L.geometry(bank, gi);
   const at::Tensor bk = bank_for(L, bank);
   const at::Tensor xp = L.pad(x);
   const at::Tensor grid_src = L.scatter ? xp : grad;  // the value carried by each grid point

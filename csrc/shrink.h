@@ -14,9 +14,15 @@ struct ShrinkTable {
   T xmin, xmax, inv_step;
 
   // Segment index and fraction for x inside [xmin, xmax]; callers test the range first.
+  // t is clamped in floating point before the conversion, because converting a NaN, an Inf or a
+  // value beyond int64's range to an integer is undefined behaviour (a range overflowing T makes
+  // x - xmin Inf); NaN goes to segment 0 and leaves frac NaN, so the result is NaN, never a wild
+  // index. The integer clamp stays: n - 2 may round up when converted to T.
   C10_HOST_DEVICE inline int64_t segment(T x, T* frac) const {
     const T t = (x - xmin) * inv_step;
-    int64_t i = static_cast<int64_t>(t);
+    const T last = static_cast<T>(n - 2);
+    const T clamped = t >= T(0) ? (t <= last ? t : last) : T(0);
+    int64_t i = static_cast<int64_t>(clamped);
     i = i > n - 2 ? n - 2 : i;
     *frac = t - static_cast<T>(i);
     return i;

@@ -65,7 +65,11 @@ def wiener_stack_pipeline(image, psf, snr_db, regularizer, padding, core):
     snr = v.as_1d_float(DEFAULT_SNR_DB if snr_db is None else snr_db, "snr_db", image)
     if padding == "reflect":
         padded, pads = pad_for_fft(image, tuple(psf.shape[1:]))
-        return crop(core(padded, psf, snr, regularizer), pads)
+        out = crop(core(padded, psf, snr, regularizer), pads)
+        # With dynamic shapes the cropped view's strides are products of symbolic padded lengths,
+        # and Inductor's range analysis of their ratios fails (ValueRangeError) when it checks
+        # the output's stride order; a dense output has plain strides.
+        return out.contiguous() if v.is_compiling() else out
     if padding == "edge_taper":
         image = edge_taper(image, psf)
     return core(image, psf, snr, regularizer)
@@ -112,7 +116,30 @@ def validate_shrink(x, values, value_range) -> tuple[float, float]:
     v.require_same_device(values, "values", x, "x")
     v.require_finite(values, "values")
     v.require_finite(x, "x")
-    return v.value_range_pair(value_range)
+    xmin, xmax = v.value_range_pair(value_range)
+    require_range_representable(xmin, xmax, values.shape[1], x.dtype)
+    return xmin, xmax
+
+
+def require_range_representable(xmin: float, xmax: float, n_knots: int, dtype: torch.dtype) -> None:
+    """The kernels compute x - xmin and the knot density (n - 1) / (xmax - xmin) in x's dtype:
+    a range that overflows or collapses there would give Inf/NaN (e.g. (-1e38, 3e38) in float32).
+    Skipped while torch.compile traces (the rounding test is a tensor op); the kernels check it too."""
+    if v.is_compiling():
+        return
+    info = torch.finfo(dtype)
+    ok = max(abs(xmin), abs(xmax)) <= info.max
+    if ok:
+        lo, hi = torch.tensor([xmin, xmax], dtype=dtype)
+        density = (n_knots - 1) / (xmax - xmin)
+        ok = bool(lo < hi) and math.isfinite(float(hi - lo)) and density <= info.max
+        ok = ok and float(torch.tensor(density, dtype=dtype)) > 0
+    if not ok:
+        raise ValueError(
+            f"value_range ({xmin}, {xmax}) with {n_knots} knots is not representable in {dtype}: "
+            f"xmin, xmax, the width xmax - xmin and the knot density (n_knots - 1) / width must be "
+            f"finite and non-zero in x's dtype; rescale x and the range, or use float64"
+        )
 
 
 def learnable_shrink(x: torch.Tensor, values: torch.Tensor, value_range) -> torch.Tensor:

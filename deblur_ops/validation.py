@@ -98,8 +98,20 @@ def batched_psf(psf: torch.Tensor, image: torch.Tensor, name: str = "psf") -> to
             f"crop the PSF or pad the image"
         )
     require_finite(psf, name)
-    if not is_compiling() and bool((psf.flatten(1).abs().sum(1) == 0).any()):
-        raise ValueError(f"{name} is all zeros; a PSF must have non-zero energy (usually sum 1)")
+    if not is_compiling():
+        if bool((psf.flatten(1).abs().sum(1) == 0).any()):
+            raise ValueError(f"{name} is all zeros; a PSF must have non-zero energy (usually sum 1)")
+        # A blur passes the mean through with gain sum(psf): at sum <= 0 the Wiener and ADMM
+        # denominators vanish at frequency 0 (all-NaN results) and iterative methods diverge.
+        sums = psf.flatten(1).double().sum(1)
+        bad = ~(torch.isfinite(sums) & (sums > 0))
+        if bool(bad.any()):
+            item = int(bad.nonzero()[0, 0])
+            raise ValueError(
+                f"{name} must have a positive, finite sum (usually 1), got sum {float(sums[item]):.6g}"
+                + (f" for batch item {item}" if psf.shape[0] > 1 else "")
+                + f"; normalise it with {name} / {name}.sum(), or pass the PSF, not a derivative filter"
+            )
     return psf.to(image.dtype)
 
 

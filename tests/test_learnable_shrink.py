@@ -249,3 +249,72 @@ class TestLearnableShrink:
             results.append((y, *torch.autograd.grad(y.square().sum(), (xg, shrink.values))))
         for a, b in zip(*results):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+class TestLearnableShrinkRange:
+    @pytest.mark.parametrize("dtype,value_range", [
+        (torch.float32, (-1e38, 3e38)),  # the width overflows float32
+        (torch.float32, (0.0, 1e39)),  # xmax overflows float32
+        (torch.float32, (1.0, 1.0 + 1e-9)),  # the range collapses in float32
+        (torch.float64, (0.0, 1e-310)),  # the knot density overflows float64
+    ])
+    def test_unrepresentable_range_is_rejected(self, dtype, value_range):
+        x, values = sample_inputs(dtype=dtype, shape=(1, 2, 4), n=5)
+        with pytest.raises(ValueError, match=r"value_range .* is not representable in torch\.float"):
+            deblur_ops.learnable_shrink(x, values, value_range)
+
+    @needs_extension
+    def test_op_rejects_unrepresentable_range(self):
+        x, values = sample_inputs(dtype=torch.float32, shape=(1, 2, 4), n=5)
+        with pytest.raises(RuntimeError, match="is not representable in Float"):
+            OP.learnable_shrink(x, values, -1e38, 3e38)
+        with pytest.raises(RuntimeError, match="value_range must be finite"):
+            OP.learnable_shrink_backward(x, x, values, 0.0, float("inf"))
+
+    def test_wide_range_in_float64_is_fine(self):
+        x = torch.tensor([[[-1e38, 0.0, 2.9e38]]], dtype=torch.float64)
+        values = torch.tensor([[-1e38, 5.0, 3e38]], dtype=torch.float64)
+        out = deblur_ops.learnable_shrink(x, values, (-1e38, 3e38))
+        expected = numpy_shrink(x.numpy(), values.numpy(), -1e38, 3e38)
+        np.testing.assert_allclose(out.numpy(), expected, rtol=1e-12)
+
+
+class TestLearnableShrinkThreads:
+    @needs_extension
+    @pytest.mark.parametrize("threads", [1, 2, 3])
+    def test_values_gradient_independent_of_thread_count(self, threads):
+        # Partial knot tables are per chunk of work, not per thread id (sized before the run).
+        x, values = sample_inputs(shape=(2, 2, 128, 130), n=7)
+        grad = torch.randn_like(x)
+        before = torch.get_num_threads()
+        try:
+            torch.set_num_threads(threads)
+            got = OP.learnable_shrink_backward(grad, x, values, -1.0, 1.0)[1]
+        finally:
+            torch.set_num_threads(before)
+        want = numpy_values_grad(x.numpy(), grad.numpy(), 7, -1.0, 1.0)
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-10, atol=1e-8)
+
+
+def _second_order(fn, x, values, seed=0):
+    """Hessian-vector products of sum(u * fn(x, values)) with the directions (a, b)."""
+    g = torch.Generator().manual_seed(seed)
+    u, a, b = (torch.randn(t.shape, generator=g, dtype=t.dtype) for t in (x, x, values))
+    x, values = x.detach().requires_grad_(), values.detach().requires_grad_()
+    gx, gv = torch.autograd.grad((u * fn(x, values)).sum(), (x, values), create_graph=True)
+    return torch.autograd.grad((gx * a).sum() + (gv * b).sum(), (x, values), allow_unused=True)
+
+
+class TestLearnableShrinkSecondOrder:
+    def test_gradgradcheck(self):
+        x, values = sample_inputs(shape=(2, 2, 5), n=6, requires_grad=True)
+        fn = lambda a, v: deblur_ops.learnable_shrink(a, v, (-1.5, 2.0))  # noqa: E731
+        assert torch.autograd.gradgradcheck(fn, (x, values))
+
+    def test_second_derivatives_match_reference(self):
+        # The x-values cross term is not zero: the slope of f in x is (v[k+1] - v[k]) / step.
+        x, values = sample_inputs(shape=(2, 3, 6, 5), n=9)
+        got = _second_order(lambda a, v: deblur_ops.learnable_shrink(a, v, (-2.0, 1.5)), x, values)
+        want = _second_order(lambda a, v: reference.learnable_shrink(a, v, (-2.0, 1.5)), x, values)
+        assert want[1].abs().max() > 1  # the case the backward op without autograd dropped
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a, torch.zeros_like(a) if b is None else b)

@@ -262,3 +262,80 @@ def test_cuda_torch_compile_fullgraph(mode, device="cuda"):
         results.append((y, *torch.autograd.grad(y.square().sum(), leaves)))
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(a.cpu(), b)
+
+
+@pytest.mark.parametrize("idx_batch,w_batch", [(1, 1), (1, 3), (3, 1), (3, 3)])
+@pytest.mark.parametrize("mode,padding", [("gather", "zeros"), ("scatter", "reflect")])
+def test_idx_and_weights_broadcast_over_the_batch_independently(idx_batch, w_batch, mode, padding):
+    x, bank, idx, w = make(3, 2, 6, 5, 2, 4, 3, 3)
+    idx, w = idx[:idx_batch], w[:w_batch]
+    # Oracle: both fields expanded to the batch explicitly, one image at a time.
+    want = torch.cat([ref.nu_conv(x[b:b + 1], bank, idx[b % idx_batch][None], w[b % w_batch][None],
+                                  mode=mode, padding=padding) for b in range(3)])
+    torch.testing.assert_close(ref.nu_conv(x, bank, idx, w, mode=mode, padding=padding), want)
+    leaves = [t.clone().requires_grad_() for t in (x, bank, w)]
+    y = deblur_ops.nu_conv(leaves[0], leaves[1], idx, leaves[2], mode=mode, padding=padding)
+    torch.testing.assert_close(y, want)
+    got = torch.autograd.grad(y, leaves, torch.ones_like(y))
+    expected = torch.autograd.grad(ref.nu_conv_core(*leaves[:2], idx, leaves[2], mode, padding),
+                                   leaves, torch.ones_like(y))
+    assert got[2].shape == w.shape
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b)
+    if _extension.has_kernel("nu_conv", x.device):
+        torch.library.opcheck(torch.ops.deblur_ops.nu_conv.default,
+                              (x, bank, idx, w.requires_grad_(), mode, padding))
+
+
+@needs_ext
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_bank_gradient_independent_of_thread_count(threads):
+    # Partial bank gradients are per chunk of work, not per thread id (sized before the run).
+    x, bank, idx, w = make(2, 2, 40, 36, 2, 3, 5, 5, Bf=1)
+    grad = torch.randn_like(x)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        got = torch.ops.deblur_ops.nu_conv_backward(grad, x, bank, idx, w, "gather", "zeros",
+                                                    [False, True, False])[1]
+    finally:
+        torch.set_num_threads(before)
+    leaf = bank.clone().requires_grad_()
+    want, = torch.autograd.grad(ref.nu_conv_core(x, leaf, idx, w, "gather", "zeros"), leaf, grad)
+    torch.testing.assert_close(got, want)
+
+
+def _nu_conv_second_order(fn, x, bank, idx, w, seed=0):
+    """Hessian-vector products of <u, fn(x, bank, idx, w)> in the direction (a, b, c)."""
+    g = torch.Generator().manual_seed(seed)
+    u = torch.randn(x.shape, generator=g, dtype=x.dtype)
+    dirs = [torch.randn(t.shape, generator=g, dtype=t.dtype) for t in (x, bank, w)]
+    leaves = [t.detach().requires_grad_() for t in (x, bank, w)]
+    first = torch.autograd.grad((u * fn(leaves[0], leaves[1], idx, leaves[2])).sum(), leaves,
+                                create_graph=True)
+    return torch.autograd.grad(sum((f * d).sum() for f, d in zip(first, dirs)), leaves,
+                               allow_unused=True)
+
+
+@pytest.mark.parametrize("mode,padding", [("gather", "zeros"), ("scatter", "reflect"),
+                                          ("gather", "circular"), ("scatter", "replicate")])
+def test_gradgradcheck(mode, padding):
+    x, bank, idx, w = make(2, 2, 5, 4, 2, 3, 3, 3, Bf=1)
+    inputs = (x.requires_grad_(), bank.requires_grad_(), idx, w.requires_grad_())
+    fn = lambda a, b, i, c: deblur_ops.nu_conv(a, b, i, c, mode=mode, padding=padding)  # noqa: E731
+    assert torch.autograd.gradgradcheck(fn, inputs)
+
+
+@needs_ext
+@pytest.mark.parametrize("mode,padding", list(itertools.product(MODES, PADDINGS)))
+def test_second_derivatives_match_reference(mode, padding):
+    # nu_conv is trilinear in (x, bank, w): its mixed second derivatives are not zero.
+    x, bank, idx, w = make(2, 2, 6, 7, 3, 4, 3, 5, Bf=1)
+    got = _nu_conv_second_order(
+        lambda *a: deblur_ops.nu_conv(*a, mode=mode, padding=padding), x, bank, idx, w)
+    want = _nu_conv_second_order(
+        lambda *a: ref.nu_conv_core(*a, mode, padding), x, bank, idx, w)
+    assert all(b.abs().max() > 0.1 for b in want)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)

@@ -262,3 +262,33 @@ class TestDeblurAPI:
             np.testing.assert_array_equal(out, (2 * image).astype(np.float32))
         finally:
             METHODS.pop("passthrough_for_test")
+
+
+class TestInputScaleAndPSFSum:
+    @pytest.mark.parametrize("method", ["wiener", "admm_tv", "richardson_lucy", "nu_cg"])
+    def test_zero_sum_psf_is_rejected(self, method):
+        # A derivative filter (sum 0) made admm_tv all NaN and diverged elsewhere.
+        derivative = torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.0, -1.0], [0.0, 0.0, 0.0]])
+        with pytest.raises(ValueError, match=r"psf must have a positive, finite sum .* got sum 0"):
+            METHODS[method].function(torch.rand(1, 1, 16, 16), derivative)
+
+    @pytest.mark.parametrize("method,kwargs", [
+        ("admm_tv", {"iterations": 10}),
+        ("admm_tv", {"iterations": 10, "isotropic": True, "rho_growth": 1.5}),
+        ("nu_cg", {"iterations": 3, "cg_iterations": 5}),
+    ])
+    def test_huge_float32_image_matches_float64(self, method, kwargs):
+        # float32 image * 1e30: squares and norms overflowed to NaN before the internal rescaling.
+        image = torch.rand(1, 1, 32, 32, generator=torch.Generator().manual_seed(0)) * 1e30
+        kernel = torch.ones(5, 5) / 25
+        got = METHODS[method].function(image, kernel, **kwargs)
+        want = METHODS[method].function(image.double(), kernel.double(), **kwargs)
+        assert got.dtype == torch.float32 and bool(torch.isfinite(got).all())
+        torch.testing.assert_close(got.double() / 1e30, want / 1e30, rtol=1e-4, atol=1e-4)
+
+    def test_admm_tv_scales_with_the_data_and_the_weight(self):
+        image = torch.rand(2, 1, 24, 24, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+        kernel = torch.ones(3, 5, dtype=torch.float64) / 15
+        base = admm_tv(image, kernel, weight=2e-3, rho=0.05, iterations=8)
+        scaled = admm_tv(image * 1e6, kernel, weight=2e-3 * 1e6, rho=0.05, iterations=8)
+        torch.testing.assert_close(scaled / 1e6, base, rtol=1e-9, atol=1e-12)

@@ -164,6 +164,19 @@ class TestWienerStack:
         compiled = torch.compile(lambda x, p: deblur_ops.wiener_stack(x, p, [10.0, 20.0]), fullgraph=True)
         torch.testing.assert_close(compiled(image, psf), deblur_ops.wiener_stack(image, psf, [10.0, 20.0]))
 
+    @pytest.mark.parametrize("cases", [
+        [((2, 2, 11, 20), (3, 3)), ((2, 3, 9, 14), (5, 3)), ((3, 2, 16, 12), (3, 5))],
+        [((2, 1, 8, 10, 12), (3, 3, 3)), ((1, 2, 6, 7, 9), (3, 3, 5)), ((2, 2, 5, 6, 7), (3, 3, 3))],
+    ], ids=["2d", "3d"])
+    def test_torch_compile_dynamic_shapes(self, cases):
+        # Inductor, symbolic sizes: the reflect-padded, cropped output's strides used to fail
+        # Inductor's stride-order check (InductorError: ValueRangeError) as soon as B or C > 1.
+        compiled = torch.compile(deblur_ops.wiener_stack, dynamic=True, fullgraph=True)
+        for image_shape, psf_shape in cases:
+            image, psf = sample_inputs(image_shape=image_shape, psf_shape=psf_shape)
+            torch.testing.assert_close(compiled(image, psf, [10.0, 30.0]),
+                                       reference.wiener_stack(image, psf, [10.0, 30.0]))
+
     @settings(max_examples=200, deadline=None)
     @given(
         batch=st.integers(1, 2), channels=st.integers(1, 3), height=st.integers(3, 20),
@@ -191,6 +204,10 @@ class TestWienerStack:
             (torch.rand(1, 1, 8, 8), torch.ones(9, 9), {}, "larger than the image"),
             (torch.rand(1, 1, 8, 8), torch.ones(4, 3), {}, "sizes must be odd"),
             (torch.rand(1, 1, 8, 8), torch.zeros(3, 3), {}, "all zeros"),
+            (torch.rand(1, 1, 8, 8), torch.tensor([[0.0, 0, 0], [1, 0, -1], [0, 0, 0]]), {},
+             r"psf must have a positive, finite sum \(usually 1\), got sum 0"),
+            (torch.rand(2, 1, 8, 8), torch.stack([torch.ones(3, 3), -torch.ones(3, 3)]), {},
+             "got sum -9 for batch item 1"),
             (torch.full((1, 1, 8, 8), float("nan")), torch.ones(3, 3), {}, "image contains 64 NaN"),
             (torch.rand(1, 1, 8, 8), torch.tensor([[1.0, float("inf"), 1.0]] * 3), {}, "psf contains 3 NaN or Inf"),
             (torch.rand(0, 1, 8, 8), torch.ones(3, 3), {}, "image is empty"),

@@ -1,4 +1,4 @@
-// CPU kernels of the learnable shrinkage: element-wise forward; backward with per-thread partial
+// CPU kernels of the learnable shrinkage: element-wise forward; backward with per-chunk partial
 // knot tables (a histogram-style reduction, one pass over the data).
 #include <ATen/AccumulateType.h>
 #include <ATen/Dispatch.h>
@@ -83,11 +83,11 @@ std::tuple<at::Tensor, at::Tensor> learnable_shrink_backward_cpu(const at::Tenso
     const scalar_t* gp = grad.const_data_ptr<scalar_t>();
     const scalar_t* vp = values.const_data_ptr<scalar_t>();
     scalar_t* gxp = grad_x.mutable_data_ptr<scalar_t>();
-    const int threads = at::get_num_threads();
-    // One (C, n) partial table per thread: no atomics, one reduction at the end.
-    std::vector<acc_t> partial(static_cast<size_t>(threads) * C * n, acc_t(0));
-    at::parallel_for(0, tiling.tasks(x), grain_for(kChunk), [&](int64_t begin, int64_t end) {
-      acc_t* mine = partial.data() + static_cast<int64_t>(at::get_thread_num()) * C * n;
+    // One (C, n) partial table per chunk: no atomics, one reduction at the end.
+    const int64_t chunks = chunk_count(tiling.tasks(x), grain_for(kChunk));
+    std::vector<acc_t> partial(static_cast<size_t>(chunks) * C * n, acc_t(0));
+    for_each_chunk(tiling.tasks(x), chunks, [&](int64_t chunk, int64_t begin, int64_t end) {
+      acc_t* mine = partial.data() + chunk * C * n;
       for (int64_t task = begin; task < end; ++task) {
         const int64_t slice = task / tiling.chunks;
         const int64_t c = slice % tiling.C;
@@ -113,8 +113,8 @@ std::tuple<at::Tensor, at::Tensor> learnable_shrink_backward_cpu(const at::Tenso
     });
     at::Tensor total = at::zeros({C, n}, values.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
     acc_t* tp = total.mutable_data_ptr<acc_t>();
-    for (int t = 0; t < threads; ++t) {
-      const acc_t* src = partial.data() + static_cast<int64_t>(t) * C * n;
+    for (int64_t chunk = 0; chunk < chunks; ++chunk) {
+      const acc_t* src = partial.data() + chunk * C * n;
       for (int64_t i = 0; i < C * n; ++i) tp[i] += src[i];
     }
     grad_values = total.to(values.scalar_type());

@@ -259,11 +259,11 @@ void field_grad_cpu(const NuConvGeometry& g, const at::Tensor& idx_t, const at::
     using T = scalar_t;
     const SparseBank<T> sb(bank_t.const_data_ptr<T>(), g);
     const int64_t FT = g.F * g.kh * g.kw;
-    // One bank-sized partial gradient per thread: no atomics, one reduction at the end.
-    const int threads = at::get_num_threads();
-    std::vector<T> partial(static_cast<size_t>(threads) * FT, T(0));
-    at::parallel_for(0, g.B * g.Hg, grain_for(g.Wg * g.K * g.C * g.kh * g.kw), [&](int64_t begin, int64_t end) {
-      T* mine = partial.data() + static_cast<int64_t>(at::get_thread_num()) * FT;
+    // One bank-sized partial gradient per chunk: no atomics, one reduction at the end.
+    const int64_t chunks = chunk_count(g.B * g.Hg, grain_for(g.Wg * g.K * g.C * g.kh * g.kw));
+    std::vector<T> partial(static_cast<size_t>(chunks) * FT, T(0));
+    for_each_chunk(g.B * g.Hg, chunks, [&](int64_t chunk, int64_t begin, int64_t end) {
+      T* mine = partial.data() + chunk * FT;
       std::vector<T> acc(g.Wg), a(g.Wg);
       for (int64_t task = begin; task < end; ++task) {
         field_grad_row(g, sb, idx_t.const_data_ptr<int64_t>(), w_t.const_data_ptr<T>(),
@@ -274,7 +274,7 @@ void field_grad_cpu(const NuConvGeometry& g, const at::Tensor& idx_t, const at::
     });
     T* gbank = gbank_t.mutable_data_ptr<T>();
     at::parallel_for(0, FT, 4096, [&](int64_t begin, int64_t end) {
-      for (int t = 0; t < threads; ++t) axpy(T(1), partial.data() + t * FT, gbank, begin, end);
+      for (int64_t c = 0; c < chunks; ++c) axpy(T(1), partial.data() + c * FT, gbank, begin, end);
     });
   });
 }

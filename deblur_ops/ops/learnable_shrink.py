@@ -21,14 +21,17 @@ def learnable_shrink(x: torch.Tensor, values: torch.Tensor, value_range) -> torc
     Args:
         x: (B, C, ...) float32/float64.
         values: (C, n_knots), n_knots >= 2, x's dtype and device.
-        value_range: (xmin, xmax), finite, xmin < xmax.
+        value_range: (xmin, xmax), finite, xmin < xmax, with xmin, xmax, the width and the knot
+            density (n_knots - 1) / width finite and non-zero in x's dtype.
 
     Returns:
         Tensor of x's shape. Differentiable w.r.t. ``x`` and ``values`` (the values gradient is a
         histogram-style reduction over the pixels of each channel).
 
     Raises:
-        ValueError: wrong shapes, dtypes or devices, NaN/Inf, or an empty/inverted range.
+        ValueError: wrong shapes, dtypes or devices, NaN/Inf, or an empty, inverted or
+            unrepresentable range. (The op itself, ``torch.ops.deblur_ops.learnable_shrink``, which
+            skips these checks, maps a NaN x to NaN.)
 
     Examples:
         >>> import torch, deblur_ops
@@ -121,3 +124,53 @@ if _extension.LOADED:
         )
 
     torch.library.register_autograd(_OP, _backward, setup_context=_setup_context)
+
+    def _setup_backward_context(ctx, inputs, output):
+        grad, x, values, xmin, xmax = inputs
+        ctx.save_for_backward(grad, x, values)
+        ctx.value_range = (xmin, xmax)
+
+    def _backward_backward(ctx, gg_x, gg_values):
+        # The backward op returns grad_x = g f'(x) and grad_values = g df/dvalues. Contracted with
+        # (gg_x, gg_values): S = sum gg_x g f'(x) + sum gg_values g df/dvalues. Inside the range
+        # f'(x) = (v[k+1] - v[k]) / step is linear in the values and constant in x, while
+        # df/dvalues = (1 - frac, frac) at knots (k, k+1) depends on x through frac (slope 1/step);
+        # outside, f' = 1 and df/dvalues = 1 at the end knot, constant in both.
+        grad, x, values = ctx.saved_tensors
+        xmin, xmax = ctx.value_range
+        ops = torch.ops.deblur_ops
+        need_grad, need_x, need_values = ctx.needs_input_grad[:3]
+        d_grad = d_x = d_values = None
+        if need_grad:
+            # dS/dg = gg_x f'(x) + the interpolation of gg_values at x; the values enter f linearly
+            # but for the values-free x - x_end outside, which a zero table's shrink removes.
+            d_grad = (ops.learnable_shrink_backward(gg_x.contiguous(), x, values, xmin, xmax)[0]
+                      + ops.learnable_shrink(x, gg_values, xmin, xmax)
+                      - ops.learnable_shrink(x, torch.zeros_like(gg_values), xmin, xmax))
+        inside = (x >= xmin) & (x <= xmax)
+        if need_x:
+            # dS/dx = g (gg_values[k+1] - gg_values[k]) / step inside, 0 outside (a.e.).
+            slope = ops.learnable_shrink_backward(grad.contiguous(), x, gg_values, xmin, xmax)[0]
+            d_x = torch.where(inside, slope, torch.zeros_like(slope))
+        if need_values:
+            # dS/dv: g gg_x / step added to knot k + 1 and subtracted from knot k, inside only.
+            d_values = _knot_difference_histogram(grad * gg_x, x, values.shape[1], xmin, xmax, inside)
+        return d_grad, d_x, d_values, None, None
+
+    def _knot_difference_histogram(weight, x, n, xmin, xmax, inside):
+        """(C, n) table: sum over the pixels of channel c of weight / step at k + 1 and minus it at k,
+        k the segment of x (x inside [xmin, xmax]); the segment is found as the kernels find it."""
+        inv_step = (n - 1) / (xmax - xmin)
+        seg = ((x - xmin) * inv_step).floor().clamp(0, n - 2)
+        seg = torch.where(inside, seg, torch.zeros_like(seg)).long()
+        w = torch.where(inside, weight * inv_step, torch.zeros_like(weight))
+        channels = x.shape[1]
+        shape = (1, channels) + (1,) * (x.dim() - 2)
+        base = (torch.arange(channels, device=x.device).reshape(shape) * n + seg).reshape(-1)
+        w = w.reshape(-1)
+        out = w.new_zeros(channels * n)
+        out = out.index_add(0, base + 1, w).index_add(0, base, -w)
+        return out.reshape(channels, n)
+
+    torch.library.register_autograd("deblur_ops::learnable_shrink_backward", _backward_backward,
+                                    setup_context=_setup_backward_context)

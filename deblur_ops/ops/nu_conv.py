@@ -77,9 +77,12 @@ if _extension.LOADED:
         torch._check(bank.shape[1] % 2 == 1 and bank.shape[2] % 2 == 1,
                      lambda: "bank filter sizes must be odd")
         torch._check(idx.dtype in (torch.int32, torch.int64), lambda: "idx must be int32 or int64")
-        torch._check(idx.shape == weights.shape, lambda: "idx and weights must have the same shape")
-        torch._check(weights.dim() == 4 and weights.shape[2:] == x.shape[2:],
-                     lambda: "weights must be (B or 1, K, H, W)")
+        # idx and weights broadcast over the batch independently: each has batch 1 or B.
+        for t, name in ((idx, "idx"), (weights, "weights")):
+            torch._check(t.dim() == 4 and t.shape[2:] == x.shape[2:]
+                         and (t.shape[0] == 1 or t.shape[0] == x.shape[0]),
+                         lambda name=name: f"{name} must be (B or 1, K, H, W)")
+        torch._check(idx.shape[1] == weights.shape[1], lambda: "idx and weights must have the same K")
 
     @torch.library.register_fake(_OP)
     def _nu_conv_fake(x, bank, idx, weights, mode, padding):
@@ -113,3 +116,48 @@ if _extension.LOADED:
         )
 
     torch.library.register_autograd(_OP, _backward, setup_context=_setup_context)
+
+    def _setup_backward_context(ctx, inputs, output):
+        grad, x, bank, idx, weights, mode, padding, _ = inputs
+        ctx.save_for_backward(grad, x, bank, idx, weights)
+        ctx.options = (mode, padding)
+
+    def _backward_backward(ctx, gg_x, gg_bank, gg_w):
+        # T(g, x, bank, w) = <g, nu_conv(x, bank, idx, w)> is linear in each of g, x, bank and w,
+        # and the backward op returns its partial derivatives in x, bank and w. Contracting them
+        # with (gg_x, gg_bank, gg_w) gives S = T(g, gg_x, bank, w) + T(g, x, gg_bank, w)
+        # + T(g, x, bank, gg_w), whose derivatives are again nu_conv and nu_conv_backward calls.
+        grad, x, bank, idx, weights = ctx.saved_tensors
+        mode, padding = ctx.options
+        need_grad, need_x, need_bank, need_w = (ctx.needs_input_grad[i] for i in (0, 1, 2, 4))
+        d_grad = d_x = d_bank = d_w = None
+        if need_grad:
+            d_grad = (torch.ops.deblur_ops.nu_conv(gg_x, bank, idx, weights, mode, padding)
+                      + torch.ops.deblur_ops.nu_conv(x, gg_bank, idx, weights, mode, padding)
+                      + torch.ops.deblur_ops.nu_conv(x, bank, idx, gg_w, mode, padding))
+        grad = grad.contiguous()
+        if need_bank or need_w:  # derivatives of T(g, gg_x, bank, w)
+            _, d_bank, d_w = torch.ops.deblur_ops.nu_conv_backward(
+                grad, gg_x, bank, idx, weights, mode, padding, [False, need_bank, need_w])
+        if need_x or need_w:  # of T(g, x, gg_bank, w)
+            d_x, _, d_w2 = torch.ops.deblur_ops.nu_conv_backward(
+                grad, x, gg_bank, idx, weights, mode, padding, [need_x, False, need_w])
+            d_w = d_w2 if d_w is None else d_w + d_w2
+        if need_x or need_bank:  # of T(g, x, bank, gg_w)
+            d_x3, d_bank3, _ = torch.ops.deblur_ops.nu_conv_backward(
+                grad, x, bank, idx, gg_w, mode, padding, [need_x, need_bank, False])
+            d_x = d_x3 if d_x is None else d_x + d_x3
+            d_bank = d_bank3 if d_bank is None else d_bank + d_bank3
+        return (
+            d_grad,
+            d_x if need_x else None,
+            d_bank if need_bank else None,
+            None,
+            d_w if need_w else None,
+            None,
+            None,
+            None,
+        )
+
+    torch.library.register_autograd("deblur_ops::nu_conv_backward", _backward_backward,
+                                    setup_context=_setup_backward_context)

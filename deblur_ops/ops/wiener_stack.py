@@ -47,7 +47,8 @@ def wiener_stack(image: torch.Tensor, psf: torch.Tensor, snr_db=None, *,
         reference path, w.r.t. ``psf`` and ``snr_db`` when they require grad).
 
     Raises:
-        ValueError: wrong shapes or ndim, non-float dtypes, an even, all-zero or too large PSF,
+        ValueError: wrong shapes or ndim, non-float dtypes, an even or too large PSF, or one whose
+            sum is not positive and finite,
             NaN/Inf values, mismatched devices, empty tensors, unknown options.
 
     Examples:

@@ -23,6 +23,26 @@ def check_inputs(image, psf) -> tuple[torch.Tensor, torch.Tensor]:
     return image, v.batched_psf(psf, image)
 
 
+def data_scale(image: torch.Tensor) -> torch.Tensor:
+    """max |image| per batch item as (B, 1, ..., 1), 1 for an all-zero item.
+
+    Dividing by it brings any finite image into [-1, 1], where the squares, norms and FFT sums of
+    the iterative methods cannot overflow (a float32 image of magnitude 1e30 overflowed to NaN).
+    """
+    peak = image.abs().amax(dim=tuple(range(1, image.dim())), keepdim=True)
+    return torch.where(peak > 0, peak, torch.ones_like(peak))
+
+
+def require_finite_result(result: torch.Tensor, method: str) -> torch.Tensor:
+    """Raise instead of returning NaN/Inf that a method produced from finite inputs."""
+    if not bool(torch.isfinite(result).all()):
+        raise FloatingPointError(
+            f"{method} produced NaN or Inf values from finite inputs (an overflow of the input's "
+            f"dtype); pass float64 input, or rescale the image and pass weight= explicitly"
+        )
+    return result
+
+
 def check_positive(value, name: str, *, integer: bool = False, allow_zero: bool = False) -> float:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     ok = ok and (value >= 0 if allow_zero else value > 0) and (not integer or int(value) == value)

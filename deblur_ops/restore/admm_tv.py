@@ -4,8 +4,8 @@ from __future__ import annotations
 import torch
 
 from .. import validation as v
-from ._common import (FFTDomain, check_callback, check_inputs, check_positive, gradient, gradient_otfs,
-                      noise_sigma_per_item, per_item)
+from ._common import (FFTDomain, check_callback, check_inputs, check_positive, data_scale, gradient,
+                      gradient_otfs, noise_sigma_per_item, per_item, require_finite_result)
 from .registry import register
 
 # Default lambda = WEIGHT_PER_ROOT_NOISE * sqrt(sigma) and rho = RHO_PER_WEIGHT * lambda: tuned once
@@ -51,7 +51,10 @@ def admm_tv(image: torch.Tensor, psf: torch.Tensor, *, weight=None, noise_sigma=
         Tensor of the image's shape and dtype.
 
     Raises:
-        ValueError: bad shapes, NaN/Inf, an even, all-zero or too large PSF, bad parameters.
+        ValueError: bad shapes, NaN/Inf, an even or too large PSF or one whose sum is not positive,
+            bad parameters.
+        FloatingPointError: the result overflowed the image's dtype (NaN/Inf) despite the
+            internal rescaling.
 
     Example:
         >>> import torch
@@ -66,14 +69,23 @@ def admm_tv(image: torch.Tensor, psf: torch.Tensor, *, weight=None, noise_sigma=
         raise ValueError(f"rho_growth must be >= 1 (continuation increases rho), got {rho_growth}")
     v.require_choice(padding, "padding", ("reflect", "circular"))
     check_callback(callback)
+    # The solver runs on image / magnitude: with x = magnitude u the problem for u is the same with
+    # weight lambda / magnitude and the same rho, and every iterate scales exactly (soft-thresholding
+    # at lambda / rho included), so the result is unchanged while the values stay near 1.
+    magnitude = data_scale(image)
+    image = image / magnitude
     if weight is None:
-        sigma = noise_sigma_per_item(image, noise_sigma)
+        if noise_sigma is None:
+            sigma = noise_sigma_per_item(image, None) * magnitude.reshape(-1)
+        else:
+            sigma = noise_sigma_per_item(image, noise_sigma)
         lam = per_item(WEIGHT_PER_ROOT_NOISE * sigma.sqrt(), "weight", image)
     else:
         lam = per_item(weight, "weight", image)
     if bool((lam <= 0).any()):
         raise ValueError(f"weight must be > 0 (use method='wiener' for no TV prior), got {weight!r}")
     rho_t = RHO_PER_WEIGHT * lam if rho is None else per_item(check_positive(rho, "rho"), "rho", image)
+    lam = lam / magnitude
 
     domain = FFTDomain(image, psf, padding)
     nd = image.dim() - 2
@@ -100,5 +112,5 @@ def admm_tv(image: torch.Tensor, psf: torch.Tensor, *, weight=None, noise_sigma=
             betas = [b / rho_growth for b in betas]
             rho_t = rho_t * rho_growth
         if callback is not None:
-            callback(i, domain.crop(x))
-    return domain.crop(x)
+            callback(i, domain.crop(x) * magnitude)
+    return require_finite_result(domain.crop(x) * magnitude, "admm_tv")

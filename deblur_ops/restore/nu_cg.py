@@ -4,7 +4,8 @@ from __future__ import annotations
 import torch
 
 from .. import validation as v
-from ._common import check_callback, check_positive, noise_sigma_per_item, per_item
+from ._common import (check_callback, check_positive, data_scale, noise_sigma_per_item, per_item,
+                      require_finite_result)
 from ._nonuniform import BlurOperator
 from .registry import register
 
@@ -94,6 +95,8 @@ def nu_cg(image: torch.Tensor, psf, *, prior: str = "tv", weight=None, noise_sig
 
     Raises:
         ValueError: bad shapes, NaN/Inf, a PSF larger than the image, bad parameters.
+        FloatingPointError: the result overflowed the image's dtype (NaN/Inf) despite the
+            internal rescaling.
 
     Example:
         >>> import torch
@@ -108,8 +111,16 @@ def nu_cg(image: torch.Tensor, psf, *, prior: str = "tv", weight=None, noise_sig
     cg_iterations = check_positive(cg_iterations, "cg_iterations", integer=True)
     tolerance = check_positive(tolerance, "tolerance")
     check_callback(callback)
+    # The solves run on the observation / magnitude (see admm_tv): with x = magnitude u, the l2 problem
+    # for u has the same lambda and the TV problem lambda / magnitude with the same rho, so the
+    # result is unchanged while the values stay near 1 (1e30 overflowed float32 to NaN).
+    magnitude = data_scale(image)
+    op.data = op.data / magnitude
     if weight is None:
-        sigma = noise_sigma_per_item(image, noise_sigma)
+        if noise_sigma is None:
+            sigma = noise_sigma_per_item(image / magnitude, None) * magnitude.reshape(-1)
+        else:
+            sigma = noise_sigma_per_item(image, noise_sigma)
         default = TV_WEIGHT_PER_ROOT_NOISE * sigma.sqrt() if prior == "tv" else L2_WEIGHT_PER_NOISE * sigma
         lam = per_item(default, "weight", image)
     else:
@@ -124,8 +135,8 @@ def nu_cg(image: torch.Tensor, psf, *, prior: str = "tv", weight=None, noise_sig
 
         x = conjugate_gradient(normal, data_term, op.data, iterations * cg_iterations, tolerance)
         if callback is not None:
-            callback(0, op.crop(x))
-        return op.crop(x)
+            callback(0, op.crop(x) * magnitude)
+        return require_finite_result(op.crop(x) * magnitude, "nu_cg")
 
     penalty = RHO_PER_WEIGHT * lam if rho is None else per_item(check_positive(rho, "rho"), "rho", image)
 
@@ -134,7 +145,7 @@ def nu_cg(image: torch.Tensor, psf, *, prior: str = "tv", weight=None, noise_sig
 
     x = op.data
     betas = [torch.zeros_like(g) for g in _gradient(x)]
-    threshold = lam / penalty
+    threshold = lam / magnitude / penalty
     for i in range(iterations):
         shifted = [g + b for g, b in zip(_gradient(x), betas)]
         zs = [torch.sign(s) * (s.abs() - threshold).clamp(min=0) for s in shifted]
@@ -142,5 +153,5 @@ def nu_cg(image: torch.Tensor, psf, *, prior: str = "tv", weight=None, noise_sig
         x = conjugate_gradient(normal, rhs, x, cg_iterations, tolerance)
         betas = [b + g - z for b, g, z in zip(betas, _gradient(x), zs)]
         if callback is not None:
-            callback(i, op.crop(x))
-    return op.crop(x)
+            callback(i, op.crop(x) * magnitude)
+    return require_finite_result(op.crop(x) * magnitude, "nu_cg")
