@@ -16,6 +16,7 @@
 #include <c10/util/Exception.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <string>
 
@@ -179,11 +180,19 @@ NuConvPath choose_path(const NuConvGeometry& g, const at::Tensor& gi, const at::
   if (forced != NuConvPath::kAuto) return forced;
   if (gi.numel() == 0) return NuConvPath::kRuns;
   if (bank.device().type() != at::kCPU) return NuConvPath::kPixels;
-  const at::Tensor counts = at::bincount(gi.flatten(), {}, g.F);
+  // Statistics from at most ~kSampleRows rows of the field: a motion field's forward takes a few
+  // milliseconds at 512^2, and full-field reductions would add a large share of that.
+  constexpr int64_t kSampleRows = 16;
+  const int64_t step = std::max<int64_t>(1, g.Hg / kSampleRows);
+  const at::Tensor sample = gi.slice(2, 0, g.Hg, step);
+  const double sampled_rows = static_cast<double>(sample.size(2));
+  const at::Tensor counts = at::bincount(sample.flatten(), {}, g.F);
   const double nnz = counts.mul(bank.ne(0).sum({1, 2})).sum().item<double>() /
-                     static_cast<double>(gi.numel());
-  const int64_t changes =
-      g.Wg > 1 ? gi.narrow(3, 1, g.Wg - 1).ne(gi.narrow(3, 0, g.Wg - 1)).sum().item<int64_t>() : 0;
+                     static_cast<double>(sample.numel());
+  const double changes =
+      g.Wg > 1 ? sample.narrow(3, 1, g.Wg - 1).ne(sample.narrow(3, 0, g.Wg - 1)).sum().item<double>() *
+                     static_cast<double>(g.Hg) / sampled_rows
+               : 0.0;
   const double B = static_cast<double>(g.B), C = static_cast<double>(g.C);
   const double K = static_cast<double>(g.K), P = static_cast<double>(g.Hg * g.Wg);
   const int64_t lanes = 64 / bank.element_size();
@@ -191,13 +200,13 @@ NuConvPath choose_path(const NuConvGeometry& g, const at::Tensor& gi, const at::
   const double taps_vectors = static_cast<double>((g.kh * g.kw + lanes - 1) / lanes);
   const double window_vectors = static_cast<double>(g.kh * ((g.kw + lanes - 1) / lanes));
   // Runs along grid rows, per image of the batch.
-  const double runs = static_cast<double>(g.Bf * g.K * g.Hg + changes) / static_cast<double>(g.Bf);
+  const double runs = (static_cast<double>(g.Bf * g.K * g.Hg) + changes) / static_cast<double>(g.Bf);
   const double cost_runs = B * C * (K * P * nnz / static_cast<double>(lanes) + 2.0 * runs * nnz) +
                            2.0 * static_cast<double>(g.F) * taps;
   const double cost_pixels = 0.6 * B * P * (K * taps_vectors + C * window_vectors + 95.0);
   NuConvPath best = cost_runs <= cost_pixels ? NuConvPath::kRuns : NuConvPath::kPixels;
   if (bank.scalar_type() == at::kFloat) {
-    const double distinct = counts.gt(0).sum().item<double>();
+    const double distinct = counts.gt(0).sum().item<double>();  // of the sample: a lower bound
     const double cost_filters =
         B * C * P * (0.24 * (distinct + 19.0) * taps / static_cast<double>(lanes) + 70.0);
     if (cost_filters < std::min(cost_runs, cost_pixels)) best = NuConvPath::kByFilter;
