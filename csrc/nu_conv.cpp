@@ -5,6 +5,7 @@
 
 #include <ATen/ops/aminmax.h>
 #include <ATen/ops/arange.h>
+#include <ATen/ops/bincount.h>
 #include <ATen/ops/constant_pad_nd.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/flip.h>
@@ -13,8 +14,10 @@
 #include <ATen/ops/zeros_like.h>
 #include <ATen/ops/empty_like.h>
 #include <c10/util/Exception.h>
+#include <torch/library.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <string>
 
 namespace deblur_ops {
@@ -129,9 +132,10 @@ struct Layout {
   NuConvGeometry geometry(const at::Tensor& bank, const at::Tensor& field) const {
     const int64_t kh = bank.size(1), kw = bank.size(2), Hp = H + 2 * rh, Wp = W + 2 * rw;
     if (scatter) {
-      return {B, C, field.size(0), field.size(1), bank.size(0), kh, kw, Hp, Wp, H, W, -2 * rh, -2 * rw};
+      return {B, C, field.size(0), field.size(1), bank.size(0), kh, kw, Hp, Wp, H, W, -2 * rh, -2 * rw,
+              NuConvPath::kAuto};
     }
-    return {B, C, field.size(0), field.size(1), bank.size(0), kh, kw, H, W, Hp, Wp, 0, 0};
+    return {B, C, field.size(0), field.size(1), bank.size(0), kh, kw, H, W, Hp, Wp, 0, 0, NuConvPath::kAuto};
   }
 };
 
@@ -152,17 +156,113 @@ at::Tensor bank_for(const Layout& L, const at::Tensor& bank) {
   return L.scatter ? bank.contiguous() : at::flip(bank, {1, 2}).contiguous();
 }
 
+// DEBLUR_NU_CONV_PATH=runs|pixels|filters forces a path (tests and `deblur bench` compare them);
+// unset or "auto" leaves the choice to the cost model.
+NuConvPath requested_path() {
+  const char* env = std::getenv("DEBLUR_NU_CONV_PATH");
+  const std::string v = env == nullptr ? "" : env;
+  if (v.empty() || v == "auto") return NuConvPath::kAuto;
+  if (v == "runs") return NuConvPath::kRuns;
+  if (v == "pixels") return NuConvPath::kPixels;
+  if (v == "filters") return NuConvPath::kByFilter;
+  TORCH_CHECK(false, "DEBLUR_NU_CONV_PATH must be 'auto', 'runs', 'pixels' or 'filters', got '", v,
+              "'; unset it to let nu_conv choose");
+}
+
+// Cost model: predicted nanoseconds on one core, with constants fitted to CPU-time measurements of
+// the three paths on this project's AVX-512 CPU (float32; motion fields, 2x2..5x5 PSF grids with
+// 7x7..31x31 PSFs, per-pixel random indices; benchmarks/results/2026-12-02_*_nu_conv_perpixel.md):
+//   runs:    one axpy per non-zero tap across each run, ~2 ns to set up per tap and run, and a scan
+//            of the whole bank for its non-zero taps;
+//   pixels:  per grid point, K contiguous filter axpys and C row-wise window passes (vectors of
+//            `lanes` elements, tails masked), plus ~57 ns of bookkeeping;
+//   filters: oneDNN's conv2d with U single-channel filters is ~0.24 ns per vector of taps per filter
+//            plus a fixed share worth ~19 filters, and the per-pixel pick ~70 ns. Measured, it never
+//            beat the pixel path here, so auto chooses it only where the model says it would
+//            (float64 conv2d is far slower on the CPU: never in float64).
+// The CUDA kernel has one loop for every field: auto means kPixels there.
+NuConvPath choose_path(const NuConvGeometry& g, const at::Tensor& gi, const at::Tensor& bank) {
+  const NuConvPath forced = requested_path();
+  if (forced != NuConvPath::kAuto) return forced;
+  if (gi.numel() == 0) return NuConvPath::kRuns;
+  if (bank.device().type() != at::kCPU) return NuConvPath::kPixels;
+  // Statistics from at most ~kSampleRows rows of the field: a motion field's forward takes a few
+  // milliseconds at 512^2, and full-field reductions would add a large share of that.
+  constexpr int64_t kSampleRows = 16;
+  const int64_t step = std::max<int64_t>(1, g.Hg / kSampleRows);
+  const at::Tensor sample = gi.slice(2, 0, g.Hg, step);
+  const double sampled_rows = static_cast<double>(sample.size(2));
+  const at::Tensor counts = at::bincount(sample.flatten(), {}, g.F);
+  const double nnz = counts.mul(bank.ne(0).sum({1, 2})).sum().item<double>() /
+                     static_cast<double>(sample.numel());
+  const double changes =
+      g.Wg > 1 ? sample.narrow(3, 1, g.Wg - 1).ne(sample.narrow(3, 0, g.Wg - 1)).sum().item<double>() *
+                     static_cast<double>(g.Hg) / sampled_rows
+               : 0.0;
+  const double B = static_cast<double>(g.B), C = static_cast<double>(g.C);
+  const double K = static_cast<double>(g.K), P = static_cast<double>(g.Hg * g.Wg);
+  const int64_t lanes = 64 / bank.element_size();
+  const double taps = static_cast<double>(g.kh * g.kw);
+  const double taps_vectors = static_cast<double>((g.kh * g.kw + lanes - 1) / lanes);
+  const double window_vectors = static_cast<double>(g.kh * ((g.kw + lanes - 1) / lanes));
+  // Runs along grid rows, per image of the batch.
+  const double runs = (static_cast<double>(g.Bf * g.K * g.Hg) + changes) / static_cast<double>(g.Bf);
+  const double cost_runs = B * C * (K * P * nnz / static_cast<double>(lanes) + 2.0 * runs * nnz) +
+                           2.0 * static_cast<double>(g.F) * taps;
+  const double cost_pixels = 0.6 * B * P * (K * taps_vectors + C * window_vectors + 95.0);
+  NuConvPath best = cost_runs <= cost_pixels ? NuConvPath::kRuns : NuConvPath::kPixels;
+  if (bank.scalar_type() == at::kFloat) {
+    const double distinct = counts.gt(0).sum().item<double>();  // of the sample: a lower bound
+    const double cost_filters =
+        B * C * P * (0.24 * (distinct + 19.0) * taps / static_cast<double>(lanes) + 70.0);
+    if (cost_filters < std::min(cost_runs, cost_pixels)) best = NuConvPath::kByFilter;
+  }
+  return best;
+}
+
+const NuConvPrimitives& primitives_for(NuConvGeometry* g, const at::Tensor& gi,
+                                       const at::Tensor& bank, const NuConvPrimitives& backend) {
+  g->path = choose_path(*g, gi, bank);
+  return g->path == NuConvPath::kByFilter ? nu_conv_by_filter_primitives() : backend;
+}
+
+const char* path_name(NuConvPath path) {
+  switch (path) {
+    case NuConvPath::kRuns: return "runs";
+    case NuConvPath::kPixels: return "pixels";
+    case NuConvPath::kByFilter: return "filters";
+    case NuConvPath::kAuto: break;
+  }
+  return "auto";
+}
+
+// The path nu_conv takes for these inputs (what the forward and backward would run).
+std::string nu_conv_path(const at::Tensor& x, const at::Tensor& bank, const at::Tensor& idx,
+                         const at::Tensor& weights, c10::string_view mode,
+                         c10::string_view padding) {
+  check_inputs(x, bank, idx, weights);
+  const Layout L(x, bank, mode, padding);
+  const at::Tensor gi = grid_field(L, idx, weights).first;
+  NuConvGeometry g = L.geometry(bank, gi);
+  return path_name(choose_path(g, gi, bank));
+}
+
 }  // namespace
+
+TORCH_LIBRARY_IMPL(deblur_ops, CompositeExplicitAutograd, m) {
+  m.impl("nu_conv_path", &nu_conv_path);
+}
 
 at::Tensor nu_conv_forward(const at::Tensor& x_in, const at::Tensor& bank, const at::Tensor& idx,
                            const at::Tensor& weights, c10::string_view mode,
-                           c10::string_view padding, const NuConvPrimitives& prims) {
+                           c10::string_view padding, const NuConvPrimitives& backend) {
   check_inputs(x_in, bank, idx, weights);
   const Layout L(x_in, bank, mode, padding);
   const at::Tensor x = x_in.contiguous();
   if (x.numel() == 0) return at::zeros_like(x);
   const auto [gi, gw] = grid_field(L, idx, weights);
-  const NuConvGeometry g = L.geometry(bank, gi);
+  NuConvGeometry g = L.geometry(bank, gi);
+  const NuConvPrimitives& prims = primitives_for(&g, gi, bank, backend);
   const at::Tensor bk = bank_for(L, bank);
   const at::Tensor xp = L.pad(x);
   if (L.scatter) {
@@ -178,7 +278,7 @@ at::Tensor nu_conv_forward(const at::Tensor& x_in, const at::Tensor& bank, const
 std::tuple<at::Tensor, at::Tensor, at::Tensor> nu_conv_backward(
     const at::Tensor& grad_in, const at::Tensor& x_in, const at::Tensor& bank,
     const at::Tensor& idx, const at::Tensor& weights, c10::string_view mode,
-    c10::string_view padding, std::array<bool, 3> output_mask, const NuConvPrimitives& prims) {
+    c10::string_view padding, std::array<bool, 3> output_mask, const NuConvPrimitives& backend) {
   check_inputs(x_in, bank, idx, weights);
   TORCH_CHECK(grad_in.sizes() == x_in.sizes() && grad_in.scalar_type() == x_in.scalar_type() &&
                   grad_in.device() == x_in.device(),
@@ -191,7 +291,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> nu_conv_backward(
   at::Tensor grad_w = at::zeros_like(weights);
   if (x.numel() == 0) return {grad_x, grad_bank, grad_w};
   const auto [gi, gw] = grid_field(L, idx, weights);
-  const NuConvGeometry g = L.geometry(bank, gi);
+  NuConvGeometry g = L.geometry(bank, gi);
+  const NuConvPrimitives& prims = primitives_for(&g, gi, bank, backend);
   const at::Tensor bk = bank_for(L, bank);
   const at::Tensor xp = L.pad(x);
   const at::Tensor grid_src = L.scatter ? xp : grad;  // the value carried by each grid point

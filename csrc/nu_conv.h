@@ -19,11 +19,19 @@
 
 namespace deblur_ops {
 
+// How the kernels walk the field. kRuns: along each grid row in runs of pixels that share one filter
+// index, one axpy per non-zero tap (smooth motion fields, PSF grids). kPixels: pixel by pixel,
+// forming the local filter h_p (dense) once and reading its window (per-pixel filter fields).
+// kByFilter: one convolution per distinct filter in use, then a per-pixel pick (dense banks with
+// few distinct filters; backend independent, in nu_conv.cpp). kAuto lets choose_nu_conv_path decide.
+enum class NuConvPath { kAuto, kRuns, kPixels, kByFilter };
+
 struct NuConvGeometry {
   int64_t B, C, Bf, K, F, kh, kw;
   int64_t Hg, Wg;  // grid (field, pull output, push/field_grad source)
   int64_t Hw, Ww;  // window image
   int64_t oy, ox;  // window origin relative to the grid point
+  NuConvPath path;  // kRuns or kPixels for the CPU loops; the CUDA kernels have one loop for both
 };
 
 // All tensors contiguous, one dtype (idx int64, values in [0, F)); outputs preallocated:
@@ -38,6 +46,9 @@ struct NuConvPrimitives {
                      const at::Tensor& bank, const at::Tensor& src, const at::Tensor& win,
                      const at::Tensor& gw, const at::Tensor& gbank);
 };
+
+// The kByFilter primitives (nu_conv_by_filter.cpp); they ignore geometry.path.
+const NuConvPrimitives& nu_conv_by_filter_primitives();
 
 at::Tensor nu_conv_forward(const at::Tensor& x, const at::Tensor& bank, const at::Tensor& idx,
                            const at::Tensor& weights, c10::string_view mode,

@@ -31,4 +31,7 @@ TORCH_LIBRARY(deblur_ops, m) {
   m.def(
       "nu_conv_backward(Tensor grad, Tensor x, Tensor bank, Tensor idx, Tensor weights, str mode, "
       "str padding, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
+  // Which loop nu_conv runs for these inputs: "runs", "pixels" or "filters" (see csrc/nu_conv.h).
+  m.def(
+      "nu_conv_path(Tensor x, Tensor bank, Tensor idx, Tensor weights, str mode, str padding) -> str");
 }

@@ -339,3 +339,135 @@ def test_second_derivatives_match_reference(mode, padding):
     assert all(b.abs().max() > 0.1 for b in want)
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b)
+
+
+PATHS = ("runs", "pixels", "filters")
+
+
+def random_case(rng: np.random.Generator, dtype=torch.float64):
+    """A small random NU-Conv problem: sizes, field sharing, zero weights, per-pixel or run-like
+    indices, int32 or int64, and windows up to 19 taps wide (several vector lengths)."""
+    B, C, K, F = (int(rng.integers(1, n)) for n in (3, 4, 5, 7))
+    H, W = (int(rng.integers(1, 13)) for _ in range(2))
+    kh, kw = (2 * int(rng.integers(0, 10)) + 1 for _ in range(2))
+    x, bank, idx, w = make(B, C, H, W, K, F, kh, kw, Bf=int(rng.choice([1, B])), dtype=dtype,
+                           seed=int(rng.integers(0, 2**31)))
+    if rng.random() < 0.3:  # runs of one filter along rows, as smooth fields have
+        idx = idx[..., :1].expand_as(idx).contiguous()
+    w = w.masked_fill(w < 0.2, 0.0)  # zero weights are skipped by the kernels
+    if rng.random() < 0.3:
+        idx = idx.int()
+    return x, bank, idx, w, str(rng.choice(MODES)), str(rng.choice(PADDINGS))
+
+
+@needs_ext
+@pytest.mark.parametrize("path", PATHS)
+def test_forced_path_matches_reference_on_random_cases(path, monkeypatch):
+    monkeypatch.setenv("DEBLUR_NU_CONV_PATH", path)
+    rng = np.random.default_rng(PATHS.index(path))
+    for case in range(200):
+        x, bank, idx, w, mode, padding = random_case(rng)
+        assert torch.ops.deblur_ops.nu_conv_path(x, bank, idx, w, mode, padding) == path
+        leaves = [t.clone().requires_grad_() for t in (x, bank, w)]
+        y = deblur_ops.nu_conv(leaves[0], leaves[1], idx, leaves[2], mode=mode, padding=padding)
+        ref_leaves = [t.clone().requires_grad_() for t in (x, bank, w)]
+        want = ref.nu_conv_core(ref_leaves[0], ref_leaves[1], idx, ref_leaves[2], mode, padding)
+        msg = f"case {case}: {path} {mode} {padding} x {tuple(x.shape)} bank {tuple(bank.shape)} idx {tuple(idx.shape)}"
+        torch.testing.assert_close(y, want, msg=msg)
+        u = torch.randn_like(x)
+        got = torch.autograd.grad(y, leaves, u)
+        expected = torch.autograd.grad(want, ref_leaves, u)
+        for name, a, b in zip(("x", "bank", "weights"), got, expected):
+            torch.testing.assert_close(a, b, msg=f"{msg}: grad {name}")
+
+
+@needs_ext
+@pytest.mark.parametrize("path", PATHS)
+def test_forced_path_float32_wide_windows(path, monkeypatch):
+    # float32 packs 16 taps per vector: windows up to 35 wide cover full, partial and several vectors.
+    monkeypatch.setenv("DEBLUR_NU_CONV_PATH", path)
+    rng = np.random.default_rng(10 + PATHS.index(path))
+    for case in range(20):
+        kh, kw = (2 * int(rng.integers(0, 18)) + 1 for _ in range(2))
+        x, bank, idx, w = make(2, 2, 11, 13, 3, 9, kh, kw, Bf=1, dtype=torch.float32, seed=case)
+        mode, padding = str(rng.choice(MODES)), str(rng.choice(PADDINGS))
+        leaves = [t.clone().requires_grad_() for t in (x, bank, w)]
+        y = deblur_ops.nu_conv(leaves[0], leaves[1], idx, leaves[2], mode=mode, padding=padding)
+        ref_leaves = [t.double().requires_grad_() for t in (x, bank, w)]
+        want = ref.nu_conv_core(ref_leaves[0], ref_leaves[1], idx, ref_leaves[2], mode, padding)
+        torch.testing.assert_close(y, want.float(), rtol=1e-4, atol=1e-4)
+        u = torch.randn_like(x)
+        for a, b in zip(torch.autograd.grad(y, leaves, u),
+                        torch.autograd.grad(want, ref_leaves, u.double())):
+            torch.testing.assert_close(a, b.float(), rtol=1e-4, atol=2e-4)
+
+
+@needs_ext
+def test_cost_model_picks_the_path_for_the_field():
+    from deblur_ops.apps.bench import smooth_motion_field
+    from deblur_ops.psf import grid_weights, motion_bank, motion_weights
+
+    size = 96
+    x = torch.rand(1, 1, size, size)
+    bank, grid = motion_bank(lengths=range(1, 32, 2), size=31)
+    idx, w = motion_weights(*smooth_motion_field(size), grid)
+    path = torch.ops.deblur_ops.nu_conv_path
+    assert path(x, bank, idx, w.float(), "gather", "zeros") == "runs"
+    assert path(x, bank, idx, w.float(), "scatter", "reflect") == "runs"
+    # Kernel-prediction style: every pixel draws its own dense filters.
+    dense = torch.rand(200, 15, 15)
+    rand_idx = torch.randint(0, 200, (1, 4, size, size))
+    assert path(x, dense, rand_idx, torch.rand(1, 4, size, size), "gather", "zeros") == "pixels"
+    assert path(x.double(), dense.double(), rand_idx, torch.rand(1, 4, size, size, dtype=torch.float64),
+                "scatter", "zeros") == "pixels"
+    # A 5 x 5 grid of dense 31 x 31 PSFs: long runs, but every run pays 961 taps; forming the local
+    # filter once per pixel is cheaper (measured 2x) and so is it than 25 convolutions (2.6x).
+    g_idx, g_w = grid_weights((5, 5), (size, size))
+    psfs = torch.rand(25, 31, 31)
+    for mode in MODES:
+        assert path(x, psfs, g_idx, g_w.float(), mode, "zeros") == "pixels"
+    # Small 7 x 7 PSFs on the same grid: the run loop's few taps per run win.
+    assert path(x, psfs[:, 12:19, 12:19].contiguous(), g_idx, g_w.float(), "gather", "zeros") == "runs"
+
+
+@needs_ext
+def test_unknown_forced_path_is_a_named_error(monkeypatch):
+    x, bank, idx, w = make(1, 1, 6, 6, 2, 3, 3, 3)
+    monkeypatch.setenv("DEBLUR_NU_CONV_PATH", "fastest")
+    with pytest.raises(RuntimeError, match="DEBLUR_NU_CONV_PATH must be 'auto', 'runs', 'pixels' or 'filters'"):
+        torch.ops.deblur_ops.nu_conv(x, bank, idx, w, "gather", "zeros")
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("path", PATHS)
+def test_cuda_forced_paths_match_reference(path, monkeypatch):
+    # On CUDA "runs" and "pixels" run the one CUDA kernel; "filters" the ATen convolutions.
+    monkeypatch.setenv("DEBLUR_NU_CONV_PATH", path)
+    rng = np.random.default_rng(20 + PATHS.index(path))
+    for _ in range(20):
+        x, bank, idx, w, mode, padding = random_case(rng)
+        leaves = [t.cuda().requires_grad_() for t in (x, bank, w)]
+        y = deblur_ops.nu_conv(leaves[0], leaves[1], idx.cuda(), leaves[2], mode=mode, padding=padding)
+        ref_leaves = [t.clone().requires_grad_() for t in (x, bank, w)]
+        want = ref.nu_conv_core(ref_leaves[0], ref_leaves[1], idx, ref_leaves[2], mode, padding)
+        torch.testing.assert_close(y.cpu(), want)
+        u = torch.randn_like(x)
+        for a, b in zip(torch.autograd.grad(y, leaves, u.cuda()), torch.autograd.grad(want, ref_leaves, u)):
+            torch.testing.assert_close(a.cpu(), b)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_bench_unfold_formulation_matches_reference(mode):
+    # `deblur bench` measures the per-pixel path against this pure-PyTorch formulation.
+    from deblur_ops.apps.bench import nu_conv_unfold
+
+    x, bank, idx, w = make(2, 2, 19, 11, 3, 5, 5, 7, Bf=1)
+    leaves = [t.clone().requires_grad_() for t in (x, bank, w)]
+    y = nu_conv_unfold(leaves[0], leaves[1], idx, leaves[2], mode=mode, rows=6)
+    ref_leaves = [t.clone().requires_grad_() for t in (x, bank, w)]
+    want = ref.nu_conv_core(ref_leaves[0], ref_leaves[1], idx, ref_leaves[2], mode, "zeros")
+    torch.testing.assert_close(y, want)
+    u = torch.randn_like(x)
+    for a, b in zip(torch.autograd.grad(y, leaves, u), torch.autograd.grad(want, ref_leaves, u)):
+        torch.testing.assert_close(a, b)

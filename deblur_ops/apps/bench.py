@@ -215,6 +215,107 @@ def bench_nu_conv(device, size: int, warmup: int, repeats: int) -> list[Row]:
     return rows
 
 
+def nu_conv_unfold(x, bank, idx, weights, *, mode="gather", rows: int = 32):
+    """Pure-PyTorch NU-Conv (zeros padding) for per-pixel filters: ``F.unfold`` windows of ``rows``
+    image rows at a time, multiplied by the local filters h_p = sum_k w_k bank[idx_k] formed for
+    the same rows (gather); for scatter the weighted local filters are folded back onto the image.
+    Each chunk is checkpointed so that its backward holds one chunk's windows at a time."""
+    from torch.utils.checkpoint import checkpoint
+
+    b, c, h, w = x.shape
+    _, kh, kw = bank.shape
+    rh, rw = kh // 2, kw // 2
+    # gather correlates the window with the flipped filter; scatter's tap (a, b) lands at offset
+    # (a - rh, b - rw) from its source, which is the filter as it is.
+    flat = (bank if mode == "scatter" else bank.flip(-2, -1)).reshape(bank.shape[0], kh * kw)
+    xp = F.pad(x, (rw, rw, rh, rh))
+
+    def local_filters(r0, r1):  # (Bf, kh*kw, (r1 - r0) * w)
+        i = idx[:, :, r0:r1].long().flatten(2)
+        return (weights[:, :, r0:r1].flatten(2)[:, :, None] * flat[i].permute(0, 1, 3, 2)).sum(1)
+
+    def gather_rows(r0, r1):
+        cols = F.unfold(xp[:, :, r0:r1 + 2 * rh], (kh, kw)).view(b, c, kh * kw, -1)
+        return (cols * local_filters(r0, r1)[:, None]).sum(2).view(b, c, r1 - r0, w)
+
+    def scatter_rows(r0, r1):
+        src = x[:, :, r0:r1].flatten(2)[:, :, None] * local_filters(r0, r1)[:, None]
+        return F.fold(src.reshape(b, c * kh * kw, -1), (r1 - r0 + 2 * rh, w + 2 * rw), (kh, kw))
+
+    def chunk(fn, r0):
+        r1 = min(h, r0 + rows)
+        if torch.is_grad_enabled():
+            return checkpoint(fn, r0, r1, use_reentrant=False)
+        return fn(r0, r1)
+
+    if mode == "gather":
+        return torch.cat([chunk(gather_rows, r0) for r0 in range(0, h, rows)], 2)
+    out = x.new_zeros(b, c, h + 2 * rh, w + 2 * rw)
+    for r0 in range(0, h, rows):
+        out = out + F.pad(chunk(scatter_rows, r0), (0, 0, r0, max(0, h - r0 - rows)))
+    return out[:, :, rh:rh + h, rw:rw + w]
+
+
+def bench_nu_conv_per_pixel(device, size: int, warmup: int, repeats: int, *, filters: int = 511,
+                            ksize: int = 31) -> list[Row]:
+    """NU-Conv with a filter index that changes at every pixel (kernel-prediction networks, learned
+    per-pixel filter choice): K=4 random indices into ``filters`` dense ksize x ksize filters.
+
+    Custom is the path the cost model picks; the reference is the chunked ``F.unfold`` formulation
+    (:func:`nu_conv_unfold`, with checkpointed autograd for forward+backward); the peer is the run
+    loop (``DEBLUR_NU_CONV_PATH=runs``), which was the only CPU path before the pixel path.
+    """
+    gen = torch.Generator().manual_seed(1)
+    x = torch.rand(1, 1, size, size, generator=gen).to(device)
+    bank = (torch.rand(filters, ksize, ksize, generator=gen) / ksize**2).to(device)
+    idx = torch.randint(0, filters, (1, 4, size, size), generator=gen).to(device)
+    weights = torch.rand(1, 4, size, size, generator=gen).to(device)
+    work = 2 * size * size * 4 * ksize * ksize / 1e9
+    shape = f"1x1x{size}x{size}, K=4, per-pixel idx, {filters} dense {ksize}x{ksize} filters"
+    t = lambda fn: time_ms(fn, device, warmup=warmup, repeats=repeats)  # noqa: E731
+    rows = []
+    for mode in ("gather", "scatter"):
+        chosen = torch.ops.deblur_ops.nu_conv_path(x, bank, idx, weights, mode, "zeros") if _extension.LOADED else "reference"
+        with torch.no_grad():
+            custom = t(lambda: nu_conv(x, bank, idx, weights, mode=mode))
+            unfold = t(lambda: nu_conv_unfold(x, bank, idx, weights, mode=mode))
+            with _forced_nu_conv_path("runs"):  # ~40x slower than the pixel path: timed once
+                runs = time_ms(lambda: nu_conv(x, bank, idx, weights, mode=mode), device, warmup=0, repeats=1)
+        rows.append(Row("nu_conv", f"{shape}, path {chosen}", f"{mode} forward", custom, unfold,
+                        peer="run loop (forced)", peer_ms=runs, gflops=work,
+                        reference_impl="bench.nu_conv_unfold"))
+        leaves = [x.clone().requires_grad_(), bank.clone().requires_grad_(), weights.clone().requires_grad_()]
+
+        def forward_backward(fn):
+            def run():
+                for leaf in leaves:
+                    leaf.grad = None
+                out = fn(leaves[0], leaves[1], idx, leaves[2], mode=mode)
+                out.backward(torch.ones_like(out))
+            return run
+        rows.append(Row("nu_conv", f"{shape}, path {chosen}", f"{mode} forward+backward",
+                        t(forward_backward(nu_conv)), t(forward_backward(nu_conv_unfold)),
+                        gflops=4 * work, reference_impl="bench.nu_conv_unfold"))
+    return rows
+
+
+class _forced_nu_conv_path:
+    """Sets DEBLUR_NU_CONV_PATH (read by the compiled kernels at each call) for a with-block."""
+
+    def __init__(self, path: str):
+        self.path, self.saved = path, None
+
+    def __enter__(self):
+        self.saved = os.environ.get("DEBLUR_NU_CONV_PATH")
+        os.environ["DEBLUR_NU_CONV_PATH"] = self.path
+
+    def __exit__(self, *exc):
+        if self.saved is None:
+            os.environ.pop("DEBLUR_NU_CONV_PATH", None)
+        else:
+            os.environ["DEBLUR_NU_CONV_PATH"] = self.saved
+
+
 def attainable_gflops(device) -> float:
     """fp32 GFLOP/s of a large matrix product: what the BLAS attains on this machine."""
     n = 2048 if device.type == "cpu" else 8192
@@ -435,6 +536,7 @@ def run(ops=OPS, device="cpu", size: int = 1024, shrink_shape=(8, 64, 256, 256),
         rows += bench_learnable_shrink(dev, tuple(shrink_shape), warmup, repeats)
     if "nu_conv" in ops:
         rows += bench_nu_conv(dev, nu_conv_size, warmup, repeats)
+        rows += bench_nu_conv_per_pixel(dev, nu_conv_size, warmup, repeats)
     if "irc_net" in ops:
         rows += bench_irc_net(dev, warmup, repeats, tuple(irc_shape))
     if "irc" in ops:

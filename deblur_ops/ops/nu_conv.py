@@ -45,6 +45,16 @@ def nu_conv(x: torch.Tensor, bank: torch.Tensor, idx: torch.Tensor, weights: tor
         ValueError: wrong shapes or dtypes, even filter sizes, idx out of range, NaN/Inf in bank
             or weights, mismatched devices, unknown mode or padding.
 
+    Notes:
+        The CPU kernel walks the field one of three ways, chosen per call by a cost model from the
+        field's statistics (``torch.ops.deblur_ops.nu_conv_path`` says which): ``"runs"`` of pixels
+        that share a filter, visiting only non-zero taps (smooth motion fields, PSF grids with
+        small or sparse PSFs); ``"pixels"``, forming each pixel's dense local filter once (indices
+        that change from pixel to pixel, as kernel-prediction networks produce, and grids of large
+        dense PSFs); ``"filters"``, one ``conv2d`` per distinct filter. All three give the same
+        result to rounding; the environment variable ``DEBLUR_NU_CONV_PATH`` forces one (for tests
+        and ``deblur bench``).
+
     Examples:
         >>> import torch, deblur_ops
         >>> x = torch.zeros(1, 1, 5, 5); x[0, 0, 2, 2] = 1

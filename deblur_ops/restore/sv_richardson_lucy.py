@@ -160,7 +160,7 @@ def sv_richardson_lucy(image: torch.Tensor, psf, *, iterations: int = 30, tv_wei
     into the field of view equals the data's (sum(output) = sum(y - b) for objects away from the
     border, at convergence when b > 0). ``tv_weight`` adds Dey et al.'s TV term (Microscopy
     Research and Technique 69, 2006, eq. 12). For (D, H, W) stacks the plane-wise loop of
-    :func:`deblur_ops.stack.deblur_stack` applies the grid to each plane.
+    :func:`deblur_ops.apps.stack.deblur_stack` applies the grid to each plane.
 
     Args:
         image: (B, C, H, W) float tensor; negative values are clipped to 0.
