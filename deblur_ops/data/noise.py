@@ -35,6 +35,21 @@ def estimate_noise_sigma(image: torch.Tensor) -> torch.Tensor:
     return sigma.reshape(b, c)
 
 
+def noise_sigma_per_item(image: torch.Tensor, noise_sigma) -> torch.Tensor:
+    """The given noise level, or Immerkaer's estimate averaged over channels and (3D) planes: (B,).
+
+    Args:
+        image: (B, C, H, W) or (B, C, D, H, W).
+        noise_sigma: None (estimate), a number, or one value per batch item (B,) or (B, C).
+    """
+    if noise_sigma is not None:
+        return v.per_item(noise_sigma, "noise_sigma", image).reshape(-1)
+    b, h, w = image.shape[0], image.shape[-2], image.shape[-1]
+    if h < 3 or w < 3:
+        raise ValueError(f"estimating the noise needs planes of at least 3x3, got {h}x{w}; pass noise_sigma")
+    return estimate_noise_sigma(image.reshape(b, -1, h, w)).mean(1)
+
+
 def select_wiener_snr(blurred: torch.Tensor, psf: torch.Tensor, snr_db,
                       sigma: torch.Tensor | float | None = None, *,
                       regularizer: str = "identity") -> torch.Tensor:

@@ -33,9 +33,9 @@ from torch import nn
 
 from .. import validation as v
 from .. import psf as psf_lib
+from ..data.noise import noise_sigma_per_item
 from ..ops.learnable_shrink import LearnableShrink
-from ..restore._common import noise_sigma_per_item
-from ..restore._nonuniform import BlurOperator
+from ..restore import BlurOperator
 from ..restore.irc import (BANK_DEFAULTS, DEFAULT_GRID_SPACING, GRID_DEFAULTS, IRC_INVERSES, WEIGHT_PER_ROOT_NOISE,
                            branch_inverse, conv_same, irc_admm, preconditioned_inverse, spatially_invariant)
 

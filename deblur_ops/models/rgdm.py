@@ -41,9 +41,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..restore._common import check_image_2d, check_inputs, check_positive, positive_int
 from ..restore.baselines import MAX_STEPS, MaskedBlur
 from ..restore.registry import register
+from ..validation import check_image_2d, check_inputs, check_positive, positive_int
 from ._channels import fold_channels
 from .methods import cached_model
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 import torch
 
 from .. import validation as v
-from ._common import (FFTDomain, check_callback, check_inputs, check_positive, gradient, gradient_otfs,
-                      noise_sigma_per_item, per_item)
+from ..data.noise import noise_sigma_per_item
+from ..validation import check_callback, check_inputs, check_positive, per_item
+from ._common import FFTDomain, gradient, gradient_otfs
 from .registry import register
 
 # Default lambda = WEIGHT_PER_ROOT_NOISE * sqrt(sigma) and rho = RHO_PER_WEIGHT * lambda: tuned once

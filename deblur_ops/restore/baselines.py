@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 
 from .. import validation as v
-from ..boundary import _reflect_dim, next_fast_len, psf_to_otf
+from ..boundary import next_fast_len, psf_to_otf, reflect_dim
 from ..ops import wiener_stack
-from ._common import check_image_2d, check_inputs, check_positive, positive_int
+from ..validation import check_image_2d, check_inputs, check_positive, positive_int
 from .registry import register
 
 # Paper 000, section V.2: "We apply certain stopping criterion and set the max number of iterations as 50."
@@ -42,7 +42,7 @@ class MaskedBlur:
     rounded up to a fast FFT length), which is exactly the part of the scene the observation
     depends on. Convolutions are circular on that domain, and the wrap cannot reach the image.
     This is the FFT form, for one uniform PSF, of the masked operator of the spatially varying
-    methods (``deblur_ops.restore._nonuniform.BlurOperator``).
+    methods (:class:`deblur_ops.restore.BlurOperator`).
 
     Args:
         blurry: (B, C, H, W) observation y.
@@ -64,7 +64,7 @@ class MaskedBlur:
         mask = torch.ones_like(blurry[:1, :1])
         for d, (before, after) in enumerate(self.pads):
             dim = blurry.dim() - 2 + d
-            start = _reflect_dim(start, dim, before, after)
+            start = reflect_dim(start, dim, before, after)
             zeros = [(0, 0), (0, 0)]
             zeros[d] = (before, after)
             flat = [p for pair in reversed(zeros) for p in pair]

@@ -15,8 +15,9 @@ import torch.nn.functional as F
 
 from .. import psf as psf_lib
 from ..boundary import next_fast_len
+from ..data.noise import noise_sigma_per_item
 from ..ops.nu_conv import nu_conv
-from ._common import check_callback, check_positive, noise_sigma_per_item, per_item
+from ..validation import check_callback, check_positive, per_item
 from ._nonuniform import BlurOperator
 from .registry import register
 

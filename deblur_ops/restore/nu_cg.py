@@ -4,7 +4,8 @@ from __future__ import annotations
 import torch
 
 from .. import validation as v
-from ._common import check_callback, check_positive, noise_sigma_per_item, per_item
+from ..data.noise import noise_sigma_per_item
+from ..validation import check_callback, check_positive, per_item
 from ._nonuniform import BlurOperator
 from .registry import register
 

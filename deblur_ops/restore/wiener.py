@@ -7,10 +7,10 @@ import torch
 
 from .. import validation as v
 from ..boundary import PADDINGS as WIENER_PADDINGS
-from ..data.noise import select_wiener_snr
+from ..data.noise import noise_sigma_per_item, select_wiener_snr
 from ..ops import wiener_stack
 from ..reference import REGULARIZERS
-from ._common import check_inputs, check_positive, noise_sigma_per_item
+from ..validation import check_inputs, check_positive
 from .registry import register
 
 # Candidate SNRs (dB) for choosing the balance from the noise level; 1 dB apart is finer than
