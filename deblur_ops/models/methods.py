@@ -50,6 +50,10 @@ def irc_net(image: torch.Tensor, psf, *, noise_sigma=None, weights: str = "irc-m
         >>> from deblur_ops.psf import linear_motion_kernel
         >>> irc_net(torch.rand(1, 1, 40, 40), linear_motion_kernel(5, 0)).shape
         torch.Size([1, 1, 40, 40])
+
+    References:
+        T. Eboli, J. Sun, J. Ponce. Neural Embedding of an Iterative Deconvolution Algorithm for Motion Blur
+        Estimation and Removal. Preprint hal-01857177, 2018 (paper 004 in docs/references.md).
     """
     _check_image(image)
     model = _model(weights, image.device, "irc")
@@ -81,6 +85,10 @@ def blind_irc(image: torch.Tensor, psf=None, *, noise_sigma=None, weights: str =
         >>> import torch
         >>> blind_irc(torch.rand(1, 1, 40, 40)).shape
         torch.Size([1, 1, 40, 40])
+
+    References:
+        T. Eboli, J. Sun, J. Ponce. Neural Embedding of an Iterative Deconvolution Algorithm for Motion Blur
+        Estimation and Removal. Preprint hal-01857177, 2018 (paper 004 in docs/references.md).
     """
     if psf is not None:
         raise ValueError("blind-irc estimates the blur itself: pass psf=None (or use method='irc-net' with your PSF)")
@@ -110,6 +118,10 @@ def estimate_motion(image, *, device="auto", weights: str = "motion-net") -> psf
         >>> field = estimate_motion(np.random.rand(32, 40).astype(np.float32))
         >>> field.shape
         (32, 40)
+
+    References:
+        T. Eboli, J. Sun, J. Ponce. Neural Embedding of an Iterative Deconvolution Algorithm for Motion Blur
+        Estimation and Removal. Preprint hal-01857177, 2018 (paper 004 in docs/references.md).
     """
     target = resolve_device(device, image)
     x = as_float_tensor(image, "image", target)

@@ -72,6 +72,10 @@ class WienerStackNet(nn.Module):
         48
         >>> net(torch.rand(2, 3, 33, 31), torch.ones(5, 5) / 25).shape
         torch.Size([2, 3, 33, 31])
+
+    References:
+        A. Gilbert, S. Messinger, A. Patel. Non-Blind Image Deblurring using Neural Networks. Course project report,
+        year not stated (paper 001 in docs/references.md).
     """
 
     def __init__(self, channels: int = 3, width: int = 64, blocks: int = 12, kernel_size: int = 5,
@@ -168,6 +172,10 @@ def wiener_stack_net(image: torch.Tensor, psf: torch.Tensor, *, bilateral: bool 
         >>> y = torch.rand(40, 40)
         >>> deblur_ops.deblur(y, torch.ones(5, 5) / 25, method="wiener-stack-net").shape
         torch.Size([40, 40])
+
+    References:
+        A. Gilbert, S. Messinger, A. Patel. Non-Blind Image Deblurring using Neural Networks. Course project report,
+        year not stated (paper 001 in docs/references.md).
     """
     image, psf = check_inputs(image, psf)
     check_image_2d(image, "wiener-stack-net")

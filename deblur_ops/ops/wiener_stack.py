@@ -56,6 +56,11 @@ def wiener_stack(image: torch.Tensor, psf: torch.Tensor, snr_db=None, *,
         >>> psf = torch.ones(5, 5) / 25
         >>> deblur_ops.wiener_stack(image, psf).shape
         torch.Size([1, 15, 1, 64, 64])
+
+    References:
+        - A. Gilbert, S. Messinger, A. Patel. Non-Blind Image Deblurring using Neural Networks. Course project
+          report, year not stated (paper 001 in docs/references.md).
+        - N. Wiener. Extrapolation, Interpolation, and Smoothing of Stationary Time Series. MIT Press, 1949.
     """
     return ref.wiener_stack_pipeline(image, psf, snr_db, regularizer, padding, _core)
 

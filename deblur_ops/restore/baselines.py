@@ -107,6 +107,10 @@ def gradient_descent(blurry: torch.Tensor, psf: torch.Tensor, steps: int = MAX_S
 
     Returns:
         (B, C, H, W) estimate.
+
+    References:
+        Repeating Gradient Descent Model (RGDM) for non-blind motion deblurring. Journal of Algebraic Statistics
+        13(3), 2022, pp. 2043-2052; authors not in our copy (paper 000 in docs/references.md).
     """
     operator = MaskedBlur(blurry, psf)
     x = operator.start
@@ -135,6 +139,10 @@ def gradient_descent_method(image: torch.Tensor, psf: torch.Tensor, *, steps: in
     Example:
         >>> gradient_descent_method(torch.rand(1, 1, 32, 32), torch.ones(5, 5) / 25, steps=10).shape
         torch.Size([1, 1, 32, 32])
+
+    References:
+        Repeating Gradient Descent Model (RGDM) for non-blind motion deblurring. Journal of Algebraic Statistics
+        13(3), 2022, pp. 2043-2052; authors not in our copy (paper 000 in docs/references.md).
     """
     image, psf = check_inputs(image, psf)
     check_image_2d(image, "gradient-descent")
@@ -171,6 +179,11 @@ def bilateral_filter(image: torch.Tensor, *, window: int = BILATERAL_WINDOW,
         >>> flat = torch.full((1, 1, 16, 16), 0.5)
         >>> torch.allclose(bilateral_filter(flat), flat)
         True
+
+    References:
+        - C. Tomasi, R. Manduchi. Bilateral filtering for gray and color images. ICCV 1998, 839-846.
+        - A. Gilbert, S. Messinger, A. Patel. Non-Blind Image Deblurring using Neural Networks. Course project
+          report, year not stated (paper 001 in docs/references.md).
     """
     v.require_tensor(image, "image")
     if image.dim() != 4:
@@ -222,6 +235,11 @@ def wiener_bilateral(image: torch.Tensor, psf: torch.Tensor, *, snr_db: float = 
     Example:
         >>> wiener_bilateral(torch.rand(1, 1, 32, 32), torch.ones(5, 5) / 25).shape
         torch.Size([1, 1, 32, 32])
+
+    References:
+        - A. Gilbert, S. Messinger, A. Patel. Non-Blind Image Deblurring using Neural Networks. Course project
+          report, year not stated (paper 001 in docs/references.md).
+        - C. Tomasi, R. Manduchi. Bilateral filtering for gray and color images. ICCV 1998, 839-846.
     """
     image, psf = check_inputs(image, psf)
     check_image_2d(image, "wiener-bilateral")

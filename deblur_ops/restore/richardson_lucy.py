@@ -52,6 +52,14 @@ def richardson_lucy(image: torch.Tensor, psf: torch.Tensor, *, iterations: int =
         >>> image = torch.rand(1, 1, 64, 64)
         >>> richardson_lucy(image, torch.ones(5, 5) / 25, iterations=5).min() >= 0
         tensor(True)
+
+    References:
+        - W. H. Richardson. Bayesian-based iterative method of image restoration. JOSA 62(1), 55-59, 1972.
+        - L. B. Lucy. An iterative technique for the rectification of observed distributions. AJ 79, 745, 1974.
+        - D. S. C. Biggs, M. Andrews. Acceleration of iterative image restoration algorithms. Applied Optics 36(8),
+          1766-1775, 1997.
+        - N. Dey et al. Richardson-Lucy algorithm with total variation regularization for 3D confocal microscope
+          deconvolution. Microscopy Research and Technique 69(4), 260-266, 2006.
     """
     image, psf = check_inputs(image, psf)
     if not v.is_compiling() and bool((psf < 0).any()):

@@ -49,6 +49,12 @@ def wiener(image: torch.Tensor, psf: torch.Tensor, *, balance: float | None = No
         >>> image = torch.rand(1, 1, 64, 64)
         >>> wiener(image, torch.ones(5, 5) / 25, balance=1e-2).shape
         torch.Size([1, 1, 64, 64])
+
+    References:
+        - N. Wiener. Extrapolation, Interpolation, and Smoothing of Stationary Time Series. MIT Press, 1949.
+        - A. Gilbert, S. Messinger, A. Patel. Non-Blind Image Deblurring using Neural Networks. Course project
+          report, year not stated (paper 001 in docs/references.md).
+        - J. Immerkaer. Fast noise variance estimation. CVIU 64(2), 300-302, 1996.
     """
     image, psf = check_inputs(image, psf)
     # The op and the selector take one shared PSF unbatched, or one per batch item.
