@@ -14,5 +14,5 @@ from .registry import METHODS, Method, get_method, register
 from .richardson_lucy import richardson_lucy
 from .wiener import wiener
 
-__all__ = ["METHODS", "BlurOperator", "Method", "admm_tv", "get_method", "gradient_descent_method", "irc", "irc_admm", "nu_cg",
-           "register", "richardson_lucy", "wiener", "wiener_bilateral"]
+__all__ = ["METHODS", "BlurOperator", "Method", "admm_tv", "get_method", "gradient_descent_method", "irc", "irc_admm",
+           "nu_cg", "register", "richardson_lucy", "wiener", "wiener_bilateral"]
