@@ -13,6 +13,7 @@ import torch
 
 from .psf.prepare import prepare_psf, voxel_size_tuple
 from .restore import METHODS, get_method
+from .validation import as_float_tensor, resolve_device
 
 
 def methods() -> dict[str, str]:
@@ -24,39 +25,6 @@ def methods() -> dict[str, str]:
         True
     """
     return {name: m.description for name, m in sorted(METHODS.items())}
-
-
-def _resolve_device(device, image) -> torch.device:
-    if device == "auto":
-        if isinstance(image, torch.Tensor) and image.device.type != "cpu":
-            return image.device
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' was requested but no CUDA device is available; use device='auto' or 'cpu'")
-    return resolved
-
-
-def _as_float_tensor(value, name: str, device: torch.device) -> torch.Tensor:
-    if isinstance(value, torch.Tensor):
-        t = value.detach()
-    elif isinstance(value, np.ndarray):
-        t = torch.from_numpy(np.ascontiguousarray(value))
-    else:
-        raise TypeError(f"{name} must be a NumPy array or a torch tensor, got {type(value).__name__}; "
-                        f"convert with numpy.asarray({name})")
-    if t.is_complex() or t.dtype == torch.bool:
-        raise ValueError(f"{name} must hold real numbers, got dtype {t.dtype}")
-    if t.numel() == 0:
-        raise ValueError(f"{name} is empty (shape {tuple(t.shape)}); pass at least one element")
-    t = t.to(device=device, dtype=torch.float32)
-    if not bool(torch.isfinite(t).all()):
-        bad = int((~torch.isfinite(t)).sum())
-        raise ValueError(f"{name} contains {bad} NaN or Inf value(s); clean it first, e.g. numpy.nan_to_num({name})")
-    return t
 
 
 def _to_batch(image: torch.Tensor, psf_ndim: int | None) -> tuple[torch.Tensor, str]:
@@ -139,8 +107,8 @@ def deblur(image, psf=None, *, method: str = "wiener", device="auto", voxel_size
     """
     spec = get_method(method)
     _check_params(spec, params)
-    target = _resolve_device(device, image)
-    x = _as_float_tensor(image, "image", target)
+    target = resolve_device(device, image)
+    x = as_float_tensor(image, "image", target)
     if psf is None:
         if spec.needs_psf:
             raise ValueError(f"method {method!r} needs a psf; build one with deblur_ops.psf "
@@ -153,7 +121,7 @@ def deblur(image, psf=None, *, method: str = "wiener", device="auto", voxel_size
                              f"{type(psf).__name__}; use one of {capable} or pass a single PSF array")
         kernel, psf_ndim = psf, 2
     else:
-        kernel = _as_float_tensor(psf, "psf", target)
+        kernel = as_float_tensor(psf, "psf", target)
         psf_ndim = kernel.dim()
         if psf_ndim not in (2, 3):
             raise ValueError(f"psf must have shape (kh, kw) or (kd, kh, kw), got shape {tuple(kernel.shape)}")

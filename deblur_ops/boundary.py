@@ -25,7 +25,9 @@ def next_fast_len(n: int) -> int:
         m += 1
 
 
-def _reflect_dim(x: torch.Tensor, dim: int, before: int, after: int) -> torch.Tensor:
+def reflect_dim(x: torch.Tensor, dim: int, before: int, after: int) -> torch.Tensor:
+    """Mirror ``x`` along ``dim`` by ``before`` and ``after`` samples (edge not repeated, as
+    ``numpy.pad(mode="reflect")``), for any margin: a size-1 dim is repeated."""
     # torch's reflect needs pad < size; grow in steps so that any margin works on small images.
     while before > 0 or after > 0:
         n = x.shape[dim]
@@ -57,7 +59,7 @@ def pad_for_fft(x: torch.Tensor, ksize: tuple[int, ...]) -> tuple[torch.Tensor, 
     nd = len(ksize)
     pads = fft_pads(tuple(x.shape[-nd:]), ksize)
     for d, (before, after) in enumerate(pads):
-        x = _reflect_dim(x, x.dim() - nd + d, before, after)
+        x = reflect_dim(x, x.dim() - nd + d, before, after)
     return x, pads
 
 

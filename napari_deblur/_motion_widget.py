@@ -17,6 +17,7 @@ from deblur_ops import estimate_motion
 from deblur_ops.models.methods import motion_vectors
 from deblur_ops.psf import MotionField
 from deblur_ops.apps.stack import block_at, loop_axes_for
+from deblur_ops.validation import MIN_IMAGE_SIDE
 
 from ._sv_widget import _layers
 from ._widget import RestoreRunner, RunFailed, dock_layout, wrapping_status
@@ -26,8 +27,6 @@ if TYPE_CHECKING:
 
 PLANE = "plane on screen"
 STACK = "whole stack (plane by plane)"
-# The paper-004 models refuse smaller pictures (deblur_ops.models.methods._check_image).
-MIN_SIDE = 16
 FIELD_KEY = "motion_field"
 
 
@@ -97,9 +96,9 @@ class MotionWidget(RestoreRunner, QWidget):
         if layer.multiscale:
             raise ValueError(f"{layer.name!r} is multiscale; add its full-resolution level as an image layer")
         height, width = layer.data.shape[-3:-1] if layer.rgb else layer.data.shape[-2:]
-        if min(height, width) < MIN_SIDE:
+        if min(height, width) < MIN_IMAGE_SIDE:
             raise ValueError(f"{layer.name!r} has {height} x {width} pixels per plane; the motion models need at "
-                             f"least {MIN_SIDE} x {MIN_SIDE}")
+                             f"least {MIN_IMAGE_SIDE} x {MIN_IMAGE_SIDE}")
         return layer
 
     def plane_index(self, layer) -> tuple:

@@ -93,6 +93,10 @@ def test_bad_arguments():
         ev.evaluate(["wiener"], ["motion:5:0"], ["nonexistent"], size=32)
     with pytest.raises(ValueError, match="noise levels"):
         ev.evaluate(["wiener"], ["motion:5:0"], ["camera"], [-0.1], size=32)
+    with pytest.raises(ValueError, match=r"size must be an integer >= 16, got 8$"):
+        ev.evaluate(["wiener"], ["motion:5:0"], ["camera"], size=8)
+    with pytest.raises(ValueError, match=r"repeats must be an integer >= 1, got 0$"):
+        ev.evaluate(["wiener"], ["motion:5:0"], ["camera"], size=32, repeats=0)
     assert main(["evaluate", "--methods", "nope", "--size", "32"]) == 2
 
 

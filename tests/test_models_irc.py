@@ -324,6 +324,12 @@ def test_bad_inputs_are_clear(small_net):
         load_pretrained("nope")
     with pytest.raises(ValueError, match=r"\(H, W\) or \(H, W, 3\)"):
         deblur_ops.estimate_motion(np.zeros((4, 32, 32), np.float32))
+    with pytest.raises(ValueError, match=r"image must be at least 16x16 pixels, got \(8, 30\)"):
+        deblur_ops.estimate_motion(np.zeros((8, 30), np.float32))
+    with pytest.raises(ValueError, match="device must be 'auto', 'cpu', 'cuda' or 'cuda:N'"):
+        deblur_ops.estimate_motion(np.zeros((32, 32), np.float32), device="gpu")
+    with pytest.raises(TypeError, match="NumPy array or a torch tensor"):
+        deblur_ops.estimate_motion([[0.0] * 32] * 32)
 
 
 @pytest.mark.parametrize("length,angle", [(15, 30), (11, 120)])

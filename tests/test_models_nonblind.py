@@ -11,7 +11,6 @@ from deblur_ops.data.degrade import blur
 from deblur_ops.data.metrics import psnr as psnr_db
 from deblur_ops.models import RGDM, WienerStackNet, load_pretrained
 from deblur_ops.models.pretrained import WEIGHTS_DIR
-from deblur_ops.models.wiener_stack_net import PAPER_SNR_DB
 from deblur_ops.restore.baselines import MaskedBlur, bilateral_filter, gradient_descent, wiener_bilateral
 from deblur_ops.train.losses import SSIMLoss, image_loss, ssim, ssim_loss, ssim_map
 from deblur_ops.train.rgdm import recursive_loss
@@ -105,7 +104,8 @@ def test_bilateral_filter_matches_direct_sum():
 class TestWienerStackNet:
     def test_paper_configuration(self):
         net = WienerStackNet()
-        assert net.in_channels == 48 and len(PAPER_SNR_DB) == 15 and PAPER_SNR_DB[0] == 9 and PAPER_SNR_DB[-1] == 65
+        # paper 001 §1.2: 15 SNRs, "from 9 dB to 65 dB, in steps of 4 dB"
+        assert net.in_channels == 48 and net.snr_db.tolist() == [float(s) for s in range(9, 66, 4)]
         assert len(net.blocks) == 12 and net.head.out_channels == 64 and net.head.kernel_size == (5, 5)
         assert net.tail.out_channels == 3
 

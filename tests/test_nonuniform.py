@@ -17,7 +17,7 @@ from deblur_ops.apps.evaluate import degrade_field
 from deblur_ops.data.metrics import psnr
 from deblur_ops.psf import MotionField, PSFGrid, linear_motion_kernel
 from deblur_ops.restore import admm_tv, irc, irc_admm, nu_cg
-from deblur_ops.restore._nonuniform import BlurOperator
+from deblur_ops.restore import BlurOperator
 
 SIGMA = 0.01
 

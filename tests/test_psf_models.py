@@ -56,6 +56,12 @@ class TestGaussian:
         with pytest.raises(ValueError, match="odd"):
             psf.gaussian_psf(1.0, size=8)
 
+    @pytest.mark.parametrize("size,hint", [(8, 9), (0, 1), (-3, 1), (2.5, 3)])
+    def test_size_hint_is_a_size_the_check_accepts(self, size, hint):
+        with pytest.raises(ValueError, match=f"use e.g. size={hint}$"):
+            psf.gaussian_psf(1.0, size=size)
+        assert psf.gaussian_psf(1.0, size=hint).shape == (hint, hint)
+
 
 class TestMoffat:
     def test_fwhm_and_profile(self):

@@ -150,7 +150,7 @@ def test_flat_frame_restores_to_itself_with_every_method(small_models, value):
 def test_noise_derived_weight_is_valid_on_a_constant_frame(method):
     from deblur_ops.psf import linear_motion_kernel
     from deblur_ops.restore import get_method
-    from deblur_ops.restore._common import noise_sigma_per_item
+    from deblur_ops.data.noise import noise_sigma_per_item
 
     frame = torch.full((1, 1, 32, 32), 0.5)
     sigma = noise_sigma_per_item(frame, None)

@@ -55,7 +55,7 @@ class TestBoundary:
     @pytest.mark.parametrize("n,before,after", [(6, 2, 3), (5, 9, 12), (1, 3, 2), (2, 5, 0)])
     def test_reflect_matches_numpy(self, n, before, after):
         x = torch.arange(float(n)).reshape(1, n)
-        got = boundary._reflect_dim(x, 1, before, after)
+        got = boundary.reflect_dim(x, 1, before, after)
         want = np.pad(x.numpy(), ((0, 0), (before, after)), mode="reflect" if n > 1 else "edge")
         np.testing.assert_array_equal(got.numpy(), want)
 

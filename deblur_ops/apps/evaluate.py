@@ -31,6 +31,7 @@ from ..api import deblur, methods
 from ..restore import METHODS
 from ..data import SAMPLES, sample_image, to_batch
 from ..data.degrade import add_gaussian_noise, blur
+from ..validation import MIN_IMAGE_SIDE, integer_at_least
 
 # Paper 004 Table 1 uses 8 blur kernels; ours are linear motions spanning lengths 9-27 px and angles.
 DEFAULT_KERNELS = ("motion:9:0", "motion:13:45", "motion:17:90", "motion:21:135",
@@ -274,10 +275,8 @@ def evaluate(method_specs: Sequence[str] = DEFAULT_METHODS, kernels: Sequence[st
     noise = [float(s) for s in noise]
     if not noise or any(not (math.isfinite(s) and s >= 0) for s in noise):
         raise ValueError(f"noise levels must be finite and >= 0, got {noise}")
-    if isinstance(size, bool) or int(size) != size or size < 16:
-        raise ValueError(f"size must be an integer >= 16, got {size!r}")
-    if isinstance(repeats, bool) or int(repeats) != repeats or repeats < 1:
-        raise ValueError(f"repeats must be an integer >= 1, got {repeats!r}")
+    integer_at_least(size, "size", MIN_IMAGE_SIDE)
+    integer_at_least(repeats, "repeats", 1)
     kernel_arrays = {spec: None if is_field(spec) else make_kernel(spec) for spec in kernels}
     uniform_only = [spec for spec, (name, _) in parsed.items()
                     if name in PEERS or (METHODS[name].needs_psf and not METHODS[name].spatially_varying)]

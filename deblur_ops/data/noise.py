@@ -42,6 +42,29 @@ _Q_RANGE = (1e-14, 1e6)
 _Q_BIN_DECADES = 0.01
 
 
+def noise_sigma_per_item(image: torch.Tensor, noise_sigma) -> torch.Tensor:
+    """The given noise level, or Immerkaer's estimate averaged over channels and (3D) planes: (B,).
+
+    The estimate is at least the rounding error of the item's values (float epsilon times its
+    largest magnitude, or epsilon for an all-zero item): a blank or constant frame estimates
+    exactly 0, and a zero noise level would give the noise-derived weights of the TV methods
+    the invalid value 0 (and IRC-Net's shrinkage a 0/0).
+
+    Args:
+        image: (B, C, H, W) or (B, C, D, H, W).
+        noise_sigma: None (estimate), a number, or one value per batch item (B,) or (B, C).
+    """
+    if noise_sigma is not None:
+        return v.per_item(noise_sigma, "noise_sigma", image).reshape(-1)
+    b, h, w = image.shape[0], image.shape[-2], image.shape[-1]
+    if h < 3 or w < 3:
+        raise ValueError(f"estimating the noise needs planes of at least 3x3, got {h}x{w}; pass noise_sigma")
+    estimate = estimate_noise_sigma(image.reshape(b, -1, h, w)).mean(1)
+    magnitude = image.detach().abs().reshape(b, -1).amax(1)
+    floor = torch.finfo(image.dtype).eps * torch.where(magnitude > 0, magnitude, torch.ones_like(magnitude))
+    return torch.maximum(estimate, floor)
+
+
 def select_wiener_snr(blurred: torch.Tensor, psf: torch.Tensor, snr_db,
                       sigma: torch.Tensor | float | None = None, *,
                       regularizer: str = "identity") -> torch.Tensor:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import torch
 
+from ..validation import check_channels
+
 
 def fold_channels(image: torch.Tensor, psf: torch.Tensor, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Fit (B, C, H, W) and its PSF (P, kh, kw), P in {1, B}, to a network that takes ``channels``.
@@ -22,11 +24,9 @@ def fold_channels(image: torch.Tensor, psf: torch.Tensor, channels: int) -> tupl
         >>> x.shape, k.shape
         (torch.Size([6, 1, 8, 8]), torch.Size([6, 3, 3]))
     """
+    check_channels(image, channels)
     b, c = image.shape[:2]
     if c == channels:
         return image, psf[0] if psf.shape[0] == 1 else psf
-    if channels != 1:
-        raise ValueError(f"this network takes {channels}-channel images, got an image with {c} channels "
-                         f"(shape {tuple(image.shape)})")
     kernels = psf.expand(b, *psf.shape[1:]) if psf.shape[0] == 1 else psf
     return image.reshape(b * c, 1, *image.shape[2:]), kernels.repeat_interleave(c, 0)

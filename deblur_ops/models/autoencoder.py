@@ -57,6 +57,10 @@ class DeblurAutoencoder(nn.Module):
         >>> net = DeblurAutoencoder(filters=(4, 8), latent_channels=2)
         >>> net(torch.rand(2, 1, 8, 12)).shape
         torch.Size([2, 1, 8, 12])
+
+    References:
+        Jeevan B, Nishanth V, Dakshinasree S, Sunil Kumar P V. Image Deblurring Using Deep Learning. Vellore
+        Institute of Technology; venue and year not stated (paper 002 in docs/references.md).
     """
 
     def __init__(self, channels: int = 1, filters=(64, 128, 256), kernel_size: int = 3, latent_channels: int = 32,
@@ -149,6 +153,10 @@ def autoencoder(image: torch.Tensor, psf=None, *, weights: str = PRETRAINED_NAME
         >>> import torch
         >>> autoencoder(torch.rand(1, 3, 21, 30)).shape
         torch.Size([1, 3, 21, 30])
+
+    References:
+        Jeevan B, Nishanth V, Dakshinasree S, Sunil Kumar P V. Image Deblurring Using Deep Learning. Vellore
+        Institute of Technology; venue and year not stated (paper 002 in docs/references.md).
     """
     v.require_tensor(image, "image")
     network = _network(weights, image.device)

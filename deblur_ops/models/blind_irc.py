@@ -22,6 +22,10 @@ class BlindIRC(nn.Module):
         >>> net = BlindIRC(motion={"width": 4, "max_length": 5.0}, irc={"stages": 1, "inner_steps": 1, "max_length": 5})
         >>> net(torch.rand(1, 1, 24, 24)).shape
         torch.Size([1, 1, 24, 24])
+
+    References:
+        T. Eboli, J. Sun, J. Ponce. Neural Embedding of an Iterative Deconvolution Algorithm for Motion Blur
+        Estimation and Removal. Preprint hal-01857177, 2018 (paper 004 in docs/references.md).
     """
 
     def __init__(self, motion: dict | None = None, irc: dict | None = None):

@@ -33,9 +33,9 @@ from torch import nn
 
 from .. import validation as v
 from .. import psf as psf_lib
+from ..data.noise import noise_sigma_per_item
 from ..ops.learnable_shrink import LearnableShrink
-from ..restore._common import noise_sigma_per_item
-from ..restore._nonuniform import BlurOperator
+from ..restore import BlurOperator
 from ..restore.irc import (BANK_DEFAULTS, DEFAULT_GRID_SPACING, GRID_DEFAULTS, IRC_INVERSES, WEIGHT_PER_ROOT_NOISE,
                            branch_inverse, conv_same, irc_admm, preconditioned_inverse, spatially_invariant)
 
@@ -104,6 +104,11 @@ class IRCNet(nn.Module):
         >>> y = torch.rand(1, 1, 24, 24)
         >>> net(y, motion=(torch.full((1, 24, 24), 3.0), torch.zeros(1, 24, 24))).shape
         torch.Size([1, 1, 24, 24])
+
+    References:
+        - T. Eboli, J. Sun, J. Ponce. Neural Embedding of an Iterative Deconvolution Algorithm for Motion Blur
+          Estimation and Removal. Preprint hal-01857177, 2018 (paper 004 in docs/references.md).
+        - Y. Yang, J. Sun, H. Li, Z. Xu. Deep ADMM-Net for compressive sensing MRI. NIPS 2016.
     """
 
     def __init__(self, stages: int = 5, inner_steps: int = 2, prior_filters: int = 2, filter_size: int | None = None,

@@ -244,6 +244,10 @@ class MADNGenerator(nn.Module):
         >>> out = g.outputs(torch.rand(1, 1, 32, 16))
         >>> out.image.shape, [tuple(s.shape[-2:]) for s in out.scales], out.gradient.shape
         (torch.Size([1, 1, 32, 16]), [(8, 4), (16, 8), (32, 16)], torch.Size([1, 1, 32, 16]))
+
+    References:
+        J. Zhu, X. Xu, C. Choi, X. Su. Multi-scale Generative Adversarial Deblurring Network with Gradient Guidance.
+        Journal article, venue not named in our copy (paper 003 in docs/references.md).
     """
 
     multiple = 16  # two stride-2 levels at the x0.25 scale
@@ -324,6 +328,10 @@ class MADNDiscriminator(nn.Module):
         >>> p = d(torch.rand(3, 1, 32, 32))
         >>> p.shape, bool(((p > 0) & (p < 1)).all())
         (torch.Size([3]), True)
+
+    References:
+        J. Zhu, X. Xu, C. Choi, X. Su. Multi-scale Generative Adversarial Deblurring Network with Gradient Guidance.
+        Journal article, venue not named in our copy (paper 003 in docs/references.md).
     """
 
     def __init__(self, channels: int = 1, patch: int = 256, widths=(64, 64, 128, 256, 512), head_channels=(1, 1),
@@ -384,6 +392,10 @@ class MADN(nn.Module):
         >>> gan = MADN({"width": 2, "res_blocks": 0}, {"patch": 32, "widths": (2,) * 5, "dense": 4})
         >>> gan(torch.rand(2, 1, 32, 32)).shape, gan.discriminator.channels
         (torch.Size([2, 1, 32, 32]), 1)
+
+    References:
+        J. Zhu, X. Xu, C. Choi, X. Su. Multi-scale Generative Adversarial Deblurring Network with Gradient Guidance.
+        Journal article, venue not named in our copy (paper 003 in docs/references.md).
     """
 
     def __init__(self, generator: dict | None = None, discriminator: dict | None = None):
@@ -424,6 +436,10 @@ def madn(image: torch.Tensor, psf=None, *, weights: str = PRETRAINED_NAME) -> to
         >>> import torch
         >>> madn(torch.rand(1, 3, 21, 30)).shape
         torch.Size([1, 3, 21, 30])
+
+    References:
+        J. Zhu, X. Xu, C. Choi, X. Su. Multi-scale Generative Adversarial Deblurring Network with Gradient Guidance.
+        Journal article, venue not named in our copy (paper 003 in docs/references.md).
     """
     v.require_tensor(image, "image")
     network = _network(weights, image.device)

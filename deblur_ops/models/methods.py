@@ -10,8 +10,8 @@ import numpy as np
 import torch
 
 from .. import psf as psf_lib
-from ..restore._common import check_positive
 from ..restore.registry import register
+from ..validation import MIN_IMAGE_SIDE, as_float_tensor, check_positive, resolve_device
 from .pretrained import load_pretrained
 
 _CACHE: dict[tuple[str, str], torch.nn.Module] = {}
@@ -29,8 +29,8 @@ def _check_image(image: torch.Tensor) -> None:
     if not isinstance(image, torch.Tensor) or image.dim() != 4:
         raise ValueError(f"the learned paper-004 models take 2D images (B, C, H, W), got shape "
                          f"{tuple(getattr(image, 'shape', ()))}; volumes are not supported")
-    if min(image.shape[-2:]) < 16:
-        raise ValueError(f"image must be at least 16x16 pixels, got {tuple(image.shape[-2:])}")
+    if min(image.shape[-2:]) < MIN_IMAGE_SIDE:
+        raise ValueError(f"image must be at least {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} pixels, got {tuple(image.shape[-2:])}")
 
 
 @register("irc-net", "IRC-Net (paper 004): unrolled ADMM + IRC with learned shrinkage and inverse filters",
@@ -50,6 +50,10 @@ def irc_net(image: torch.Tensor, psf, *, noise_sigma=None, weights: str = "irc-m
         >>> from deblur_ops.psf import linear_motion_kernel
         >>> irc_net(torch.rand(1, 1, 40, 40), linear_motion_kernel(5, 0)).shape
         torch.Size([1, 1, 40, 40])
+
+    References:
+        T. Eboli, J. Sun, J. Ponce. Neural Embedding of an Iterative Deconvolution Algorithm for Motion Blur
+        Estimation and Removal. Preprint hal-01857177, 2018 (paper 004 in docs/references.md).
     """
     _check_image(image)
     model = _model(weights, image.device, "irc")
@@ -81,6 +85,10 @@ def blind_irc(image: torch.Tensor, psf=None, *, noise_sigma=None, weights: str =
         >>> import torch
         >>> blind_irc(torch.rand(1, 1, 40, 40)).shape
         torch.Size([1, 1, 40, 40])
+
+    References:
+        T. Eboli, J. Sun, J. Ponce. Neural Embedding of an Iterative Deconvolution Algorithm for Motion Blur
+        Estimation and Removal. Preprint hal-01857177, 2018 (paper 004 in docs/references.md).
     """
     if psf is not None:
         raise ValueError("blind-irc estimates the blur itself: pass psf=None (or use method='irc-net' with your PSF)")
@@ -103,18 +111,20 @@ def estimate_motion(image, *, device="auto", weights: str = "motion-net") -> psf
         pass it as the psf of ``deblur(..., method="irc-net")`` or draw it as vectors in napari.
 
     Raises:
-        ValueError, TypeError: wrong shape or type, images smaller than 16 x 16.
+        ValueError, TypeError: wrong shape or type, images smaller than 16 x 16 (:data:`deblur_ops.validation.MIN_IMAGE_SIDE`).
 
     Example:
         >>> import numpy as np
         >>> field = estimate_motion(np.random.rand(32, 40).astype(np.float32))
         >>> field.shape
         (32, 40)
-    """
-    from ..api import _as_float_tensor, _resolve_device
 
-    target = _resolve_device(device, image)
-    x = _as_float_tensor(image, "image", target)
+    References:
+        T. Eboli, J. Sun, J. Ponce. Neural Embedding of an Iterative Deconvolution Algorithm for Motion Blur
+        Estimation and Removal. Preprint hal-01857177, 2018 (paper 004 in docs/references.md).
+    """
+    target = resolve_device(device, image)
+    x = as_float_tensor(image, "image", target)
     if x.dim() == 2:
         batch = x[None, None]
     elif x.dim() == 3 and x.shape[-1] in (3, 4):

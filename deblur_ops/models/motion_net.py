@@ -81,6 +81,10 @@ class MotionNet(nn.Module):
         >>> length, angle = net.motion(torch.rand(1, 1, 30, 42))
         >>> length.shape, bool((length >= 1).all()), bool(((angle >= 0) & (angle < 180)).all())
         (torch.Size([1, 30, 42]), True, True)
+
+    References:
+        T. Eboli, J. Sun, J. Ponce. Neural Embedding of an Iterative Deconvolution Algorithm for Motion Blur
+        Estimation and Removal. Preprint hal-01857177, 2018 (paper 004 in docs/references.md).
     """
 
     def __init__(self, width: int = 24, max_length: float = 35.0, blocks: int = 2, norm: str = "none",

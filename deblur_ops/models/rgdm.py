@@ -41,9 +41,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..restore._common import check_image_2d, check_inputs, check_positive, positive_int
 from ..restore.baselines import MAX_STEPS, MaskedBlur
 from ..restore.registry import register
+from ..validation import check_image_2d, check_inputs, check_positive, positive_int
 from ._channels import fold_channels
 from .methods import cached_model
 
@@ -128,6 +128,10 @@ class RGDM(nn.Module):
         >>> model = RGDM(channels=1, width=4, train_steps=3)
         >>> [x.shape for x in model(torch.rand(2, 1, 20, 21), torch.ones(5, 5) / 25)][-1]
         torch.Size([2, 1, 20, 21])
+
+    References:
+        Repeating Gradient Descent Model (RGDM) for non-blind motion deblurring. Journal of Algebraic Statistics
+        13(3), 2022, pp. 2043-2052; authors not in our copy (paper 000 in docs/references.md).
     """
 
     def __init__(self, channels: int = 3, width: int = 64, kernel_size: int = 5, train_steps: int = 3):
@@ -259,6 +263,10 @@ def rgdm(image: torch.Tensor, psf: torch.Tensor, *, max_steps: int = MAX_STEPS,
         >>> y = torch.rand(32, 32)
         >>> deblur_ops.deblur(y, torch.ones(5, 5) / 25, method="rgdm", max_steps=3).shape
         torch.Size([32, 32])
+
+    References:
+        Repeating Gradient Descent Model (RGDM) for non-blind motion deblurring. Journal of Algebraic Statistics
+        13(3), 2022, pp. 2043-2052; authors not in our copy (paper 000 in docs/references.md).
     """
     image, psf = check_inputs(image, psf)
     check_image_2d(image, "rgdm")

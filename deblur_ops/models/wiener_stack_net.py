@@ -22,15 +22,12 @@ import torch
 from torch import nn
 
 from ..ops import wiener_stack
-from ..restore._common import check_image_2d, check_inputs, positive_int
+from ..reference import DEFAULT_SNR_DB
 from ..restore.baselines import BILATERAL_SIGMA_COLOR, BILATERAL_SIGMA_SPACE, BILATERAL_WINDOW, bilateral_filter
 from ..restore.registry import register
+from ..validation import check_image_2d, check_inputs, positive_int
 from ._channels import fold_channels
 from .methods import cached_model
-
-# Paper 001, section 1.2: "values in the range from 9 dB to 65 dB, in steps of 4 dB".
-PAPER_SNR_DB = tuple(float(s) for s in range(9, 66, 4))
-
 
 class ResBlock(nn.Module):
     """conv-ReLU-conv with an identity skip (paper 001 Fig. 3), ``width`` channels, same size.
@@ -57,7 +54,8 @@ class WienerStackNet(nn.Module):
         width: feature channels of every convolution (paper: 64).
         blocks: number of residual blocks (paper: varied 19 -> 12, settled on 12).
         kernel_size: odd side of every convolution kernel (paper: 5).
-        snr_db: SNRs (dB) of the Wiener filters (paper: 9, 13, ..., 65).
+        snr_db: SNRs (dB) of the Wiener filters (paper 001 §1.2: 9, 13, ..., 65,
+            :data:`deblur_ops.reference.DEFAULT_SNR_DB`).
         residual_snr_db: None (the paper: the final conv's output is the estimate) or one of
             ``snr_db``: the final conv then predicts a correction added to the Wiener result at
             that SNR, which starts training from a sensible image instead of from zero.
@@ -74,10 +72,14 @@ class WienerStackNet(nn.Module):
         48
         >>> net(torch.rand(2, 3, 33, 31), torch.ones(5, 5) / 25).shape
         torch.Size([2, 3, 33, 31])
+
+    References:
+        A. Gilbert, S. Messinger, A. Patel. Non-Blind Image Deblurring using Neural Networks. Course project report,
+        year not stated (paper 001 in docs/references.md).
     """
 
     def __init__(self, channels: int = 3, width: int = 64, blocks: int = 12, kernel_size: int = 5,
-                 snr_db: Sequence[float] = PAPER_SNR_DB, residual_snr_db: float | None = None,
+                 snr_db: Sequence[float] = DEFAULT_SNR_DB, residual_snr_db: float | None = None,
                  bilateral: bool = False, bilateral_window: int = BILATERAL_WINDOW,
                  bilateral_sigma_color: float = BILATERAL_SIGMA_COLOR,
                  bilateral_sigma_space: float = BILATERAL_SIGMA_SPACE):
@@ -170,6 +172,10 @@ def wiener_stack_net(image: torch.Tensor, psf: torch.Tensor, *, bilateral: bool 
         >>> y = torch.rand(40, 40)
         >>> deblur_ops.deblur(y, torch.ones(5, 5) / 25, method="wiener-stack-net").shape
         torch.Size([40, 40])
+
+    References:
+        A. Gilbert, S. Messinger, A. Patel. Non-Blind Image Deblurring using Neural Networks. Course project report,
+        year not stated (paper 001 in docs/references.md).
     """
     image, psf = check_inputs(image, psf)
     check_image_2d(image, "wiener-stack-net")

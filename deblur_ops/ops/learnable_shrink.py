@@ -38,6 +38,11 @@ def learnable_shrink(x: torch.Tensor, values: torch.Tensor, value_range) -> torc
         >>> values = torch.tensor([[-1.0, 0.0, 1.0]])  # identity on [-1, 1]
         >>> deblur_ops.learnable_shrink(torch.tensor([[[0.25, 3.0]]]), values, (-1, 1))
         tensor([[[0.2500, 3.0000]]])
+
+    References:
+        - T. Eboli, J. Sun, J. Ponce. Neural Embedding of an Iterative Deconvolution Algorithm for Motion Blur
+          Estimation and Removal. Preprint hal-01857177, 2018 (paper 004 in docs/references.md).
+        - Y. Yang, J. Sun, H. Li, Z. Xu. Deep ADMM-Net for compressive sensing MRI. NIPS 2016.
     """
     xmin, xmax = ref.validate_shrink(x, values, value_range)
     if _extension.has_kernel("learnable_shrink", x.device):
@@ -64,6 +69,11 @@ class LearnableShrink(nn.Module):
         >>> shrink = deblur_ops.LearnableShrink(2, threshold=0.1)
         >>> shrink(torch.tensor([[[0.05], [0.5]]])).flatten()
         tensor([0.0000, 0.4000], grad_fn=<ViewBackward0>)
+
+    References:
+        - T. Eboli, J. Sun, J. Ponce. Neural Embedding of an Iterative Deconvolution Algorithm for Motion Blur
+          Estimation and Removal. Preprint hal-01857177, 2018 (paper 004 in docs/references.md).
+        - Y. Yang, J. Sun, H. Li, Z. Xu. Deep ADMM-Net for compressive sensing MRI. NIPS 2016.
     """
 
     def __init__(self, channels: int, n_knots: int = 101, value_range=(-1.0, 1.0),

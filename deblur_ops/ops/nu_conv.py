@@ -65,6 +65,10 @@ def nu_conv(x: torch.Tensor, bank: torch.Tensor, idx: torch.Tensor, weights: tor
         tensor([[0.0000, 0.0000, 0.0000],
                 [0.3333, 0.3333, 0.3333],
                 [0.0000, 0.0000, 0.0000]])
+
+    References:
+        T. Eboli, J. Sun, J. Ponce. Neural Embedding of an Iterative Deconvolution Algorithm for Motion Blur
+        Estimation and Removal. Preprint hal-01857177, 2018 (paper 004 in docs/references.md).
     """
     ref.validate_nu_conv(x, bank, idx, weights, mode, padding)
     return nu_conv_unchecked(x, bank, idx, weights, mode, padding)

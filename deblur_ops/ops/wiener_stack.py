@@ -57,6 +57,11 @@ def wiener_stack(image: torch.Tensor, psf: torch.Tensor, snr_db=None, *,
         >>> psf = torch.ones(5, 5) / 25
         >>> deblur_ops.wiener_stack(image, psf).shape
         torch.Size([1, 15, 1, 64, 64])
+
+    References:
+        - A. Gilbert, S. Messinger, A. Patel. Non-Blind Image Deblurring using Neural Networks. Course project
+          report, year not stated (paper 001 in docs/references.md).
+        - N. Wiener. Extrapolation, Interpolation, and Smoothing of Stationary Time Series. MIT Press, 1949.
     """
     if isinstance(snr_db, (str, bytes)):
         raise TypeError(f"snr_db must be a number, a sequence of numbers or a 1-D tensor of SNRs in dB, "

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from ..validation import integer_at_least, odd_size, positive_float
+
 __all__ = [
     "airy_psf",
     "born_wolf_psf",
@@ -23,27 +25,10 @@ __all__ = [
     "normalize_psf",
 ]
 
-# FWHM of a Gaussian in units of its standard deviation: 2 sqrt(2 ln 2).
-GAUSSIAN_FWHM_PER_SIGMA = 2 * math.sqrt(2 * math.log(2))
 # First zero of J1: the Airy pattern [2 J1(v)/v]^2 vanishes first at v = 3.8317 (r = 0.61 lambda/NA).
 _J1_FIRST_ZERO = 3.8317059702075125
 
-
-def _positive(value, name: str) -> float:
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a positive number, got {value!r}") from None
-    if not (math.isfinite(x) and x > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return x
-
-
-def _odd_size(size, name: str = "size") -> int:
-    if isinstance(size, bool) or int(size) != size or size < 1 or size % 2 == 0:
-        raise ValueError(f"{name} must be a positive odd integer (centre at size//2), got {size!r}; "
-                         f"use e.g. {name}={2 * int(max(size, 1)) // 2 + 1}")
-    return int(size)
+GAUSSIAN_FWHM_PER_SIGMA = 2 * math.sqrt(2 * math.log(2))
 
 
 def _odd_cover(radius: float) -> int:
@@ -165,7 +150,7 @@ def gaussian_psf(sigma, size=None, *, angle_deg: float = 0.0, dtype=torch.float3
     sig = (sigma, sigma) if np.ndim(sigma) == 0 else tuple(sigma)
     if len(sig) not in (2, 3):
         raise ValueError(f"sigma must be a number, (sigma_y, sigma_x) or (sigma_z, sigma_y, sigma_x), got {sigma!r}")
-    sig = tuple(_positive(s, "sigma") for s in sig)
+    sig = tuple(positive_float(s, "sigma") for s in sig)
     angle = float(angle_deg)
     if not math.isfinite(angle):
         raise ValueError(f"angle_deg must be finite, got {angle_deg!r}")
@@ -222,7 +207,7 @@ def _shape_arg(size, nd: int, default: list[int]) -> tuple[int, ...]:
     sizes = (size,) * nd if np.ndim(size) == 0 else tuple(size)
     if len(sizes) != nd:
         raise ValueError(f"size must be one odd number or {nd} odd numbers, got {size!r}")
-    return tuple(_odd_size(s) for s in sizes)
+    return tuple(odd_size(s) for s in sizes)
 
 
 def moffat_psf(fwhm: float, beta: float = 2.5, size: int | None = None, *, pixel_scale: float | None = None,
@@ -248,31 +233,25 @@ def moffat_psf(fwhm: float, beta: float = 2.5, size: int | None = None, *, pixel
         >>> moffat_psf(4.0, 3.0, 21).shape
         torch.Size([21, 21])
     """
-    fwhm = _positive(fwhm, "fwhm")
+    fwhm = positive_float(fwhm, "fwhm")
     if pixel_scale is not None:
-        fwhm = fwhm / _positive(pixel_scale, "pixel_scale")
-    beta = _positive(beta, "beta")
+        fwhm = fwhm / positive_float(pixel_scale, "pixel_scale")
+    beta = positive_float(beta, "beta")
     if beta <= 1:
         raise ValueError(f"beta must be > 1 (the Moffat profile has infinite energy otherwise), got {beta}")
-    oversample = _oversample(oversample)
+    oversample = integer_at_least(oversample, "oversample", 1)
     alpha = fwhm / (2 * math.sqrt(2 ** (1 / beta) - 1))
     reach = alpha * math.sqrt(1e-4 ** (-1 / beta) - 1)
-    side = _odd_size(size) if size is not None else _odd_cover(min(reach, 8 * fwhm))
+    side = odd_size(size) if size is not None else _odd_cover(min(reach, 8 * fwhm))
     row, col = _pixel_grid((side, side), oversample)
     samples = (1 + (row**2 + col**2) / alpha**2) ** (-beta)
     return _finish(_bin(samples, oversample), dtype)
 
 
-def _oversample(oversample) -> int:
-    if isinstance(oversample, bool) or int(oversample) != oversample or oversample < 1:
-        raise ValueError(f"oversample must be an integer >= 1, got {oversample!r}")
-    return int(oversample)
-
-
 def _optics(wavelength, na, pixel_size, refractive_index=None) -> tuple[float, float, float]:
-    wavelength = _positive(wavelength, "wavelength")
-    na = _positive(na, "na")
-    pixel_size = _positive(pixel_size, "pixel_size")
+    wavelength = positive_float(wavelength, "wavelength")
+    na = positive_float(na, "na")
+    pixel_size = positive_float(pixel_size, "pixel_size")
     if refractive_index is not None and na >= refractive_index:
         raise ValueError(f"na must be smaller than the refractive index of the immersion medium "
                          f"({refractive_index}), got na={na}")
@@ -302,9 +281,9 @@ def airy_psf(wavelength: float, na: float, pixel_size: float, size: int | None =
         torch.Size([37, 37])
     """
     wavelength, na, pixel_size = _optics(wavelength, na, pixel_size)
-    oversample = _oversample(oversample)
+    oversample = integer_at_least(oversample, "oversample", 1)
     rayleigh = _J1_FIRST_ZERO / (2 * math.pi) * wavelength / na / pixel_size
-    side = _odd_size(size) if size is not None else _odd_cover(4 * rayleigh)
+    side = odd_size(size) if size is not None else _odd_cover(4 * rayleigh)
     row, col = _pixel_grid((side, side), oversample)
     v = 2 * math.pi * na / wavelength * pixel_size * torch.hypot(row, col)
     safe = torch.where(v > 0, v, torch.ones_like(v))
@@ -343,7 +322,7 @@ def born_wolf_psf(wavelength: float, na: float, refractive_index: float, pixel_s
         >>> born_wolf_psf(0.5, 1.2, 1.33, 0.1, 0.25, (9, 15, 15)).shape
         torch.Size([9, 15, 15])
     """
-    n = _positive(refractive_index, "refractive_index")
+    n = positive_float(refractive_index, "refractive_index")
     if voxel_size is not None:
         if pixel_size is not None or z_step is not None:
             raise ValueError("give either voxel_size=(dz, dy, dx) or pixel_size and z_step, not both")
@@ -355,9 +334,9 @@ def born_wolf_psf(wavelength: float, na: float, refractive_index: float, pixel_s
     else:
         dy = dx = pixel_size
     wavelength, na, _ = _optics(wavelength, na, min(dy, dx), n)
-    dy, dx = _positive(dy, "pixel_size"), _positive(dx, "pixel_size")
-    z_step = _positive(z_step, "z_step")
-    oversample = _oversample(oversample)
+    dy, dx = positive_float(dy, "pixel_size"), positive_float(dx, "pixel_size")
+    z_step = positive_float(z_step, "z_step")
+    oversample = integer_at_least(oversample, "oversample", 1)
     rayleigh = _J1_FIRST_ZERO / (2 * math.pi) * wavelength / na
     axial_zero = 2 * n * wavelength / na**2 / z_step
     if shape is None:
@@ -421,7 +400,7 @@ def camera_shake_trajectory(n_samples: int = 2000, max_length: float = 60.0, anx
     if isinstance(n_samples, bool) or int(n_samples) != n_samples or n_samples < 2:
         raise ValueError(f"n_samples must be an integer >= 2, got {n_samples!r}")
     n_samples = int(n_samples)
-    max_length = _positive(max_length, "max_length")
+    max_length = positive_float(max_length, "max_length")
     rng = np.random.default_rng(seed)
     if anxiety is None:
         anxiety = 0.1 * rng.random()
@@ -481,7 +460,7 @@ def camera_shake_psfs(trajectory, size: int | None = None, exposures=(0.01, 0.1,
         raise ValueError(f"exposures must be increasing fractions in (0, 1], got {exposures!r}")
     n = traj.shape[0]
     extent = float((traj - traj.mean(0)).abs().max())
-    side = _odd_size(size) if size is not None else _odd_cover(extent + 2)
+    side = odd_size(size) if size is not None else _odd_cover(extent + 2)
     psfs = []
     for t_end in times:
         # Sample i stands for the time interval [i, i+1) of n; weight = its overlap with [0, T n].

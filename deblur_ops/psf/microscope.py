@@ -14,21 +14,12 @@ import math
 import numpy as np
 import torch
 
+from ..validation import positive_float
 from .prepare import voxel_size_tuple
 
 __all__ = ["gibson_lanni_psf"]
 
 _MODELS = ("scalar", "vectorial")
-
-
-def _positive(value, name: str) -> float:
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a positive number, got {value!r}") from None
-    if not (math.isfinite(x) and x > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return x
 
 
 def gibson_lanni_psf(shape, voxel_size, *, wavelength_um: float = 0.52, na: float = 1.4,
@@ -98,13 +89,13 @@ def gibson_lanni_psf(shape, voxel_size, *, wavelength_um: float = 0.52, na: floa
                          f"image or the PSF (deblur_ops.psf.resample_psf) to square pixels")
     if model not in _MODELS:
         raise ValueError(f"model must be one of {_MODELS}, got {model!r}")
-    wavelength = _positive(wavelength_um, "wavelength_um")
-    na = _positive(na, "na")
-    ni = _positive(immersion_ri, "immersion_ri")
-    ns = _positive(sample_ri, "sample_ri")
-    ng = _positive(coverslip_ri, "coverslip_ri")
-    tg = _positive(coverslip_thickness_um, "coverslip_thickness_um")
-    ti0 = _positive(working_distance_um, "working_distance_um")
+    wavelength = positive_float(wavelength_um, "wavelength_um")
+    na = positive_float(na, "na")
+    ni = positive_float(immersion_ri, "immersion_ri")
+    ns = positive_float(sample_ri, "sample_ri")
+    ng = positive_float(coverslip_ri, "coverslip_ri")
+    tg = positive_float(coverslip_thickness_um, "coverslip_thickness_um")
+    ti0 = positive_float(working_distance_um, "working_distance_um")
     depth = float(depth_um)
     if not (math.isfinite(depth) and depth >= 0):
         raise ValueError(f"depth_um must be >= 0 (below the coverslip), got {depth_um!r}")
@@ -118,8 +109,8 @@ def gibson_lanni_psf(shape, voxel_size, *, wavelength_um: float = 0.52, na: floa
     common = dict(dxy=voxels[-1], dz=dz, pz=depth, NA=na, ns=ns, ni=ni, ni0=ni, tg=tg, tg0=tg, ng=ng, ng0=ng,
                   ti0=ti0, oversample_factor=int(oversample), normalize=False, model=model)
     if confocal:
-        pinhole = _positive(pinhole_au, "pinhole_au")
-        excitation = wavelength if excitation_wavelength_um is None else _positive(
+        pinhole = positive_float(pinhole_au, "pinhole_au")
+        excitation = wavelength if excitation_wavelength_um is None else positive_float(
             excitation_wavelength_um, "excitation_wavelength_um")
         psf = psfmodels.confocal_psf(depth_planes, nx, pinhole_au=pinhole, ex_wvl=excitation, em_wvl=wavelength,
                                      **common)

@@ -5,6 +5,7 @@ itself in :data:`registry.METHODS`, which :func:`deblur_ops.deblur` dispatches o
 is imported below; the learned methods register when :mod:`deblur_ops.models` is imported (by
 ``import deblur_ops``). :mod:`.baselines` holds the papers' classical baselines.
 """
+from ._nonuniform import BlurOperator
 from .admm_tv import admm_tv
 from .baselines import gradient_descent_method, wiener_bilateral
 from .irc import irc, irc_admm
@@ -14,5 +15,5 @@ from .richardson_lucy import richardson_lucy
 from .sv_richardson_lucy import sv_richardson_lucy
 from .wiener import wiener
 
-__all__ = ["METHODS", "Method", "admm_tv", "get_method", "gradient_descent_method", "irc", "irc_admm", "nu_cg",
-           "register", "richardson_lucy", "sv_richardson_lucy", "wiener", "wiener_bilateral"]
+__all__ = ["METHODS", "BlurOperator", "Method", "admm_tv", "get_method", "gradient_descent_method", "irc", "irc_admm",
+           "nu_cg", "register", "richardson_lucy", "sv_richardson_lucy", "wiener", "wiener_bilateral"]

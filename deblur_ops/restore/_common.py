@@ -1,7 +1,6 @@
-"""Shared pieces of the FFT-based methods: input checks, the boundary-extended domain, gradients."""
+"""Shared pieces of the FFT-based methods: the boundary-extended domain and gradients (the input
+checks are in :mod:`deblur_ops.validation`)."""
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn.functional as F
@@ -11,16 +10,6 @@ from ..boundary import crop, next_fast_len, pad_for_fft, psf_to_otf
 
 # "zeros" reproduces scipy/skimage's mode='same' convolution (the scene is zero outside the image).
 PADDINGS = ("reflect", "circular", "zeros")
-
-
-def check_inputs(image, psf) -> tuple[torch.Tensor, torch.Tensor]:
-    """Validate a (B, C, *S) image and its PSF; returns the image and the PSF as (P, *k)."""
-    v.require_tensor(image, "image")
-    v.image_spatial_dims(image)
-    v.require_float(image, "image")
-    v.require_nonempty(image, "image")
-    v.require_finite(image, "image")
-    return image, v.batched_psf(psf, image)
 
 
 def data_scale(image: torch.Tensor) -> torch.Tensor:
@@ -41,68 +30,6 @@ def require_finite_result(result: torch.Tensor, method: str) -> torch.Tensor:
             f"dtype); pass float64 input, or rescale the image and pass weight= explicitly"
         )
     return result
-
-
-def check_positive(value, name: str, *, integer: bool = False, allow_zero: bool = False) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value >= 0 if allow_zero else value > 0) and (not integer or int(value) == value)
-    if not ok:
-        kind = "an integer" if integer else "a finite number"
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be {kind} {bound}, got {value!r}")
-    return int(value) if integer else float(value)
-
-
-def positive_int(value, name: str) -> int:
-    """``value`` if it is an int >= 1 (not a bool), else a ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
-
-
-def check_image_2d(image: torch.Tensor, name: str) -> None:
-    """A ValueError naming the method ``name`` unless ``image`` is a batch of 2D images (B, C, H, W)."""
-    if image.dim() != 4:
-        raise ValueError(f"{name} restores 2D images (B, C, H, W), got shape {tuple(image.shape)}")
-
-
-def check_callback(callback) -> None:
-    if callback is not None and not callable(callback):
-        raise ValueError(f"callback must be callable as callback(i, estimate) or None, got {type(callback).__name__}")
-
-
-def per_item(value, name: str, like: torch.Tensor) -> torch.Tensor:
-    """A number, or one value per batch item, as a (B, 1, ..., 1) tensor broadcastable to ``like``."""
-    t = torch.as_tensor(value, dtype=like.dtype, device=like.device)
-    b = like.shape[0]
-    if t.dim() == 2 and t.shape[0] == b:
-        t = t.mean(1)
-    if t.dim() > 1 or (t.dim() == 1 and t.shape[0] not in (1, b)):
-        raise ValueError(f"{name} must be a number or have shape ({b},) or ({b}, C), got shape {tuple(t.shape)}")
-    if not bool(torch.isfinite(t).all()) or bool((t < 0).any()):
-        raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
-    return t.reshape((-1,) + (1,) * (like.dim() - 1)).expand((b,) + (1,) * (like.dim() - 1))
-
-
-def noise_sigma_per_item(image: torch.Tensor, noise_sigma) -> torch.Tensor:
-    """The given noise level, or Immerkaer's estimate averaged over channels and (3D) planes: (B,).
-
-    The estimate is at least the rounding error of the item's values (float epsilon times its
-    largest magnitude, or epsilon for an all-zero item): a blank or constant frame estimates
-    exactly 0, and a zero noise level would give the noise-derived weights of the TV methods
-    the invalid value 0 (and IRC-Net's shrinkage a 0/0).
-    """
-    if noise_sigma is not None:
-        return per_item(noise_sigma, "noise_sigma", image).reshape(-1)
-    from ..data.noise import estimate_noise_sigma
-
-    b, h, w = image.shape[0], image.shape[-2], image.shape[-1]
-    if h < 3 or w < 3:
-        raise ValueError(f"estimating the noise needs planes of at least 3x3, got {h}x{w}; pass noise_sigma")
-    estimate = estimate_noise_sigma(image.reshape(b, -1, h, w)).mean(1)
-    magnitude = image.detach().abs().reshape(b, -1).amax(1)
-    floor = torch.finfo(image.dtype).eps * torch.where(magnitude > 0, magnitude, torch.ones_like(magnitude))
-    return torch.maximum(estimate, floor)
 
 
 class FFTDomain:

@@ -4,8 +4,9 @@ from __future__ import annotations
 import torch
 
 from .. import validation as v
-from ._common import (FFTDomain, check_callback, check_inputs, check_positive, data_scale, gradient,
-                      gradient_otfs, noise_sigma_per_item, per_item, require_finite_result)
+from ..data.noise import noise_sigma_per_item
+from ..validation import check_callback, check_inputs, check_positive, per_item
+from ._common import FFTDomain, data_scale, gradient, gradient_otfs, require_finite_result
 from .registry import register
 
 # Default lambda = WEIGHT_PER_ROOT_NOISE * sqrt(sigma) and rho = RHO_PER_WEIGHT * lambda: tuned once
@@ -61,6 +62,12 @@ def admm_tv(image: torch.Tensor, psf: torch.Tensor, *, weight=None, noise_sigma=
         >>> image = torch.rand(1, 1, 64, 64)
         >>> admm_tv(image, torch.ones(5, 5) / 25, weight=1e-3, iterations=5).shape
         torch.Size([1, 1, 64, 64])
+
+    References:
+        - T. Eboli, J. Sun, J. Ponce. Neural Embedding of an Iterative Deconvolution Algorithm for Motion Blur
+          Estimation and Removal. Preprint hal-01857177, 2018 (paper 004 in docs/references.md).
+        - S. Boyd et al. Distributed optimization and statistical learning via the alternating direction method of
+          multipliers. Foundations and Trends in ML 3(1), 2011.
     """
     image, psf = check_inputs(image, psf)
     iterations = check_positive(iterations, "iterations", integer=True)

@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 
 from .. import validation as v
-from ..boundary import _reflect_dim, next_fast_len, psf_to_otf
+from ..boundary import next_fast_len, psf_to_otf, reflect_dim
 from ..ops import wiener_stack
-from ._common import check_image_2d, check_inputs, check_positive, positive_int
+from ..validation import check_image_2d, check_inputs, check_positive, positive_int
 from .registry import register
 
 # Paper 000, section V.2: "We apply certain stopping criterion and set the max number of iterations as 50."
@@ -42,7 +42,7 @@ class MaskedBlur:
     rounded up to a fast FFT length), which is exactly the part of the scene the observation
     depends on. Convolutions are circular on that domain, and the wrap cannot reach the image.
     This is the FFT form, for one uniform PSF, of the masked operator of the spatially varying
-    methods (``deblur_ops.restore._nonuniform.BlurOperator``).
+    methods (:class:`deblur_ops.restore.BlurOperator`).
 
     Args:
         blurry: (B, C, H, W) observation y.
@@ -64,7 +64,7 @@ class MaskedBlur:
         mask = torch.ones_like(blurry[:1, :1])
         for d, (before, after) in enumerate(self.pads):
             dim = blurry.dim() - 2 + d
-            start = _reflect_dim(start, dim, before, after)
+            start = reflect_dim(start, dim, before, after)
             zeros = [(0, 0), (0, 0)]
             zeros[d] = (before, after)
             flat = [p for pair in reversed(zeros) for p in pair]
@@ -107,6 +107,10 @@ def gradient_descent(blurry: torch.Tensor, psf: torch.Tensor, steps: int = MAX_S
 
     Returns:
         (B, C, H, W) estimate.
+
+    References:
+        Repeating Gradient Descent Model (RGDM) for non-blind motion deblurring. Journal of Algebraic Statistics
+        13(3), 2022, pp. 2043-2052; authors not in our copy (paper 000 in docs/references.md).
     """
     operator = MaskedBlur(blurry, psf)
     x = operator.start
@@ -135,6 +139,10 @@ def gradient_descent_method(image: torch.Tensor, psf: torch.Tensor, *, steps: in
     Example:
         >>> gradient_descent_method(torch.rand(1, 1, 32, 32), torch.ones(5, 5) / 25, steps=10).shape
         torch.Size([1, 1, 32, 32])
+
+    References:
+        Repeating Gradient Descent Model (RGDM) for non-blind motion deblurring. Journal of Algebraic Statistics
+        13(3), 2022, pp. 2043-2052; authors not in our copy (paper 000 in docs/references.md).
     """
     image, psf = check_inputs(image, psf)
     check_image_2d(image, "gradient-descent")
@@ -171,6 +179,11 @@ def bilateral_filter(image: torch.Tensor, *, window: int = BILATERAL_WINDOW,
         >>> flat = torch.full((1, 1, 16, 16), 0.5)
         >>> torch.allclose(bilateral_filter(flat), flat)
         True
+
+    References:
+        - C. Tomasi, R. Manduchi. Bilateral filtering for gray and color images. ICCV 1998, 839-846.
+        - A. Gilbert, S. Messinger, A. Patel. Non-Blind Image Deblurring using Neural Networks. Course project
+          report, year not stated (paper 001 in docs/references.md).
     """
     v.require_tensor(image, "image")
     if image.dim() != 4:
@@ -222,6 +235,11 @@ def wiener_bilateral(image: torch.Tensor, psf: torch.Tensor, *, snr_db: float = 
     Example:
         >>> wiener_bilateral(torch.rand(1, 1, 32, 32), torch.ones(5, 5) / 25).shape
         torch.Size([1, 1, 32, 32])
+
+    References:
+        - A. Gilbert, S. Messinger, A. Patel. Non-Blind Image Deblurring using Neural Networks. Course project
+          report, year not stated (paper 001 in docs/references.md).
+        - C. Tomasi, R. Manduchi. Bilateral filtering for gray and color images. ICCV 1998, 839-846.
     """
     image, psf = check_inputs(image, psf)
     check_image_2d(image, "wiener-bilateral")

@@ -15,8 +15,9 @@ import torch.nn.functional as F
 
 from .. import psf as psf_lib
 from ..boundary import next_fast_len
+from ..data.noise import noise_sigma_per_item
 from ..ops.nu_conv import nu_conv
-from ._common import check_callback, check_positive, noise_sigma_per_item, per_item
+from ..validation import check_callback, check_positive, per_item
 from ._nonuniform import BlurOperator
 from .registry import register
 
@@ -100,6 +101,10 @@ def irc_admm(observed: torch.Tensor, blur: Callable, prior: Callable, inverse: C
         >>> x = irc_admm(y, same, lambda x: [], lambda r: r[0], lambda v, s: v, rho=1.0, stages=2, irc_iterations=1)
         >>> bool(torch.equal(x, y))
         True
+
+    References:
+        T. Eboli, J. Sun, J. Ponce. Neural Embedding of an Iterative Deconvolution Algorithm for Motion Blur
+        Estimation and Removal. Preprint hal-01857177, 2018 (paper 004 in docs/references.md).
     """
     root = math.sqrt(rho)
     start = observed if start is None else start
@@ -297,6 +302,10 @@ def irc(image: torch.Tensor, psf, *, weight=None, noise_sigma=None, rho: float |
         >>> from deblur_ops.psf import linear_motion_kernel
         >>> irc(torch.rand(1, 1, 48, 48), linear_motion_kernel(7, 45), weight=0.005, stages=2).shape
         torch.Size([1, 1, 48, 48])
+
+    References:
+        T. Eboli, J. Sun, J. Ponce. Neural Embedding of an Iterative Deconvolution Algorithm for Motion Blur
+        Estimation and Removal. Preprint hal-01857177, 2018 (paper 004 in docs/references.md).
     """
     if inverse not in IRC_INVERSES:
         raise ValueError(f"inverse must be one of {IRC_INVERSES}, got {inverse!r}")

@@ -4,8 +4,9 @@ from __future__ import annotations
 import torch
 
 from .. import validation as v
-from ._common import (check_callback, check_positive, data_scale, noise_sigma_per_item, per_item,
-                      require_finite_result)
+from ..data.noise import noise_sigma_per_item
+from ..validation import check_callback, check_positive, per_item
+from ._common import data_scale, require_finite_result
 from ._nonuniform import BlurOperator
 from .registry import register
 
@@ -104,6 +105,12 @@ def nu_cg(image: torch.Tensor, psf, *, prior: str = "tv", weight=None, noise_sig
         >>> field = MotionField(torch.full((48, 48), 7.0), torch.linspace(0, 90, 48).expand(48, 48))
         >>> nu_cg(torch.rand(1, 1, 48, 48), field, weight=0.005, iterations=2, cg_iterations=5).shape
         torch.Size([1, 1, 48, 48])
+
+    References:
+        - T. Eboli, J. Sun, J. Ponce. Neural Embedding of an Iterative Deconvolution Algorithm for Motion Blur
+          Estimation and Removal. Preprint hal-01857177, 2018 (paper 004 in docs/references.md).
+        - M. R. Hestenes, E. Stiefel. Methods of conjugate gradients for solving linear systems. J. Res. Nat. Bur.
+          Standards 49(6), 409-436, 1952.
     """
     v.require_choice(prior, "prior", ("tv", "l2"))
     op = BlurOperator(image, psf)

@@ -7,8 +7,9 @@ import math
 import torch
 
 from .. import validation as v
-from ..boundary import _reflect_dim, crop, fft_pads, next_fast_len, psf_to_otf
-from ._common import check_callback, check_inputs, check_positive, divergence, gradient
+from ..boundary import crop, fft_pads, next_fast_len, psf_to_otf, reflect_dim
+from ..validation import check_callback, check_inputs, check_positive
+from ._common import divergence, gradient
 from .registry import register
 
 ACCELERATIONS = ("none", "biggs_andrews")
@@ -166,7 +167,7 @@ class RLDomain:
         """The observation on the grid: reflected into the margin for ``reflect``, zero elsewhere."""
         if self.padding == "reflect":
             for d, (before, after) in zip(self.dims, self.pads):
-                image = _reflect_dim(image, image.dim() + d, before, after)
+                image = reflect_dim(image, image.dim() + d, before, after)
             return image.contiguous()
         return self.zero_pad(image)
 
@@ -179,7 +180,7 @@ class RLDomain:
         if self.padding != "extended":
             return self.place(image).clone()
         for d, (before, after) in zip(self.dims, self.pads):
-            image = _reflect_dim(image, image.dim() + d, before, after)
+            image = reflect_dim(image, image.dim() + d, before, after)
         return image * (self.factor > 0)
 
     def blur(self, x: torch.Tensor) -> torch.Tensor:
@@ -457,6 +458,14 @@ def richardson_lucy(image: torch.Tensor, psf: torch.Tensor, *, iterations: int =
         >>> image = torch.rand(1, 1, 64, 64)
         >>> richardson_lucy(image, torch.ones(5, 5) / 25, iterations=5).min() >= 0
         tensor(True)
+
+    References:
+        - W. H. Richardson. Bayesian-based iterative method of image restoration. JOSA 62(1), 55-59, 1972.
+        - L. B. Lucy. An iterative technique for the rectification of observed distributions. AJ 79, 745, 1974.
+        - D. S. C. Biggs, M. Andrews. Acceleration of iterative image restoration algorithms. Applied Optics 36(8),
+          1766-1775, 1997.
+        - N. Dey et al. Richardson-Lucy algorithm with total variation regularization for 3D confocal microscope
+          deconvolution. Microscopy Research and Technique 69(4), 260-266, 2006.
     """
     image, psf = check_inputs(image, psf)
     if not v.is_compiling() and bool((psf < 0).any()):

@@ -15,9 +15,9 @@ import math
 import torch
 
 from .. import validation as v
-from ..boundary import _reflect_dim, psf_to_otf
+from ..boundary import psf_to_otf, reflect_dim
 from ..ops.nu_conv import nu_conv_unchecked
-from ._common import check_callback, check_positive
+from ..validation import check_callback, check_positive
 from ._nonuniform import BlurOperator
 from .registry import register
 from .richardson_lucy import check_background, iterate
@@ -103,7 +103,7 @@ class SVDomain:
 
     def start(self, image: torch.Tensor) -> torch.Tensor:
         for d, (before, after) in zip(self.dims, self.pads):
-            image = _reflect_dim(image, image.dim() + d, before, after)
+            image = reflect_dim(image, image.dim() + d, before, after)
         return image * (self.factor > 0)
 
     def blur(self, x: torch.Tensor) -> torch.Tensor:

@@ -7,10 +7,10 @@ import torch
 
 from .. import validation as v
 from ..boundary import PADDINGS as WIENER_PADDINGS
-from ..data.noise import select_wiener_snr
+from ..data.noise import noise_sigma_per_item, select_wiener_snr
 from ..ops import wiener_stack
 from ..reference import REGULARIZERS
-from ._common import check_inputs, check_positive, noise_sigma_per_item
+from ..validation import check_inputs, check_positive
 from .registry import register
 
 # Candidate SNRs (dB) for choosing the balance from the noise level; 1 dB apart is finer than
@@ -49,6 +49,12 @@ def wiener(image: torch.Tensor, psf: torch.Tensor, *, balance: float | None = No
         >>> image = torch.rand(1, 1, 64, 64)
         >>> wiener(image, torch.ones(5, 5) / 25, balance=1e-2).shape
         torch.Size([1, 1, 64, 64])
+
+    References:
+        - N. Wiener. Extrapolation, Interpolation, and Smoothing of Stationary Time Series. MIT Press, 1949.
+        - A. Gilbert, S. Messinger, A. Patel. Non-Blind Image Deblurring using Neural Networks. Course project
+          report, year not stated (paper 001 in docs/references.md).
+        - J. Immerkaer. Fast noise variance estimation. CVIU 64(2), 300-302, 1996.
     """
     image, psf = check_inputs(image, psf)
     # The op and the selector take one shared PSF unbatched, or one per batch item.
