@@ -105,6 +105,23 @@ def _background(text: str | None):
         raise ValueError(f"--psf-background takes 'auto' or a number, got {text!r}") from None
 
 
+def _voxel_size(given, option: str, path, io):
+    """(sizes, unit, source) from the option or the file's metadata; None when unknown."""
+    if given is None:
+        return io.read_voxel_size(path)
+    sizes = tuple(float(s) for s in given)
+    if min(sizes) <= 0:
+        raise ValueError(f"{option} must be positive sizes, got {given}")
+    return sizes, "um", option
+
+
+def _voxel_text(voxel, option: str) -> str:
+    if voxel is None:
+        return f"unknown (no physical size in the file's metadata; {option} z,y,x in um sets it)"
+    sizes, unit, source = voxel
+    return f"{', '.join(f'{s:g}' for s in sizes)} {unit} ({source})"
+
+
 def _run(args) -> int:
     from ..psf import prepare_psf
     from . import catalog, io
@@ -113,17 +130,40 @@ def _run(args) -> int:
     if (args.psf is None) == (args.psf_model is None):
         raise ValueError("give exactly one of --psf FILE or --psf-model MODEL (e.g. --psf-model gaussian --sigma 2)")
     model_args = {name: getattr(args, name) for name in _PSF_OPTIONS if getattr(args, name) is not None}
+    voxel = _voxel_size(args.voxel_size, "--voxel-size", args.input, io)
     if args.psf is not None:
         if model_args:
             raise ValueError(f"{sorted(model_args)} describe a generated PSF; drop them or --psf")
-        psf = prepare_psf(io.read_image(args.psf).data, center=args.psf_center, crop_energy=args.psf_crop_energy,
-                          background=_background(args.psf_background)).numpy()
+        data = io.read_image(args.psf).data
+        psf_voxel = _voxel_size(args.psf_voxel_size, "--psf-voxel-size", args.psf, io)
+        resample = {}
+        if voxel is not None and psf_voxel is not None and voxel[1] == psf_voxel[1]:
+            n = len(data.shape)
+            if len(voxel[0]) < n or len(psf_voxel[0]) < n:
+                raise ValueError(f"the PSF is {n}D but the voxel sizes {voxel[0]} / {psf_voxel[0]} have fewer "
+                                 f"axes; pass --voxel-size / --psf-voxel-size with {n} values")
+            resample = {"voxel_size": voxel[0][-n:], "psf_voxel_size": psf_voxel[0][-n:]}
+        psf = prepare_psf(data, center=args.psf_center, crop_energy=args.psf_crop_energy,
+                          background=_background(args.psf_background), **resample).numpy()
     else:
+        if voxel is not None:  # optical models sample at the data's voxel size unless told otherwise
+            takes = {p.name for p in catalog.psf_parameters(args.psf_model)}
+            sizes, unit, _ = voxel
+            fill = {"pixel_size": sizes[-1], "z_step": sizes[0] if len(sizes) == 3 else None} if unit == "um" \
+                else {"pixel_scale": sizes[-1]}
+            for name, value in fill.items():
+                if name in takes and name not in model_args and value is not None:
+                    model_args[name] = value
+                    print(f"deblur run: --{name.replace('_', '-')} {value:g} from the voxel size", file=sys.stderr)
         psf = catalog.make_psf(args.psf_model, **model_args)
     params = dict(args.param)
     summary = run(args.input, args.output, psf, method=args.method, loop_axes=args.axis, chunks=args.chunks,
                   halo=args.halo, device=args.device, scheduler=args.scheduler, output_dtype=args.output_dtype,
                   progress=not args.quiet, overwrite=args.overwrite, resume=args.resume, **params)
+    summary["voxel_size"] = _voxel_text(voxel, "--voxel-size")
+    if args.psf is not None:
+        summary["psf_voxel_size"] = _voxel_text(psf_voxel, "--psf-voxel-size") + (
+            "; resampled to the input's" if resample else "")
     if summary.get("clipped_pixels"):
         print(f"deblur run: {summary['clipped_pixels']} pixels fell outside the {summary['dtype']} range and were "
               f"clipped; --output-dtype float32 keeps them", file=sys.stderr)
@@ -237,6 +277,13 @@ def _int_list(text: str) -> tuple[int, ...]:
 _PSF_OPTIONS = _psf_options()
 
 
+def _float_list(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(p) for p in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers like 0.3,0.1,0.1, got {text!r}") from None
+
+
 def _shape(text: str) -> tuple[int, ...]:
     try:
         shape = tuple(int(p) for p in text.split(","))
@@ -305,6 +352,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a method parameter, e.g. --param iterations=20 (repeatable)")
     p.add_argument("--psf", help="PSF image file (any input format; even sides have their centre at N/2 as in "
                    "DeconvolutionLab2); prepared by deblur_ops.psf.prepare_psf: odd sizes, cropped, sum 1")
+    p.add_argument("--voxel-size", type=_float_list, metavar="Z,Y,X",
+                   help="voxel size of the input in um (z,y,x or y,x); default: from the file's metadata "
+                        "(ImageJ/OME-TIFF, OME-Zarr, FITS WCS in arcsec)")
+    p.add_argument("--psf-voxel-size", type=_float_list, metavar="Z,Y,X",
+                   help="voxel size of the --psf file in um; default: from its metadata. A PSF with another "
+                        "voxel size than the input is resampled to it (flux kept)")
     p.add_argument("--psf-center", default="none", choices=("none", "peak", "centroid"),
                    help="re-centre the PSF file on its peak or centre of mass (default none: centre at N/2)")
     p.add_argument("--psf-background", help="subtract from the PSF file: 'auto' (median of its border) or a number")

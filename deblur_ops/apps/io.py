@@ -182,6 +182,12 @@ def _read(path: Path, kind: str) -> ImageFile:
         if "XResolution" in tags and "YResolution" in tags:
             metadata["resolution"] = (tags["XResolution"].value, tags["YResolution"].value)
             metadata["resolutionunit"] = int(tags["ResolutionUnit"].value) if "ResolutionUnit" in tags else 1
+        if tif.imagej_metadata:  # z spacing, unit, axes: what Fiji needs to show the stack to scale
+            metadata["imagej"] = {k: tif.imagej_metadata[k] for k in ("spacing", "unit", "finterval")
+                                  if k in tif.imagej_metadata}
+            metadata["imagej"]["axes"] = tif.series[0].axes  # which axis is z, t or channels
+        elif page.description and not tif.is_ome:
+            metadata["description"] = page.description
         rgb = page.photometric == tifffile.PHOTOMETRIC.RGB and data.shape[-1] in (3, 4)
     return ImageFile(data, "tiff", rgb=rgb, metadata=metadata)
 
@@ -218,8 +224,8 @@ def clipped_count(data: np.ndarray, dtype) -> int:
 def write_image(path, data, like: ImageFile | None = None) -> None:
     """Write ``data`` (NumPy, already of the dtype wanted) as TIFF, PNG or FITS, with ``like``'s metadata.
 
-    Metadata is carried where the output format can hold it (FITS header to FITS, TIFF
-    resolution to TIFF). Zarr output goes through :func:`create_zarr_like` and dask instead.
+    Metadata is carried where the output format can hold it (FITS header to FITS; TIFF resolution,
+    ImageJ spacing/unit/axes and a plain ImageDescription to TIFF). Zarr output goes through :func:`create_zarr_like` and dask instead.
 
     Raises:
         ValueError: unknown suffix, Zarr (use :func:`create_zarr_like`), or data PNG cannot hold.
@@ -251,6 +257,14 @@ def write_image(path, data, like: ImageFile | None = None) -> None:
         if "resolution" in meta:
             options["resolution"] = meta["resolution"]
             options["resolutionunit"] = meta["resolutionunit"]
+        if meta.get("imagej") and data.dtype in (np.uint8, np.uint16, np.float32) and data.ndim <= 6:
+            imagej = dict(meta["imagej"])
+            if "axes" in imagej and len(imagej["axes"]) != data.ndim:
+                imagej.pop("axes")
+            options.update(imagej=True, metadata=imagej)
+            options.pop("resolutionunit", None)  # ImageJ keeps the unit in its own metadata
+        elif meta.get("description"):
+            options["description"] = meta["description"]
         tifffile.imwrite(path, data, photometric="rgb" if like is not None and like.rgb else "minisblack",
                          software=SOFTWARE, **options)
 
@@ -293,3 +307,106 @@ def _keep_first_level(attrs: dict) -> dict:
     for scale in holder.get("multiscales", []):
         scale["datasets"] = scale["datasets"][:1]
     return attrs
+
+
+# Length units as files write them, in micrometres.
+_MICROMETRES = {"um": 1.0, "µm": 1.0, "\u00b5m": 1.0, "micron": 1.0, "microns": 1.0, "micrometer": 1.0,
+                "micrometre": 1.0, "nm": 1e-3, "nanometer": 1e-3, "nanometre": 1e-3, "mm": 1e3,
+                "millimeter": 1e3, "cm": 1e4, "centimeter": 1e4, "inch": 25400.0, "m": 1e6, "meter": 1e6}
+
+
+def _micrometres(value, unit) -> float | None:
+    factor = _MICROMETRES.get(str(unit).strip().lower().replace("\\u00b5", "µ")) if unit is not None else None
+    return None if factor is None or not value or not np.isfinite(float(value)) else float(value) * factor
+
+
+def read_voxel_size(path) -> tuple[tuple[float, ...], str, str] | None:
+    """The physical size of a pixel/voxel that a file records, without reading its data.
+
+    Reads ImageJ TIFF (``spacing`` for z, the resolution tags with the ImageJ ``unit`` for y, x),
+    OME-TIFF (``PhysicalSizeZ/Y/X`` with their units), OME-Zarr (the first level's ``scale``
+    transformation on the space axes, with the axes' units) and FITS (``CDELT`` or the ``CD``
+    matrix, degrees by default, as arcsec per pixel). PNG records nothing usable.
+
+    Returns:
+        ``(sizes, unit, source)`` with sizes per spatial axis ((z, y, x) or (y, x)), ``unit`` ``"um"``
+        (microscopy) or ``"arcsec"`` (FITS), ``source`` saying where it came from; None when the
+        file records no physical size.
+    """
+    path = Path(path)
+    kind = image_format(path)
+    try:
+        if kind == "tiff":
+            return _tiff_voxel_size(path)
+        if kind == "zarr":
+            return _zarr_voxel_size(path)
+        if kind == "fits":
+            return _fits_pixel_scale(path)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return None
+
+
+def _tiff_voxel_size(path: Path):
+    import re
+
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        if tif.ome_metadata:
+            sizes = {}
+            for axis in "ZYX":
+                found = re.search(rf'PhysicalSize{axis}="([^"]+)"', tif.ome_metadata)
+                unit = re.search(rf'PhysicalSize{axis}Unit="([^"]+)"', tif.ome_metadata)
+                if found:
+                    sizes[axis] = _micrometres(found.group(1), unit.group(1) if unit else "µm")
+            yx = (sizes.get("Y"), sizes.get("X"))
+            if all(yx):
+                return ((sizes["Z"],) if sizes.get("Z") else ()) + yx, "um", "OME-TIFF PhysicalSize"
+        tags, ij = tif.pages[0].tags, tif.imagej_metadata or {}
+        if "XResolution" not in tags or "YResolution" not in tags:
+            return None
+        unit = ij.get("unit")
+        if unit is None:
+            unit = {2: "inch", 3: "cm"}.get(int(tags["ResolutionUnit"].value) if "ResolutionUnit" in tags else 1)
+        per_unit = [num / den if den else 0.0 for num, den in (tags["YResolution"].value, tags["XResolution"].value)]
+        yx = tuple(_micrometres(1.0 / p, unit) if p > 0 else None for p in per_unit)
+        if not all(yx):
+            return None
+        z = _micrometres(ij.get("spacing"), unit) if ij.get("spacing") else None
+        return ((z,) if z else ()) + yx, "um", "ImageJ TIFF resolution" + (" and spacing" if z else "")
+
+
+def _zarr_voxel_size(path: Path):
+    import zarr
+
+    attrs = dict(zarr.open(str(path), mode="r").attrs)
+    multiscales = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
+    if not multiscales:
+        return None
+    axes = multiscales[0].get("axes", [])
+    transforms = multiscales[0]["datasets"][0].get("coordinateTransformations", [])
+    scale = next((t["scale"] for t in transforms if t.get("type") == "scale"), None)
+    if scale is None or len(axes) != len(scale):
+        return None
+    sizes = [_micrometres(s, a.get("unit", "micrometer")) for a, s in zip(axes, scale)
+             if isinstance(a, dict) and a.get("type") == "space"]
+    if not sizes or not all(sizes):
+        return None
+    return tuple(sizes), "um", "OME-Zarr scale"
+
+
+def _fits_pixel_scale(path: Path):
+    _, header = read_fits(path)
+    scales = []
+    for axis in (2, 1):  # rows (y), then columns (x)
+        unit = str(header.get(f"CUNIT{axis}", "deg")).strip().lower()
+        if "CD1_1" in header or "CD2_2" in header:
+            delta = float(np.hypot(header.get(f"CD1_{axis}", 0.0), header.get(f"CD2_{axis}", 0.0)))
+        else:
+            delta = abs(float(header.get(f"CDELT{axis}", 0.0)))
+        to_arcsec = {"deg": 3600.0, "arcmin": 60.0, "arcsec": 1.0}.get(unit)
+        if not delta or to_arcsec is None:
+            return None
+        scales.append(delta * to_arcsec)
+    return tuple(scales), "arcsec", "FITS WCS (CDELT/CD)"

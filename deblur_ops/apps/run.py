@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..psf import prepare_psf
 from . import io
 from .stack import block_count, deblur_dask, deblur_stack
 
@@ -88,8 +89,9 @@ def run(input_path, output_path, psf, *, method: str = "wiener", loop_axes: Sequ
     source = io.read_image(input_path)
     image_sides = source.data.shape[-psf.ndim - (1 if source.rgb else 0):][:psf.ndim]
     if any(k > n for k, n in zip(psf.shape, image_sides)):
-        raise ValueError(f"the PSF {psf.shape} is larger than the image's {tuple(image_sides)} along its axes; "
-                         f"crop the PSF (a PSF wider than the image cannot be told apart from it)")
+        # As deblur() does: cropped about its centre to the image, with a warning saying how much
+        # energy that loses (a PSF wider than the image cannot be told apart from it).
+        psf = prepare_psf(psf, image_shape=tuple(image_sides), crop_energy=None, warn_truncated=False).numpy()
     dtype = np.dtype(source.data.dtype) if output_dtype == "same" else np.dtype(np.float32)
     data = source.data
     lazy = source.format == "zarr" or chunks is not None
