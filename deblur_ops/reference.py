@@ -1,7 +1,9 @@
-"""Pure-PyTorch references of every custom op, with the public signatures.
+"""Pure-PyTorch references of every custom op, with the public signatures: maths only.
 
-They are the fallback when the compiled extension (or its kernel for a device) is missing, and the
-oracle the tests compare the kernels with. They favour clarity over speed and memory.
+They are the oracle the tests compare the kernels with, and their ``*_core`` functions are the
+fallback when the compiled extension (or its kernel for a device) is missing. They favour clarity
+over speed and memory, and check nothing: the public ops in :mod:`deblur_ops.ops` validate their
+inputs before calling a kernel or a core, so a bug in a check cannot hide on both sides of a test.
 """
 from __future__ import annotations
 
@@ -9,8 +11,7 @@ import math
 
 import torch
 
-from . import validation as v
-from .boundary import PADDINGS, crop, edge_taper, pad_for_fft, psf_to_otf
+from .boundary import crop, edge_taper, pad_for_fft, psf_to_otf
 
 DEFAULT_SNR_DB = tuple(range(9, 66, 4))  # paper 001: 15 SNRs, 9..65 dB in steps of 4
 REGULARIZERS = ("identity", "laplacian")
@@ -52,33 +53,19 @@ def wiener_stack_core(image: torch.Tensor, psf: torch.Tensor, snr_db: torch.Tens
     return torch.fft.irfftn(spectra, s=spatial, dim=dims)
 
 
-def wiener_stack_pipeline(image, psf, snr_db, regularizer, padding, core):
-    """Validation, boundary handling and cropping around a Wiener-stack ``core``."""
-    v.require_tensor(image, "image")
-    v.image_spatial_dims(image)
-    v.require_float(image, "image")
-    v.require_nonempty(image, "image")
-    v.require_choice(regularizer, "regularizer", REGULARIZERS)
-    v.require_choice(padding, "padding", PADDINGS)
-    psf = v.batched_psf(psf, image)
-    v.require_finite(image, "image")
-    snr = v.as_1d_float(DEFAULT_SNR_DB if snr_db is None else snr_db, "snr_db", image)
-    if padding == "reflect":
-        padded, pads = pad_for_fft(image, tuple(psf.shape[1:]))
-        out = crop(core(padded, psf, snr, regularizer), pads)
-        # With dynamic shapes the cropped view's strides are products of symbolic padded lengths,
-        # and Inductor's range analysis of their ratios fails (ValueRangeError) when it checks
-        # the output's stride order; a dense output has plain strides.
-        return out.contiguous() if v.is_compiling() else out
-    if padding == "edge_taper":
-        image = edge_taper(image, psf)
-    return core(image, psf, snr, regularizer)
-
-
 def wiener_stack(image: torch.Tensor, psf: torch.Tensor, snr_db=None, *,
                  regularizer: str = "identity", padding: str = "reflect") -> torch.Tensor:
-    """Pure-PyTorch :func:`deblur_ops.wiener_stack` (same signature and result)."""
-    return wiener_stack_pipeline(image, psf, snr_db, regularizer, padding, wiener_stack_core)
+    """The maths of :func:`deblur_ops.wiener_stack` on valid inputs (the oracle: no input checks)."""
+    if psf.dim() == image.dim() - 2:
+        psf = psf[None]
+    snr = torch.as_tensor(DEFAULT_SNR_DB if snr_db is None else snr_db, dtype=image.dtype,
+                          device=image.device).reshape(-1)
+    if padding == "reflect":
+        padded, pads = pad_for_fft(image, tuple(psf.shape[1:]))
+        return crop(wiener_stack_core(padded, psf, snr, regularizer), pads)
+    if padding == "edge_taper":
+        image = edge_taper(image, psf)
+    return wiener_stack_core(image, psf, snr, regularizer)
 
 
 def learnable_shrink_core(x: torch.Tensor, values: torch.Tensor, xmin: float,
@@ -100,51 +87,9 @@ def learnable_shrink_core(x: torch.Tensor, values: torch.Tensor, xmin: float,
     return torch.where(inside, inner, torch.where(x > xmax, above, below))
 
 
-def validate_shrink(x, values, value_range) -> tuple[float, float]:
-    v.require_tensor(x, "x")
-    v.require_tensor(values, "values")
-    v.require_float(x, "x")
-    if x.dim() < 2:
-        raise ValueError(f"x must have shape (B, C, ...), got shape {tuple(x.shape)}")
-    if values.dim() != 2 or values.shape[0] != x.shape[1] or values.shape[1] < 2:
-        raise ValueError(
-            f"values must have shape (C, n_knots) = ({x.shape[1]}, n >= 2) for x of shape "
-            f"{tuple(x.shape)}, got shape {tuple(values.shape)}"
-        )
-    if values.dtype != x.dtype:
-        raise ValueError(f"values dtype {values.dtype} must match x dtype {x.dtype}; use values.to(x.dtype)")
-    v.require_same_device(values, "values", x, "x")
-    v.require_finite(values, "values")
-    v.require_finite(x, "x")
-    xmin, xmax = v.value_range_pair(value_range)
-    require_range_representable(xmin, xmax, values.shape[1], x.dtype)
-    return xmin, xmax
-
-
-def require_range_representable(xmin: float, xmax: float, n_knots: int, dtype: torch.dtype) -> None:
-    """The kernels compute x - xmin and the knot density (n - 1) / (xmax - xmin) in x's dtype:
-    a range that overflows or collapses there would give Inf/NaN (e.g. (-1e38, 3e38) in float32).
-    Skipped while torch.compile traces (the rounding test is a tensor op); the kernels check it too."""
-    if v.is_compiling():
-        return
-    info = torch.finfo(dtype)
-    ok = max(abs(xmin), abs(xmax)) <= info.max
-    if ok:
-        lo, hi = torch.tensor([xmin, xmax], dtype=dtype)
-        density = (n_knots - 1) / (xmax - xmin)
-        ok = bool(lo < hi) and math.isfinite(float(hi - lo)) and density <= info.max
-        ok = ok and float(torch.tensor(density, dtype=dtype)) > 0
-    if not ok:
-        raise ValueError(
-            f"value_range ({xmin}, {xmax}) with {n_knots} knots is not representable in {dtype}: "
-            f"xmin, xmax, the width xmax - xmin and the knot density (n_knots - 1) / width must be "
-            f"finite and non-zero in x's dtype; rescale x and the range, or use float64"
-        )
-
-
 def learnable_shrink(x: torch.Tensor, values: torch.Tensor, value_range) -> torch.Tensor:
-    """Pure-PyTorch :func:`deblur_ops.learnable_shrink` (same signature and result)."""
-    xmin, xmax = validate_shrink(x, values, value_range)
+    """The maths of :func:`deblur_ops.learnable_shrink` on valid inputs (the oracle: no input checks)."""
+    xmin, xmax = (float(a) for a in value_range)
     return learnable_shrink_core(x, values, xmin, xmax)
 
 
@@ -188,62 +133,6 @@ def _pad_field(t: torch.Tensor, rows, cols, fill_invalid: bool) -> torch.Tensor:
     return out
 
 
-def validate_nu_conv(x, bank, idx, weights, mode: str, padding: str) -> None:
-    """Checks of :func:`deblur_ops.nu_conv`'s inputs; raises ValueError/TypeError with a fix."""
-    for t, name in ((x, "x"), (bank, "bank"), (idx, "idx"), (weights, "weights")):
-        v.require_tensor(t, name)
-    v.require_choice(mode, "mode", NU_CONV_MODES)
-    v.require_choice(padding, "padding", NU_CONV_PADDINGS)
-    v.require_float(x, "x")
-    if x.dim() != 4:
-        raise ValueError(
-            f"x must have shape (B, C, H, W), got shape {tuple(x.shape)}; add missing batch/channel "
-            f"dims with x[None, None] or x[None]"
-        )
-    v.require_nonempty(x, "x")
-    if bank.dim() != 3 or bank.shape[0] < 1:
-        raise ValueError(
-            f"bank must have shape (F, kh, kw) with F >= 1 filters, got shape {tuple(bank.shape)}; "
-            f"stack the filters with torch.stack(filters)"
-        )
-    if bank.shape[1] % 2 == 0 or bank.shape[2] % 2 == 0:
-        raise ValueError(
-            f"bank filter sizes must be odd so that the centre is a pixel, got (kh, kw) = "
-            f"{tuple(bank.shape[1:])}; pad the filters with a row/column of zeros"
-        )
-    if bank.dtype != x.dtype:
-        raise ValueError(f"bank dtype {bank.dtype} must match x dtype {x.dtype}; use bank.to(x.dtype)")
-    B, _, H, W = x.shape
-    for t, name in ((idx, "idx"), (weights, "weights")):
-        v.require_same_device(t, name, x, "x")
-        if t.dim() != 4 or t.shape[0] not in (1, B) or tuple(t.shape[2:]) != (H, W) or t.shape[1] < 1:
-            raise ValueError(
-                f"{name} must have shape (B or 1, K, H, W) = ({B} or 1, K >= 1, {H}, {W}) for x of "
-                f"shape {tuple(x.shape)}, got shape {tuple(t.shape)}"
-            )
-    v.require_same_device(bank, "bank", x, "x")
-    if idx.dtype not in (torch.int32, torch.int64):
-        raise ValueError(f"idx must be int32 or int64, got {idx.dtype}; use idx.long()")
-    if weights.dtype != x.dtype:
-        raise ValueError(
-            f"weights dtype {weights.dtype} must match x dtype {x.dtype}; use weights.to(x.dtype)"
-        )
-    if idx.shape[1] != weights.shape[1]:
-        raise ValueError(
-            f"idx and weights must have the same K, got idx shape {tuple(idx.shape)} and weights "
-            f"shape {tuple(weights.shape)}"
-        )
-    if not v.is_compiling():
-        lo, hi = int(idx.min()), int(idx.max())
-        if lo < 0 or hi >= bank.shape[0]:
-            raise ValueError(
-                f"idx values must lie in [0, {bank.shape[0] - 1}] (bank has {bank.shape[0]} "
-                f"filters), got range [{lo}, {hi}]; clamp or remap idx"
-            )
-    v.require_finite(weights, "weights")
-    v.require_finite(bank, "bank")
-
-
 def nu_conv_core(x: torch.Tensor, bank: torch.Tensor, idx: torch.Tensor, weights: torch.Tensor,
                  mode: str, padding: str) -> torch.Tensor:
     """Non-uniform convolution as a loop over the filter taps; peak memory O((B+K) C H W).
@@ -277,6 +166,5 @@ def nu_conv_core(x: torch.Tensor, bank: torch.Tensor, idx: torch.Tensor, weights
 
 def nu_conv(x: torch.Tensor, bank: torch.Tensor, idx: torch.Tensor, weights: torch.Tensor, *,
             mode: str = "gather", padding: str = "zeros") -> torch.Tensor:
-    """Pure-PyTorch :func:`deblur_ops.nu_conv` (same signature and result)."""
-    validate_nu_conv(x, bank, idx, weights, mode, padding)
+    """The maths of :func:`deblur_ops.nu_conv` on valid inputs (the oracle: no input checks)."""
     return nu_conv_core(x, bank, idx, weights, mode, padding)

@@ -1,6 +1,8 @@
 """Learnable piecewise-linear shrinkage (paper 004 §3.2, after ADMM-Net)."""
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -9,6 +11,48 @@ from .. import validation as v
 from .. import reference as ref
 
 _OP = "deblur_ops::learnable_shrink"
+
+
+def validate_shrink(x, values, value_range) -> tuple[float, float]:
+    v.require_tensor(x, "x")
+    v.require_tensor(values, "values")
+    v.require_float(x, "x")
+    if x.dim() < 2:
+        raise ValueError(f"x must have shape (B, C, ...), got shape {tuple(x.shape)}")
+    if values.dim() != 2 or values.shape[0] != x.shape[1] or values.shape[1] < 2:
+        raise ValueError(
+            f"values must have shape (C, n_knots) = ({x.shape[1]}, n >= 2) for x of shape "
+            f"{tuple(x.shape)}, got shape {tuple(values.shape)}"
+        )
+    if values.dtype != x.dtype:
+        raise ValueError(f"values dtype {values.dtype} must match x dtype {x.dtype}; use values.to(x.dtype)")
+    v.require_same_device(values, "values", x, "x")
+    v.require_finite(values, "values")
+    v.require_finite(x, "x")
+    xmin, xmax = v.value_range_pair(value_range)
+    require_range_representable(xmin, xmax, values.shape[1], x.dtype)
+    return xmin, xmax
+
+
+def require_range_representable(xmin: float, xmax: float, n_knots: int, dtype: torch.dtype) -> None:
+    """The kernels compute x - xmin and the knot density (n - 1) / (xmax - xmin) in x's dtype:
+    a range that overflows or collapses there would give Inf/NaN (e.g. (-1e38, 3e38) in float32).
+    Skipped while torch.compile traces (the rounding test is a tensor op); the kernels check it too."""
+    if v.is_compiling():
+        return
+    info = torch.finfo(dtype)
+    ok = max(abs(xmin), abs(xmax)) <= info.max
+    if ok:
+        lo, hi = torch.tensor([xmin, xmax], dtype=dtype)
+        density = (n_knots - 1) / (xmax - xmin)
+        ok = bool(lo < hi) and math.isfinite(float(hi - lo)) and density <= info.max
+        ok = ok and float(torch.tensor(density, dtype=dtype)) > 0
+    if not ok:
+        raise ValueError(
+            f"value_range ({xmin}, {xmax}) with {n_knots} knots is not representable in {dtype}: "
+            f"xmin, xmax, the width xmax - xmin and the knot density (n_knots - 1) / width must be "
+            f"finite and non-zero in x's dtype; rescale x and the range, or use float64"
+        )
 
 
 def learnable_shrink(x: torch.Tensor, values: torch.Tensor, value_range) -> torch.Tensor:
@@ -44,7 +88,7 @@ def learnable_shrink(x: torch.Tensor, values: torch.Tensor, value_range) -> torc
           Estimation and Removal. Preprint hal-01857177, 2018 (paper 004 in docs/references.md).
         - Y. Yang, J. Sun, H. Li, Z. Xu. Deep ADMM-Net for compressive sensing MRI. NIPS 2016.
     """
-    xmin, xmax = ref.validate_shrink(x, values, value_range)
+    xmin, xmax = validate_shrink(x, values, value_range)
     if _extension.has_kernel("learnable_shrink", x.device):
         return torch.ops.deblur_ops.learnable_shrink(x, values, xmin, xmax)
     return ref.learnable_shrink_core(x, values, xmin, xmax)

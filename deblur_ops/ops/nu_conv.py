@@ -5,8 +5,65 @@ import torch
 
 from .. import _extension
 from .. import reference as ref
+from .. import validation as v
 
 _OP = "deblur_ops::nu_conv"
+
+
+def validate_nu_conv(x, bank, idx, weights, mode: str, padding: str) -> None:
+    """Checks of :func:`deblur_ops.nu_conv`'s inputs; raises ValueError/TypeError with a fix."""
+    for t, name in ((x, "x"), (bank, "bank"), (idx, "idx"), (weights, "weights")):
+        v.require_tensor(t, name)
+    v.require_choice(mode, "mode", ref.NU_CONV_MODES)
+    v.require_choice(padding, "padding", ref.NU_CONV_PADDINGS)
+    v.require_float(x, "x")
+    if x.dim() != 4:
+        raise ValueError(
+            f"x must have shape (B, C, H, W), got shape {tuple(x.shape)}; add missing batch/channel "
+            f"dims with x[None, None] or x[None]"
+        )
+    v.require_nonempty(x, "x")
+    if bank.dim() != 3 or bank.shape[0] < 1:
+        raise ValueError(
+            f"bank must have shape (F, kh, kw) with F >= 1 filters, got shape {tuple(bank.shape)}; "
+            f"stack the filters with torch.stack(filters)"
+        )
+    if bank.shape[1] % 2 == 0 or bank.shape[2] % 2 == 0:
+        raise ValueError(
+            f"bank filter sizes must be odd so that the centre is a pixel, got (kh, kw) = "
+            f"{tuple(bank.shape[1:])}; pad the filters with a row/column of zeros"
+        )
+    if bank.dtype != x.dtype:
+        raise ValueError(f"bank dtype {bank.dtype} must match x dtype {x.dtype}; use bank.to(x.dtype)")
+    B, _, H, W = x.shape
+    for t, name in ((idx, "idx"), (weights, "weights")):
+        v.require_same_device(t, name, x, "x")
+        if t.dim() != 4 or t.shape[0] not in (1, B) or tuple(t.shape[2:]) != (H, W) or t.shape[1] < 1:
+            raise ValueError(
+                f"{name} must have shape (B or 1, K, H, W) = ({B} or 1, K >= 1, {H}, {W}) for x of "
+                f"shape {tuple(x.shape)}, got shape {tuple(t.shape)}"
+            )
+    v.require_same_device(bank, "bank", x, "x")
+    if idx.dtype not in (torch.int32, torch.int64):
+        raise ValueError(f"idx must be int32 or int64, got {idx.dtype}; use idx.long()")
+    if weights.dtype != x.dtype:
+        raise ValueError(
+            f"weights dtype {weights.dtype} must match x dtype {x.dtype}; use weights.to(x.dtype)"
+        )
+    if idx.shape[1] != weights.shape[1]:
+        raise ValueError(
+            f"idx and weights must have the same K, got idx shape {tuple(idx.shape)} and weights "
+            f"shape {tuple(weights.shape)}"
+        )
+    if not v.is_compiling():
+        lo, hi = int(idx.min()), int(idx.max())
+        if lo < 0 or hi >= bank.shape[0]:
+            raise ValueError(
+                f"idx values must lie in [0, {bank.shape[0] - 1}] (bank has {bank.shape[0]} "
+                f"filters), got range [{lo}, {hi}]; clamp or remap idx"
+            )
+    v.require_finite(weights, "weights")
+    v.require_finite(bank, "bank")
 
 
 def nu_conv(x: torch.Tensor, bank: torch.Tensor, idx: torch.Tensor, weights: torch.Tensor, *,
@@ -70,7 +127,7 @@ def nu_conv(x: torch.Tensor, bank: torch.Tensor, idx: torch.Tensor, weights: tor
         T. Eboli, J. Sun, J. Ponce. Neural Embedding of an Iterative Deconvolution Algorithm for Motion Blur
         Estimation and Removal. Preprint hal-01857177, 2018 (paper 004 in docs/references.md).
     """
-    ref.validate_nu_conv(x, bank, idx, weights, mode, padding)
+    validate_nu_conv(x, bank, idx, weights, mode, padding)
     return nu_conv_unchecked(x, bank, idx, weights, mode, padding)
 
 

@@ -5,6 +5,8 @@ import torch
 
 from .. import _extension
 from .. import reference as ref
+from .. import validation as v
+from ..boundary import PADDINGS, crop, edge_taper, pad_for_fft
 
 _OP = "deblur_ops::wiener_stack"
 
@@ -20,6 +22,29 @@ def _core(image, psf, snr_db, regularizer):
     if _extension.has_kernel("wiener_stack", image.device) and not wants_other_grads:
         return _extension_core(image, psf, snr_db, regularizer)
     return ref.wiener_stack_core(image, psf, snr_db, regularizer)
+
+
+def _pipeline(image, psf, snr_db, regularizer, padding, core):
+    """Validation, boundary handling and cropping around a Wiener-stack ``core``."""
+    v.require_tensor(image, "image")
+    v.image_spatial_dims(image)
+    v.require_float(image, "image")
+    v.require_nonempty(image, "image")
+    v.require_choice(regularizer, "regularizer", ref.REGULARIZERS)
+    v.require_choice(padding, "padding", PADDINGS)
+    psf = v.batched_psf(psf, image)
+    v.require_finite(image, "image")
+    snr = v.as_1d_float(ref.DEFAULT_SNR_DB if snr_db is None else snr_db, "snr_db", image)
+    if padding == "reflect":
+        padded, pads = pad_for_fft(image, tuple(psf.shape[1:]))
+        out = crop(core(padded, psf, snr, regularizer), pads)
+        # With dynamic shapes the cropped view's strides are products of symbolic padded lengths,
+        # and Inductor's range analysis of their ratios fails (ValueRangeError) when it checks
+        # the output's stride order; a dense output has plain strides.
+        return out.contiguous() if v.is_compiling() else out
+    if padding == "edge_taper":
+        image = edge_taper(image, psf)
+    return core(image, psf, snr, regularizer)
 
 
 def wiener_stack(image: torch.Tensor, psf: torch.Tensor, snr_db=None, *,
@@ -66,7 +91,7 @@ def wiener_stack(image: torch.Tensor, psf: torch.Tensor, snr_db=None, *,
     if isinstance(snr_db, (str, bytes)):
         raise TypeError(f"snr_db must be a number, a sequence of numbers or a 1-D tensor of SNRs in dB, "
                         f"got the string {snr_db!r}; write snr_db={snr_db!s} without quotes")
-    return ref.wiener_stack_pipeline(image, psf, snr_db, regularizer, padding, _core)
+    return _pipeline(image, psf, snr_db, regularizer, padding, _core)
 
 
 if _extension.LOADED:

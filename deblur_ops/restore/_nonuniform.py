@@ -13,9 +13,8 @@ from __future__ import annotations
 import torch
 
 from .. import validation as v
-from .. import reference as ref
 from ..boundary import crop, pad_for_fft
-from ..ops.nu_conv import nu_conv_unchecked
+from ..ops.nu_conv import nu_conv_unchecked, validate_nu_conv
 
 
 def _extend(t: torch.Tensor, pads: list[tuple[int, int]]) -> torch.Tensor:
@@ -68,7 +67,7 @@ class BlurOperator:
         self.mask = torch.zeros_like(self.data[:1, :1])
         crop(self.mask, self.pads).fill_(1)
         # Checked once here; the solvers then call NU-Conv every iteration without re-scanning them.
-        ref.validate_nu_conv(self.data, self.bank, self.idx, self.weights, "scatter", "zeros")
+        validate_nu_conv(self.data, self.bank, self.idx, self.weights, "scatter", "zeros")
         self.flipped = self.bank.flip(-2, -1).contiguous()
 
     def blur(self, x: torch.Tensor) -> torch.Tensor:
