@@ -6,6 +6,7 @@ and the layers. Restoration runs like the Deconvolve widget's (:class:`RestoreRu
 """
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -41,6 +42,7 @@ class SpatiallyVaryingWidget(RestoreRunner, QWidget):
 
     def __init__(self, napari_viewer: napari.viewer.Viewer):
         super().__init__()
+        self.filled_nodes: list = []  # grid nodes without a star, filled from the measured ones
         self.viewer = napari_viewer
         self.image = widgets.ComboBox(label="image", choices=lambda _w: _layers(self.viewer, "Image"))
         self.source = widgets.ComboBox(label="PSF source", choices=[STACK, POINTS, MOTION])
@@ -139,13 +141,18 @@ class SpatiallyVaryingWidget(RestoreRunner, QWidget):
                 raise ValueError("add a Points layer with one point on a star or bead near each grid node")
             positions = self._star_positions(layer)
             try:
-                return psf_grid_from_points(self._plane(layer), positions, self.crop.value, self.grid_shape())
+                with warnings.catch_warnings():  # the filled nodes are reported in the widget instead
+                    warnings.simplefilter("ignore", UserWarning)
+                    grid, _, filled = psf_grid_from_points(self._plane(layer), positions, self.crop.value,
+                                                           self.grid_shape(), return_report=True)
             except Exception as exc:  # noqa: BLE001 - whatever failed, the user's next step is the same
                 rows, cols = self.grid_shape()
                 raise ValueError(f"could not build the {rows} x {cols} PSF grid from the {len(positions)} star(s) "
                                  f"of {self.points.value.name!r}: {exc}. Put a point on an isolated, unsaturated "
                                  f"star near each grid node, or use fewer grid rows/columns or a smaller PSF "
                                  f"size") from None
+            self.filled_nodes = list(filled)
+            return grid
         if self.motion.value == CONSTANT:
             return MotionField.constant((height, width), self.length.value, self.angle.value)
         return MotionField.linear((height, width), (self.length.value, self.angle.value),
@@ -180,6 +187,12 @@ class SpatiallyVaryingWidget(RestoreRunner, QWidget):
         existing = self.viewer.layers[name] if name in self.viewer.layers else None
         publish_image(self.viewer, grid.mosaic(), name, replace=existing, colormap="magma")
         self.status.value = f"{grid.grid_shape[0]} x {grid.grid_shape[1]} PSFs of {tuple(grid.psfs.shape[2:])}"
+        if self.source.value == POINTS and self.filled_nodes:
+            from napari.utils.notifications import show_warning
+
+            self.status.value += (f"; grid nodes {self.filled_nodes} have no usable star and were filled from "
+                                  f"the measured ones (put a point on a star near them to measure them)")
+            show_warning(f"Spatially varying PSF: {self.status.value}")
 
     def run(self, _value=None):
         """Restore the whole image layer (slice by slice for stacks) in a worker thread."""

@@ -3,6 +3,7 @@ background term, a relative-change stopping rule and memory-bounded processing."
 from __future__ import annotations
 
 import math
+from typing import Literal, get_args
 
 import torch
 
@@ -15,7 +16,8 @@ from .registry import register
 ACCELERATIONS = ("none", "biggs_andrews")
 # "extended": the scene extends beyond the image by the PSF support and only the observed pixels
 # are data (Bertero & Boccacci, A&A 437, 2005); "zeros" is scipy/skimage's mode="same".
-RL_PADDINGS = ("extended", "reflect", "circular", "zeros")
+RLPadding = Literal["extended", "reflect", "circular", "zeros"]
+RL_PADDINGS = get_args(RLPadding)
 # Full-size float arrays alive during one plain iteration, per (item, channel), counted from the
 # code: observation, estimate, the prediction/ratio, a spectrum (half the length in complex = one
 # real array), the normaliser, the background map, and one more for FFT work space.
@@ -394,7 +396,7 @@ def _tiled(image, psf, background, out, tile, halo, padding, params) -> None:
           "Richardson-Lucy (Poisson ML) with background, tol stop, Biggs-Andrews and TV options; x >= 0")
 def richardson_lucy(image: torch.Tensor, psf: torch.Tensor, *, iterations: int = 30,
                     acceleration: str = "none", tv_weight: float = 0.0, background=None, tol=None,
-                    init="observed", padding: str = "extended", callback=None, info=None) -> torch.Tensor:
+                    init="observed", padding: RLPadding = "extended", callback=None, info=None) -> torch.Tensor:
     r"""Richardson-Lucy deconvolution on torch FFTs, 2D or 3D.
 
     Model: y ~ Poisson(H x + b), H the blur, b a known background. The multiplicative update
