@@ -196,7 +196,7 @@ def sv_richardson_lucy(image: torch.Tensor, psf, *, iterations: int = 30, tv_wei
     v.require_tensor(image, "image")
     if image.dim() != 4:
         raise ValueError(f"sv_richardson_lucy takes 2D images (B, C, H, W), got shape {tuple(image.shape)}; "
-                         f"for a volume use deblur_ops.deblur_stack (plane by plane) or richardson_lucy with a 3D PSF")
+                         f"for a volume use deblur_ops.apps.stack.deblur_stack (plane by plane) or richardson_lucy with a 3D PSF")
     v.require_float(image, "image")
     v.require_finite(image, "image")
     iterations = check_positive(iterations, "iterations", integer=True)
