@@ -84,3 +84,51 @@ def test_optical_psf_models_sample_at_the_files_voxel_size(tmp_path, capsys):
     assert "--pixel-size 0.1 from the voxel size" in err and "--z-step 0.25 from the voxel size" in err
     with pytest.raises(SystemExit):
         main(["run", "a.tif", "b.tif", "--voxel-size", "0.3,x", "--psf-model", "gaussian", "--sigma", "1"])
+
+
+def test_multi_extension_fits_keeps_every_hdu_and_restores_the_chosen_one(tmp_path):
+    rng = np.random.default_rng(2)
+    primary = fits.PrimaryHDU(header=fits.Header({"OBJECT": "M51", "EXPTIME": 300.0}))
+    sci = fits.ImageHDU(rng.random((32, 32)).astype(np.float32), name="SCI", header=fits.Header({"CDELT1": 1e-4}))
+    dq = fits.ImageHDU(np.zeros((32, 32), np.int16), name="DQ")
+    table = fits.BinTableHDU.from_columns([fits.Column(name="star", format="J", array=np.arange(3))], name="CAT")
+    fits.HDUList([primary, sci, dq, table]).writeto(tmp_path / "in.fits")
+    args = ["run", str(tmp_path / "in.fits"), str(tmp_path / "out.fits"), "--psf-model", "gaussian", "--sigma", "1",
+            "--method", "wiener", "--param", "balance=0.01", "--quiet"]
+    assert main(args) == 0
+    with fits.open(tmp_path / "out.fits") as out, fits.open(tmp_path / "in.fits") as original:
+        assert [h.name for h in out] == ["PRIMARY", "SCI", "DQ", "CAT"]
+        assert out[0].header["OBJECT"] == "M51" and out[0].header["EXPTIME"] == 300.0
+        assert out[1].header["CDELT1"] == 1e-4 and "deblur-ops" in str(out[1].header["HISTORY"])
+        assert not np.allclose(out[1].data, original[1].data)  # the first image HDU was restored
+        np.testing.assert_array_equal(out[2].data, original[2].data)
+        assert list(out[3].data["star"]) == [0, 1, 2]
+    # --hdu picks another image HDU by name; an unknown one is a one-line error naming the HDUs.
+    assert main(args[:3] + ["--hdu", "DQ", "--output-dtype", "float32"] + args[3:] + ["--overwrite"]) == 0
+    with fits.open(tmp_path / "out.fits") as out, fits.open(tmp_path / "in.fits") as original:
+        np.testing.assert_array_equal(out[1].data, original[1].data)
+    assert main(args[:3] + ["--hdu", "NOPE"] + args[3:] + ["--overwrite"]) == 2
+
+
+@pytest.mark.parametrize("chunks", [None, "32,32"])
+def test_nan_pixels_are_refused_filled_or_masked(tmp_path, chunks, capsys):
+    image = np.random.default_rng(3).random((32, 32)).astype(np.float32)
+    image[5, 7] = np.nan
+    image[20, 3] = np.inf
+    fits.PrimaryHDU(image).writeto(tmp_path / "in.fits")
+    base = ["run", str(tmp_path / "in.fits"), "--psf-model", "gaussian", "--sigma", "1", "--method", "wiener",
+            "--param", "balance=0.01", "--quiet"] + (["--chunks", chunks] if chunks else [])
+    if chunks is None:  # in memory the whole image is checked first; chunks are checked by the methods
+        assert main(base[:2] + [str(tmp_path / "refused.fits")] + base[2:]) == 2
+        assert "--nan fill" in capsys.readouterr().err
+    out_format = "zarr" if chunks else "fits"
+    assert main(base[:2] + [str(tmp_path / f"fill.{out_format}")] + base[2:] + ["--nan", "fill"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["nan_pixels"] == 2
+    assert main(base[:2] + [str(tmp_path / f"mask.{out_format}")] + base[2:] + ["--nan", "mask"]) == 0
+    read = (lambda p: io.read_image(p).data) if chunks is None else (lambda p: np.asarray(io.read_image(p).data))
+    filled, masked = np.asarray(read(tmp_path / f"fill.{out_format}")), np.asarray(read(tmp_path / f"mask.{out_format}"))
+    assert np.isfinite(filled).all()
+    assert np.isnan(masked[5, 7]) and np.isnan(masked[20, 3]) and np.isfinite(np.delete(masked.ravel(), [5 * 32 + 7, 20 * 32 + 3])).all()
+    # Away from the filled pixels, fill and mask give the same restoration.
+    np.testing.assert_allclose(masked[10:16, 10:30], filled[10:16, 10:30], rtol=1e-6)

@@ -159,7 +159,8 @@ def _run(args) -> int:
     params = dict(args.param)
     summary = run(args.input, args.output, psf, method=args.method, loop_axes=args.axis, chunks=args.chunks,
                   halo=args.halo, device=args.device, scheduler=args.scheduler, output_dtype=args.output_dtype,
-                  progress=not args.quiet, overwrite=args.overwrite, resume=args.resume, **params)
+                  progress=not args.quiet, overwrite=args.overwrite, resume=args.resume, hdu=args.hdu,
+                  nan=args.nan, **params)
     summary["voxel_size"] = _voxel_text(voxel, "--voxel-size")
     if args.psf is not None:
         summary["psf_voxel_size"] = _voxel_text(psf_voxel, "--psf-voxel-size") + (
@@ -352,6 +353,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a method parameter, e.g. --param iterations=20 (repeatable)")
     p.add_argument("--psf", help="PSF image file (any input format; even sides have their centre at N/2 as in "
                    "DeconvolutionLab2); prepared by deblur_ops.psf.prepare_psf: odd sizes, cropped, sum 1")
+    p.add_argument("--nan", choices=("fill", "mask"),
+                   help="NaN/Inf pixels (masked or dead pixels): fill replaces them by the median of the other "
+                        "pixels; mask also puts NaN back there in the output (default: refuse them)")
+    p.add_argument("--hdu", help="FITS input: the image HDU to restore, an index or EXTNAME (default: the first "
+                   "with data); a FITS output keeps every HDU, the restored image in the one it came from")
     p.add_argument("--voxel-size", type=_float_list, metavar="Z,Y,X",
                    help="voxel size of the input in um (z,y,x or y,x); default: from the file's metadata "
                         "(ImageJ/OME-TIFF, OME-Zarr, FITS WCS in arcsec)")

@@ -92,21 +92,40 @@ def written_by_deblur(path) -> bool:
     return False
 
 
-def read_fits(path):
-    """The first HDU with data of a FITS file: (data as float32 or its integer dtype, header).
+def read_fits(path, hdu=None):
+    """An image HDU of a FITS file: (data as float32 or its integer dtype, header).
+
+    Args:
+        path: the FITS file.
+        hdu: which HDU: its index or EXTNAME; default the first HDU with image data.
 
     Raises:
-        ValueError: the file holds no image data.
+        ValueError: the file holds no image data, or ``hdu`` names none.
     """
+    data, header, _ = _read_fits_hdu(path, hdu)
+    return data, header
+
+
+def _read_fits_hdu(path, hdu=None):
     from astropy.io import fits
 
     with fits.open(path, memmap=False) as hdus:
-        for hdu in hdus:
-            if hdu.data is not None and hdu.is_image:
-                # FITS is big-endian; torch and most tools want native byte order.
-                data = np.asarray(hdu.data)
-                return data.astype(data.dtype.newbyteorder("=")), hdu.header.copy()
-    raise ValueError(f"{path} holds no image HDU with data")
+        if hdu is None:
+            index = next((i for i, h in enumerate(hdus) if h.data is not None and h.is_image), None)
+            if index is None:
+                raise ValueError(f"{path} holds no image HDU with data")
+        else:
+            names = [str(h.name).upper() for h in hdus]
+            index = int(hdu) if str(hdu).lstrip("-").isdigit() else (
+                names.index(str(hdu).upper()) if str(hdu).upper() in names else None)
+            if index is None or not -len(hdus) <= index < len(hdus) or hdus[index].data is None \
+                    or not hdus[index].is_image:
+                raise ValueError(f"{path} has no image HDU {hdu!r}; its HDUs are "
+                                 f"{[f'{i}:{n}' for i, n in enumerate(names)]}")
+            index %= len(hdus)
+        # FITS is big-endian; torch and most tools want native byte order.
+        data = np.asarray(hdus[index].data)
+        return data.astype(data.dtype.newbyteorder("=")), hdus[index].header.copy(), index
 
 
 def _read_zarr(path: Path) -> ImageFile:
@@ -136,11 +155,12 @@ def _read_zarr(path: Path) -> ImageFile:
                      metadata={"group_attrs": group_attrs, "array_attrs": dict(array.attrs), "component": component})
 
 
-def read_image(path) -> ImageFile:
+def read_image(path, *, hdu=None) -> ImageFile:
     """Read TIFF, PNG, FITS or (OME-)Zarr.
 
     Args:
         path: file (or Zarr directory) path; the format comes from the suffix.
+        hdu: FITS only: the image HDU to read (index or EXTNAME; default the first with data).
 
     Returns:
         :class:`ImageFile`; Zarr data is a lazy dask array.
@@ -153,7 +173,7 @@ def read_image(path) -> ImageFile:
     if not path.exists():
         raise ValueError(f"input {str(path)!r} does not exist")
     try:
-        return _read(path, kind)
+        return _read(path, kind, hdu)
     except ValueError:
         raise
     except Exception as exc:  # noqa: BLE001 - every reader's own error type (truncated, corrupt, not an image)
@@ -161,12 +181,14 @@ def read_image(path) -> ImageFile:
                          f"{str(exc).splitlines()[0] if str(exc) else 'no details'}") from exc
 
 
-def _read(path: Path, kind: str) -> ImageFile:
+def _read(path: Path, kind: str, hdu=None) -> ImageFile:
     if kind == "zarr":
         return _read_zarr(path)
     if kind == "fits":
-        data, header = read_fits(path)
-        return ImageFile(data, "fits", metadata={"fits_header": header})
+        data, header, index = _read_fits_hdu(path, hdu)
+        # The whole file is written back around the restored HDU (primary header, DQ, tables...).
+        return ImageFile(data, "fits", metadata={"fits_header": header, "fits_source": str(path.resolve()),
+                                                 "fits_hdu": index})
     if kind == "png":
         import imageio.v3 as iio
 
@@ -239,10 +261,21 @@ def write_image(path, data, like: ImageFile | None = None) -> None:
         from astropy.io import fits
 
         header = meta.get("fits_header")
-        hdu = fits.PrimaryHDU(data, header=header.copy() if header is not None else None)
-        hdu.header[FITS_KEYWORD] = (True, "written by deblur-ops (deblur run)")
-        hdu.header.add_history("restored with deblur-ops (deblur run)")
-        hdu.writeto(path, overwrite=True)
+        if meta.get("fits_source") and Path(meta["fits_source"]).exists():
+            # Every HDU of the input, with the restored image in the HDU it came from.
+            with fits.open(meta["fits_source"], memmap=False) as source:
+                hdus = fits.HDUList([h.copy() for h in source])
+            index = meta.get("fits_hdu", 0)
+            target = hdus[index]
+            target.data = data
+            target.header.add_history("restored with deblur-ops (deblur run)")
+            hdus[0].header[FITS_KEYWORD] = (True, "written by deblur-ops (deblur run)")
+            hdus.writeto(path, overwrite=True)
+        else:
+            hdu = fits.PrimaryHDU(data, header=header.copy() if header is not None else None)
+            hdu.header[FITS_KEYWORD] = (True, "written by deblur-ops (deblur run)")
+            hdu.header.add_history("restored with deblur-ops (deblur run)")
+            hdu.writeto(path, overwrite=True)
     elif kind == "png":
         import imageio.v3 as iio
 

@@ -36,7 +36,7 @@ def _scheduler(address: str | None):
 def run(input_path, output_path, psf, *, method: str = "wiener", loop_axes: Sequence[int] | None = None,
         chunks: Sequence[int] | None = None, halo: Sequence[int] | None = None, device="auto",
         scheduler: str | None = None, output_dtype: str = "same", progress: bool = True, overwrite: bool = False,
-        resume: bool = False, **params) -> dict:
+        resume: bool = False, hdu=None, nan: str | None = None, **params) -> dict:
     """Restore ``input_path`` into ``output_path`` (TIFF, PNG, FITS, Zarr, OME-Zarr).
 
     Zarr input, or any input with ``chunks``, goes through :func:`deblur_ops.apps.stack.deblur_dask`:
@@ -59,6 +59,12 @@ def run(input_path, output_path, psf, *, method: str = "wiener", loop_axes: Sequ
             earlier outputs are replaced without it).
         resume: continue an interrupted Zarr output of the same command: batches of chunks that
             the partial store records as written are not computed again.
+        nan: what to do with NaN/Inf pixels (masked or dead pixels of FITS images): None refuses
+            them with a message, ``"fill"`` replaces them by the median of the finite pixels,
+            ``"mask"`` does the same and puts NaN back at those pixels in the (float) output.
+        hdu: FITS input: the image HDU to restore (index or EXTNAME; default the first with
+            data). A FITS output keeps every HDU of a FITS input, with the restored image in
+            the HDU it came from.
         **params: the method's parameters.
 
     The input is never written: an output that is the input, or inside it, after resolving links,
@@ -86,7 +92,7 @@ def run(input_path, output_path, psf, *, method: str = "wiener", loop_axes: Sequ
     if psf.ndim not in (2, 3) or psf.sum() <= 0:
         raise ValueError(f"psf must be a 2D or 3D array with a positive sum, got shape {psf.shape}")
     psf = psf / psf.sum()
-    source = io.read_image(input_path)
+    source = io.read_image(input_path, hdu=hdu)
     image_sides = source.data.shape[-psf.ndim - (1 if source.rgb else 0):][:psf.ndim]
     if any(k > n for k, n in zip(psf.shape, image_sides)):
         # As deblur() does: cropped about its centre to the image, with a warning saying how much
@@ -97,6 +103,7 @@ def run(input_path, output_path, psf, *, method: str = "wiener", loop_axes: Sequ
     lazy = source.format == "zarr" or chunks is not None
     summary = {"input": str(input_path), "output": str(output_path), "shape": tuple(data.shape),
                "dtype": str(dtype), "format": out_format, "method": method}
+    data, missing = _handle_nan(data, nan, dtype, lazy, summary)
     if not lazy:
         total = block_count(data.shape, psf, rgb=source.rgb, loop_axes=loop_axes)
         bar = tqdm(total=total, desc="deblur", unit="slice", disable=not progress)
@@ -104,6 +111,8 @@ def run(input_path, output_path, psf, *, method: str = "wiener", loop_axes: Sequ
         restored = deblur_stack(np.asarray(data), psf, method=method, loop_axes=loop_axes, rgb=source.rgb,
                                 device=device, progress=lambda done, total: bar.update(1), **params)
         bar.close()
+        if missing is not None:
+            restored = np.where(missing, np.nan, restored)
         summary["slices"] = total
         summary["clipped_pixels"] = io.clipped_count(restored, dtype)
         _write(output_path, out_format, io.cast_like(restored, dtype), source)
@@ -121,6 +130,8 @@ def run(input_path, output_path, psf, *, method: str = "wiener", loop_axes: Sequ
         data = data.rechunk(_parse_chunks(chunks, data.shape))
     restored = deblur_dask(data, psf, method=method, loop_axes=loop_axes, rgb=source.rgb, halo=halo,
                            device=device, **params)
+    if missing is not None:
+        restored = da.where(missing, np.nan, restored)
     clipped = []  # per block computed here (local schedulers share this list; a cluster does not)
 
     def cast_counting(block):
@@ -188,6 +199,42 @@ def _check_output(input_path: Path, output_path: Path, overwrite: bool) -> None:
     if exists and not overwrite and not io.written_by_deblur(output_path):
         raise ValueError(f"{str(output_path)!r} exists and was not written by `deblur run`; pass --overwrite to "
                          f"replace it, or choose another output path")
+
+
+def _handle_nan(data, nan, dtype, lazy: bool, summary: dict):
+    """(data with NaN/Inf filled, the mask to put back or None); refuses NaN without ``nan``."""
+    if nan not in (None, "fill", "mask"):
+        raise ValueError(f"nan must be None, 'fill' or 'mask', got {nan!r}")
+    if not np.issubdtype(np.dtype(data.dtype), np.floating):
+        return data, None  # integer pixels cannot be NaN
+    if nan is None:
+        if not lazy:  # a lazy stack is checked chunk by chunk by the methods
+            bad = int((~np.isfinite(np.asarray(data))).sum())
+            if bad:
+                raise ValueError(f"the input has {bad} NaN or Inf pixel(s) (masked or dead pixels); --nan fill "
+                                 f"replaces them by the median of the other pixels, --nan mask also puts NaN back "
+                                 f"there in the output")
+        return data, None
+    if nan == "mask" and not np.issubdtype(dtype, np.floating):
+        raise ValueError(f"--nan mask puts NaN back in the output, which {dtype} cannot hold; add "
+                         f"--output-dtype float32")
+    if lazy:
+        import dask.array as da
+
+        data = data if isinstance(data, da.Array) else da.from_array(data, chunks=-1)
+        missing = ~da.isfinite(data)
+        sample = np.asarray(data[tuple(slice(None, None, max(1, n // 64)) for n in data.shape)])
+        fill = float(np.nanmedian(np.where(np.isfinite(sample), sample, np.nan)))
+        summary["nan_pixels"] = int(missing.sum().compute())
+        filled = da.where(missing, fill, data)
+    else:
+        data = np.asarray(data)
+        missing = ~np.isfinite(data)
+        fill = float(np.median(data[~missing])) if (~missing).any() else 0.0
+        summary["nan_pixels"] = int(missing.sum())
+        filled = np.where(missing, fill, data).astype(data.dtype)
+    summary["nan_filled_with"] = fill
+    return filled, (missing if nan == "mask" else None)
 
 
 def _signature(input_path: Path, psf: np.ndarray, method: str, params: dict, restored, dtype) -> dict:
