@@ -248,3 +248,43 @@ def test_nu_conv_bad_input_raises_named_error(name):
     if name.startswith("op ") and not _extension.KERNELS["nu_conv"]:
         pytest.skip("compiled extension not loaded")
     _expect_named_error(call, error, argument, pattern)
+
+
+# --- deblur(): every method on NaN, tiny, huge-valued and negative inputs --------------------------------
+
+# admm_tv and nu_cg are not among them: their default TV weight grows with the square root of the noise
+# level, so the same picture in other units gets another prior strength (a known limit, see the README).
+SCALE_EQUIVARIANT = ("wiener", "richardson_lucy")
+
+
+def test_every_method_names_nan_and_never_returns_nan(small_models):
+    import warnings
+
+    import numpy as np
+
+    from deblur_ops.api import METHODS
+    from deblur_ops.psf import linear_motion_kernel
+
+    rng = np.random.default_rng(0)
+    image = rng.random((32, 32)).astype(np.float32)
+    psf = linear_motion_kernel(5, 30).numpy()
+    with_nan = image.copy()
+    with_nan[3, 4] = np.nan
+    for name in deblur_ops.methods():
+        kernel = psf if METHODS[name].needs_psf else None
+        with pytest.raises(ValueError, match="image contains 1 NaN"):
+            deblur_ops.deblur(with_nan, kernel, method=name, device="cpu")
+        for case in (image * np.float32(1e30), image - 0.5, image[:4, :4].copy()):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", UserWarning)  # a 5x5 PSF on a 4x4 image is cropped
+                    out = deblur_ops.deblur(case, kernel, method=name, device="cpu")
+            except ValueError as error:  # the networks need 16x16: a named refusal is fine
+                assert "at least 16x16" in str(error), (name, str(error))
+                continue
+            assert out.shape == case.shape and np.isfinite(out).all(), name
+    for name in SCALE_EQUIVARIANT:  # linear in the data (RL: homogeneous): a huge image is the same problem
+        small = deblur_ops.deblur(image, psf, method=name, device="cpu")
+        huge = deblur_ops.deblur(image * np.float32(1e30), psf, method=name, device="cpu")
+        np.testing.assert_allclose(huge / np.float32(1e30), small, rtol=2e-3, atol=2e-3 * np.abs(small).max(),
+                                   err_msg=name)

@@ -11,6 +11,7 @@ from ..data.noise import noise_sigma_per_item, select_wiener_snr
 from ..ops import wiener_stack
 from ..reference import REGULARIZERS
 from ..validation import check_inputs, check_positive
+from ._common import data_scale
 from .registry import register
 
 # Candidate SNRs (dB) for choosing the balance from the noise level; 1 dB apart is finer than
@@ -65,9 +66,14 @@ def wiener(image: torch.Tensor, psf: torch.Tensor, *, balance: float | None = No
         snr_db = torch.full((image.shape[0],), -10 * math.log10(check_positive(balance, "balance")),
                             dtype=torch.float64)
     else:
-        sigma = noise_sigma_per_item(image, noise_sigma)
+        # The choice depends on the signal-to-noise ratio only: made on the image scaled to [-1, 1], so
+        # that its power spectrum cannot overflow (a float32 image of 1e30 chose another balance).
+        scale = data_scale(image)
+        unit = image / scale
+        sigma = (noise_sigma_per_item(unit, None) if noise_sigma is None
+                 else noise_sigma_per_item(image, noise_sigma) / scale.reshape(-1))
         candidates = torch.tensor(SNR_CANDIDATES_DB, dtype=image.dtype, device=image.device)
-        picks = select_wiener_snr(image, kernel, candidates, sigma, regularizer=regularizer)
+        picks = select_wiener_snr(unit, kernel, candidates, sigma, regularizer=regularizer)
         snr_db = candidates[picks].cpu()
     if bool((snr_db == snr_db[0]).all()):
         return wiener_stack(image, kernel, snr_db[:1], regularizer=regularizer, padding=padding)[:, 0]
