@@ -409,6 +409,9 @@ def test_huge_generated_psf_is_refused_before_allocating(tmp_path, capsys):
     assert main(["run", str(source), str(tmp_path / "o.tif"), "--psf-model", "motion", "--length", "1e9",
                  "--quiet"]) == 2
     assert "4097 px limit" in capsys.readouterr().err
+    assert main(["run", str(source), str(tmp_path / "o.tif"), "--psf-model", "airy", "--wavelength", "0.5",
+                 "--na", "1.4", "--pixel-size", "1e-6", "--quiet"]) == 2
+    assert "4097 px limit" in capsys.readouterr().err
     # A PSF larger than the image is cropped to it (as scikit-image and deblur() accept it), with a warning.
     with pytest.warns(UserWarning, match="larger than the image"):
         assert main(["run", str(source), str(tmp_path / "o.tif"), "--psf-model", "motion", "--length", "41",

@@ -212,6 +212,18 @@ def _check_extent(model: str, params: dict) -> None:
         if isinstance(value, (int, float)) and abs(value) * per_unit > MAX_PSF_SIDE:
             raise ValueError(f"{model} PSF with {name}={value:g} would be about {abs(value) * per_unit:.3g} px wide, "
                              f"more than the {MAX_PSF_SIDE} px limit; check the units (pixels)")
+    # Optical models in physical units: the default side covers a few Airy radii (0.61 lambda / NA)
+    # in pixels, so a pixel size typed in the wrong unit (nm for um) asks for a huge PSF.
+    wavelength = next((params[k] for k in ("wavelength", "wavelength_um") if k in params), None)
+    pixel = params.get("pixel_size")
+    if isinstance(wavelength, (int, float)) and isinstance(pixel, (int, float)) and pixel > 0 and \
+            isinstance(params.get("na"), (int, float)) and params["na"] > 0 and "size" not in params \
+            and "shape" not in params:
+        side = 8 * 0.61 * wavelength / params["na"] / pixel
+        if side > MAX_PSF_SIDE:
+            raise ValueError(f"{model} PSF with wavelength={wavelength:g}, na={params['na']:g} and pixel_size="
+                             f"{pixel:g} would be about {side:.3g} px wide, more than the {MAX_PSF_SIDE} px "
+                             f"limit; wavelength and pixel_size take the same unit (um)")
     for name in ("size", "shape"):
         value = params.get(name)
         sides = [value] if isinstance(value, (int, float)) else list(value or [])
