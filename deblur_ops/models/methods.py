@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from .. import psf as psf_lib
+from ..data.noise import noise_sigma_per_item
 from ..restore.registry import register
 from ..validation import MIN_IMAGE_SIDE, as_float_tensor, check_positive, resolve_device
 from .pretrained import load_pretrained
@@ -58,7 +59,40 @@ def irc_net(image: torch.Tensor, psf, *, noise_sigma=None, weights: str = "irc-m
     _check_image(image)
     model = _model(weights, image.device, "irc")
     with torch.no_grad():
-        return model(image, psf, noise_sigma=noise_sigma)
+        if image.shape[-2] * image.shape[-1] <= TILE_SIDE ** 2 or isinstance(psf, psf_lib.PSFGrid):
+            return model(image, psf, noise_sigma=noise_sigma)
+        # Peak memory is ~120x the image (a 1024^2 grey image: +469 MiB): large images go through
+        # overlapping tiles, with one noise level for all of them.
+        sigma = noise_sigma_per_item(image, noise_sigma)
+        return _in_tiles(lambda tile, tile_psf: model(tile, tile_psf, noise_sigma=sigma), image, psf)
+
+
+# Side of the tiles a large image is restored in by the paper-004 networks (bounds their memory).
+TILE_SIDE = 1024
+
+
+def _in_tiles(run, image: torch.Tensor, psf) -> torch.Tensor:
+    """``run(tile, tile_psf)`` over tiles of at most ~TILE_SIDE^2 pixels that overlap by three blur
+    extents, each keeping its centre: memory bounded by a tile, not by the image."""
+    if isinstance(psf, psf_lib.MotionField):
+        extent = int(float(psf.length.max()))
+    else:
+        extent = max(psf.shape[-2:])
+    margin = 3 * extent
+    step = max(TILE_SIDE - 2 * margin, MIN_IMAGE_SIDE)
+    H, W = image.shape[-2:]
+    out = torch.empty_like(image)
+    for top in range(0, H, step):
+        for left in range(0, W, step):
+            r0, r1 = max(0, top - margin), min(H, top + step + margin)
+            c0, c1 = max(0, left - margin), min(W, left + step + margin)
+            tile_psf = psf
+            if isinstance(psf, psf_lib.MotionField):
+                tile_psf = psf_lib.MotionField(psf.length[r0:r1, c0:c1], psf.angle[r0:r1, c0:c1])
+            restored = run(image[..., r0:r1, c0:c1], tile_psf)
+            bottom, right = min(H, top + step), min(W, left + step)
+            out[..., top:bottom, left:right] = restored[..., top - r0:bottom - r0, left - c0:right - c0]
+    return out
 
 
 def _model(weights: str, device, kind: str) -> torch.nn.Module:
