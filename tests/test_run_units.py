@@ -132,3 +132,14 @@ def test_nan_pixels_are_refused_filled_or_masked(tmp_path, chunks, capsys):
     assert np.isnan(masked[5, 7]) and np.isnan(masked[20, 3]) and np.isfinite(np.delete(masked.ravel(), [5 * 32 + 7, 20 * 32 + 3])).all()
     # Away from the filled pixels, fill and mask give the same restoration.
     np.testing.assert_allclose(masked[10:16, 10:30], filled[10:16, 10:30], rtol=1e-6)
+
+
+def test_ome_tiff_metadata_is_written_back(tmp_path):
+    tifffile.imwrite(tmp_path / "in.ome.tif", np.random.default_rng(4).random((3, 24, 24)).astype(np.float32),
+                     ome=True, metadata={"axes": "ZYX", "PhysicalSizeX": 0.1, "PhysicalSizeY": 0.1,
+                                         "PhysicalSizeZ": 0.3, "Name": "cells"})
+    assert main(["run", str(tmp_path / "in.ome.tif"), str(tmp_path / "out.ome.tif"), "--psf-model", "gaussian",
+                 "--sigma", "1", "--method", "wiener", "--param", "balance=0.01", "--quiet"]) == 0
+    with tifffile.TiffFile(tmp_path / "out.ome.tif") as tif:
+        assert tif.is_ome and 'Name="cells"' in tif.ome_metadata and tif.series[0].axes == "ZYX"
+    assert io.read_voxel_size(tmp_path / "out.ome.tif")[0] == pytest.approx((0.3, 0.1, 0.1))

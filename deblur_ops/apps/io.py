@@ -204,7 +204,10 @@ def _read(path: Path, kind: str, hdu=None) -> ImageFile:
         if "XResolution" in tags and "YResolution" in tags:
             metadata["resolution"] = (tags["XResolution"].value, tags["YResolution"].value)
             metadata["resolutionunit"] = int(tags["ResolutionUnit"].value) if "ResolutionUnit" in tags else 1
-        if tif.imagej_metadata:  # z spacing, unit, axes: what Fiji needs to show the stack to scale
+        if tif.is_ome and tif.ome_metadata:  # physical sizes, channels, names: written back as it came
+            metadata["ome_xml"] = tif.ome_metadata
+            metadata["ome_layout"] = (tuple(data.shape), str(data.dtype))
+        elif tif.imagej_metadata:  # z spacing, unit, axes: what Fiji needs to show the stack to scale
             metadata["imagej"] = {k: tif.imagej_metadata[k] for k in ("spacing", "unit", "finterval")
                                   if k in tif.imagej_metadata}
             metadata["imagej"]["axes"] = tif.series[0].axes  # which axis is z, t or channels
@@ -247,7 +250,8 @@ def write_image(path, data, like: ImageFile | None = None) -> None:
     """Write ``data`` (NumPy, already of the dtype wanted) as TIFF, PNG or FITS, with ``like``'s metadata.
 
     Metadata is carried where the output format can hold it (FITS header to FITS; TIFF resolution,
-    ImageJ spacing/unit/axes and a plain ImageDescription to TIFF). Zarr output goes through :func:`create_zarr_like` and dask instead.
+    the OME-XML of an OME-TIFF (when shape and dtype are unchanged), ImageJ spacing/unit/axes and a
+    plain ImageDescription to TIFF). Zarr output goes through :func:`create_zarr_like` and dask instead.
 
     Raises:
         ValueError: unknown suffix, Zarr (use :func:`create_zarr_like`), or data PNG cannot hold.
@@ -290,7 +294,10 @@ def write_image(path, data, like: ImageFile | None = None) -> None:
         if "resolution" in meta:
             options["resolution"] = meta["resolution"]
             options["resolutionunit"] = meta["resolutionunit"]
-        if meta.get("imagej") and data.dtype in (np.uint8, np.uint16, np.float32) and data.ndim <= 6:
+        if meta.get("ome_xml") and meta.get("ome_layout") == (tuple(data.shape), str(data.dtype)):
+            # The XML describes the pixels (shape, type): valid as long as they are unchanged.
+            options.update(description=meta["ome_xml"], metadata=None)
+        elif meta.get("imagej") and data.dtype in (np.uint8, np.uint16, np.float32) and data.ndim <= 6:
             imagej = dict(meta["imagej"])
             if "axes" in imagej and len(imagej["axes"]) != data.ndim:
                 imagej.pop("axes")
