@@ -143,3 +143,23 @@ def test_ome_tiff_metadata_is_written_back(tmp_path):
     with tifffile.TiffFile(tmp_path / "out.ome.tif") as tif:
         assert tif.is_ome and 'Name="cells"' in tif.ome_metadata and tif.series[0].axes == "ZYX"
     assert io.read_voxel_size(tmp_path / "out.ome.tif")[0] == pytest.approx((0.3, 0.1, 0.1))
+
+
+def test_a_psf_grid_file_runs_the_spatially_varying_richardson_lucy(tmp_path, capsys):
+    import deblur_ops
+    from deblur_ops.data import scenes
+    from deblur_ops.psf import PSFGrid
+
+    sample = scenes.astronomy_field((64, 64), stars=12)
+    fits.PrimaryHDU(sample.blurred).writeto(tmp_path / "field.fits")
+    fits.PrimaryHDU(sample.psf.astype(np.float32)).writeto(tmp_path / "grid.fits")  # (3, 3, k, k)
+    assert main(["run", str(tmp_path / "field.fits"), str(tmp_path / "out.fits"), "--psf", str(tmp_path / "grid.fits"),
+                 "--param", "iterations=5", "--quiet"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["method"] == "sv_richardson_lucy" and summary["psf"] == "PSFGrid (3, 3)"
+    want = deblur_ops.deblur(sample.blurred, PSFGrid(sample.psf.astype(np.float32).astype(np.float64)),
+                             method="sv_richardson_lucy", iterations=5)
+    np.testing.assert_allclose(fits.getdata(tmp_path / "out.fits"), want, rtol=1e-5, atol=1e-4)
+    assert main(["run", str(tmp_path / "field.fits"), str(tmp_path / "c.zarr"), "--psf", str(tmp_path / "grid.fits"),
+                 "--chunks", "32,32", "--quiet"]) == 2
+    assert "cannot be used with --chunks" in capsys.readouterr().err

@@ -136,6 +136,15 @@ def _run(args) -> int:
             raise ValueError(f"{sorted(model_args)} describe a generated PSF; drop them or --psf")
         data = io.read_image(args.psf).data
         psf_voxel = _voxel_size(args.psf_voxel_size, "--psf-voxel-size", args.psf, io)
+    if args.psf is not None and len(data.shape) == 4:  # (gy, gx, kh, kw): PSFs measured across the field
+        import numpy as np
+
+        from ..psf import PSFGrid
+
+        psf, resample = PSFGrid(np.asarray(data, dtype=np.float64)), {}
+        if args.method is None:
+            args.method = "sv_richardson_lucy"
+    elif args.psf is not None:
         resample = {}
         if voxel is not None and psf_voxel is not None and voxel[1] == psf_voxel[1]:
             n = len(data.shape)
@@ -156,6 +165,8 @@ def _run(args) -> int:
                     model_args[name] = value
                     print(f"deblur run: --{name.replace('_', '-')} {value:g} from the voxel size", file=sys.stderr)
         psf = catalog.make_psf(args.psf_model, **model_args)
+    if args.method is None:
+        args.method = "wiener"
     params = dict(args.param)
     summary = run(args.input, args.output, psf, method=args.method, loop_axes=args.axis, chunks=args.chunks,
                   halo=args.halo, device=args.device, scheduler=args.scheduler, output_dtype=args.output_dtype,
@@ -348,7 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="restore an image file (TIFF, PNG, FITS, Zarr, OME-Zarr); big stacks chunk-wise")
     p.add_argument("input")
     p.add_argument("output", help="output file; the format follows the suffix")
-    p.add_argument("--method", default="wiener", choices=sorted(methods()))
+    p.add_argument("--method", choices=sorted(methods()),
+                   help="default: wiener; sv_richardson_lucy for a PSF grid file (gy, gx, kh, kw)")
     p.add_argument("--param", action="append", default=[], type=_key_value, metavar="KEY=VALUE",
                    help="a method parameter, e.g. --param iterations=20 (repeatable)")
     p.add_argument("--psf", help="PSF image file (any input format; even sides have their centre at N/2 as in "

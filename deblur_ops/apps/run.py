@@ -88,6 +88,27 @@ def run(input_path, output_path, psf, *, method: str = "wiener", loop_axes: Sequ
     _check_output(input_path, output_path, overwrite)
     if output_dtype not in ("same", "float32"):
         raise ValueError(f"output_dtype must be 'same' or 'float32', got {output_dtype!r}")
+    if getattr(psf, "spatially_varying", False):
+        # A PSF grid's nodes sit at fixed fractions of the whole image: restored in memory, plane by plane.
+        if chunks is not None or io.image_format(input_path) == "zarr":
+            raise ValueError("a spatially varying PSF (PSF grid) applies to whole planes: it cannot be used with "
+                             "--chunks or Zarr input; convert the planes to TIFF/FITS or drop --chunks")
+        source = io.read_image(input_path, hdu=hdu)
+        data = np.asarray(source.data)
+        dtype = np.dtype(data.dtype) if output_dtype == "same" else np.dtype(np.float32)
+        data, missing = _handle_nan(data, nan, dtype, False, summary := {
+            "input": str(input_path), "output": str(output_path), "shape": tuple(data.shape), "dtype": str(dtype),
+            "format": out_format, "method": method, "psf": f"{type(psf).__name__} {getattr(psf, 'grid_shape', '')}"})
+        total = block_count(data.shape, psf, rgb=source.rgb, loop_axes=loop_axes)
+        bar = tqdm(total=total, desc="deblur", unit="slice", disable=not progress)
+        restored = deblur_stack(data, psf, method=method, loop_axes=loop_axes, rgb=source.rgb, device=device,
+                                progress=lambda done, total: bar.update(1), **params)
+        bar.close()
+        if missing is not None:
+            restored = np.where(missing, np.nan, restored)
+        summary.update(slices=total, clipped_pixels=io.clipped_count(restored, dtype))
+        _write(output_path, out_format, io.cast_like(restored, dtype), source)
+        return summary
     psf = np.asarray(psf, dtype=np.float32)
     if psf.ndim not in (2, 3) or psf.sum() <= 0:
         raise ValueError(f"psf must be a 2D or 3D array with a positive sum, got shape {psf.shape}")
