@@ -96,9 +96,10 @@ def run(input_path, output_path, psf, *, method: str = "wiener", loop_axes: Sequ
         source = io.read_image(input_path, hdu=hdu)
         data = np.asarray(source.data)
         dtype = np.dtype(data.dtype) if output_dtype == "same" else np.dtype(np.float32)
-        data, missing = _handle_nan(data, nan, dtype, False, summary := {
-            "input": str(input_path), "output": str(output_path), "shape": tuple(data.shape), "dtype": str(dtype),
-            "format": out_format, "method": method, "psf": f"{type(psf).__name__} {getattr(psf, 'grid_shape', '')}"})
+        summary = {"input": str(input_path), "output": str(output_path), "shape": tuple(data.shape),
+                   "dtype": str(dtype), "format": out_format, "method": method,
+                   "psf": f"{type(psf).__name__} {getattr(psf, 'grid_shape', '')}"}
+        data, missing = _handle_nan(data, nan, dtype, False, summary)
         total = block_count(data.shape, psf, rgb=source.rgb, loop_axes=loop_axes)
         bar = tqdm(total=total, desc="deblur", unit="slice", disable=not progress)
         restored = deblur_stack(data, psf, method=method, loop_axes=loop_axes, rgb=source.rgb, device=device,
