@@ -4,7 +4,7 @@ Public ops (compiled CPU/CUDA kernels when the extension is built, pure PyTorch 
 ``wiener_stack``, ``learnable_shrink``, ``nu_conv`` (and the module ``LearnableShrink``).
 ``backend()`` says which implementation each op uses; ``deblur_ops.reference`` holds the
 pure-PyTorch oracles. ``deblur(image, psf, method=...)`` restores an image with any registered
-method; ``methods()`` lists them.
+method; ``methods()`` lists them; ``estimate_psf(image, size)`` estimates an unknown blur kernel.
 """
 from importlib import metadata as _metadata
 
@@ -15,6 +15,7 @@ from .ops import LearnableShrink, learnable_shrink, nu_conv, wiener_stack
 
 from . import models  # noqa: E402  (registers the learned restoration methods)
 from .models.methods import estimate_motion  # noqa: E402
+from .psf.estimate import estimate_psf  # noqa: E402
 
 try:  # one source of truth: the version in pyproject.toml, as installed
     __version__ = _metadata.version("deblur-ops")
@@ -27,6 +28,7 @@ __all__ = [
     "boundary",
     "deblur",
     "estimate_motion",
+    "estimate_psf",
     "learnable_shrink",
     "methods",
     "models",

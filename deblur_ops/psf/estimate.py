@@ -1,0 +1,384 @@
+"""Blind PSF estimation: the blur kernel of a uniformly blurred image, from the image alone.
+
+:func:`estimate_psf` is a coarse-to-fine maximum-a-posteriori estimator with an L0 prior on the
+latent image's gradients (Xu, Zheng & Jia 2013; Pan, Hu, Su & Yang 2014): at each scale of an
+image pyramid it alternates
+
+1. the latent image: ``min_x ||k * x - y||^2 + lam ||grad x||_0`` by half-quadratic splitting
+   (closed-form FFT solves, hard thresholding of the gradients), on a smooth periodic extension of
+   ``y`` so that the image borders do not ring;
+2. the kernel, in the gradient domain: ``min_k sum_d ||valid(d x * k) - d y||^2 + gamma ||k||^2``
+   over a ``size x size`` support by conjugate gradients (the "valid" convolution sees only the
+   latent pixels that really reach the observed ones: no boundary model error), using only the
+   latent's salient edges (Cho & Lee 2009: in each of four orientations at least a few times the
+   kernel side of pixels are kept);
+3. the constraints: negatives and values under 5 % of the maximum removed, isolated fragments
+   carrying under 10 % of the mass removed, sum 1;
+
+then the kernel is upsampled to the next scale. The final kernel is shifted so that its centre of
+mass is at its centre (a blind estimate is only defined up to a translation, which the
+restoration with it then does not add). The estimator runs on torch tensors (FFTs and
+elementwise maths), on the CPU or a CUDA device.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..boundary import next_fast_len
+from ..validation import MIN_IMAGE_SIDE, as_float_tensor, positive_float, resolve_device
+
+__all__ = ["estimate_psf"]
+
+# Largest step between pyramid levels (Pan et al.'s sqrt(2)) and the kernel side at the coarsest one.
+_LEVEL_RATIO = math.sqrt(2.0)
+_COARSEST_SIDE = 3
+# The half-quadratic splitting of the latent step: beta from 2 lam, doubled up to this value.
+_BETA_MAX = 1e5
+
+
+def estimate_psf(image, size: int = 31, *, iterations: int = 5, lam: float = 4e-3, lam_min: float = 1e-4,
+                 gamma: float = 2.0, edges: float = 2.0, device="auto", return_latent: bool = False):
+    """Estimate the (uniform) blur kernel of a blurred image without knowing it (blind deconvolution).
+
+    Works best on photographs with edges (camera shake, defocus) and on star fields; the image
+    should be blurred uniformly (one kernel for the whole frame: crop a region if the blur varies).
+    Restore the image with the kernel through :func:`deblur_ops.deblur` (``method="blind"`` does
+    both steps).
+
+    Args:
+        image: (H, W) grey or (H, W, C) colour (estimated on the channels' mean), NumPy array or
+            torch tensor, any value range (mapped to [0, 1] by its 0.1 / 99.9 percentiles).
+        size: odd side of the kernel support in pixels: at least the blur's extent (a margin of a
+            few pixels is fine; far too large a support lets noise into the kernel), at most a
+            third of the image's shorter side.
+        iterations: alternations per pyramid level (>= 1).
+        lam: weight of the L0 gradient prior at the start of each level, for images in [0, 1];
+            it decreases by 1.1 per iteration down to ``lam_min``.
+        lam_min: its smallest value.
+        gamma: weight of the kernel's L2 regulariser, relative to the strength of the selected
+            edges (larger: smoother, more compact kernels).
+        edges: salient-edge selection: each of four gradient orientations keeps at least
+            ``edges * size`` pixels (0 keeps every gradient).
+        device: ``"auto"`` (the tensor's device, else CUDA when available), ``"cpu"``, ``"cuda"``.
+        return_latent: also return the last latent image (grey, [0, 1] scale, input's H x W).
+
+    Returns:
+        The kernel, (size, size) float32, non-negative, summing to 1, centre of mass at index
+        ``size // 2`` (rounded), in the package's PSF convention (convolution); a NumPy array for
+        NumPy input, else a tensor on the input's device. With ``return_latent``, ``(kernel, latent)``.
+
+    Raises:
+        ValueError: an image that is not 2D/colour, smaller than 16 x 16, constant, or with
+            NaN/Inf; an even, too small or too large ``size``; non-positive weights.
+        TypeError: an unsupported image type.
+
+    Example:
+        >>> import torch
+        >>> from deblur_ops.data import sample_image
+        >>> from deblur_ops.psf import linear_motion_kernel
+        >>> sharp = torch.from_numpy(sample_image("brick", size=96))
+        >>> true = linear_motion_kernel(7, 0)
+        >>> blurred = torch.nn.functional.conv2d(sharp[None, None], true.flip(0, 1)[None, None], padding=3)[0, 0]
+        >>> k = estimate_psf(blurred, 11)
+        >>> k.shape, round(float(k.sum()), 4), bool((k >= 0).all())
+        (torch.Size([11, 11]), 1.0, True)
+
+    References:
+        L. Xu, S. Zheng, J. Jia. Unnatural L0 sparse representation for natural image deblurring. CVPR 2013.
+        J. Pan, Z. Hu, Z. Su, M.-H. Yang. Deblurring text images via L0-regularized intensity and gradient
+        prior. CVPR 2014. S. Cho, S. Lee. Fast motion deblurring. SIGGRAPH Asia 2009.
+    """
+    target = resolve_device(device, image)
+    x = as_float_tensor(image, "image", target)
+    if x.dim() == 3 and x.shape[-1] <= 4:
+        grey = x.double().mean(-1)
+    elif x.dim() == 2:
+        grey = x.double()
+    else:
+        raise ValueError(f"image must have shape (H, W) or (H, W, C) with C <= 4 colour channels, got shape "
+                         f"{tuple(x.shape)}; for a stack estimate the PSF on one plane (or their mean)")
+    h, w = grey.shape
+    if min(h, w) < MIN_IMAGE_SIDE:
+        raise ValueError(f"image must be at least {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} pixels to estimate a blur, "
+                         f"got {h}x{w}")
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 3 or size % 2 == 0:
+        raise ValueError(f"size must be an odd integer >= 3 (the kernel support's side in pixels), got {size!r}")
+    size = int(size)
+    if 3 * size > min(h, w):
+        raise ValueError(f"size {size} is too large for a {h}x{w} image: the kernel support may be at most a third "
+                         f"of the shorter side ({min(h, w) // 3}); crop less, or use a smaller size")
+    if isinstance(iterations, bool) or not isinstance(iterations, (int, np.integer)) or iterations < 1:
+        raise ValueError(f"iterations must be an integer >= 1, got {iterations!r}")
+    lam, lam_min, gamma = (positive_float(v, n) for v, n in ((lam, "lam"), (lam_min, "lam_min"), (gamma, "gamma")))
+    edges = float(edges)
+    if not math.isfinite(edges) or edges < 0:
+        raise ValueError(f"edges must be a finite number >= 0, got {edges!r}")
+    lo, hi = torch.quantile(grey.flatten()[:: max(1, grey.numel() // 1_000_000)],
+                            torch.tensor([0.001, 0.999], dtype=grey.dtype, device=grey.device)).tolist()
+    if not hi > lo:
+        lo, hi = float(grey.min()), float(grey.max())
+    if not hi > lo:
+        raise ValueError("the image is constant: a flat frame carries no information about its blur")
+    y = (grey - lo) / (hi - lo)
+
+    kernel = None
+    latent = None
+    previous = None
+    weight = lam  # decreases through the whole pyramid, not per level (Pan et al.'s schedule)
+    for side, shape in _pyramid(size, (h, w)):
+        level = y if shape == (h, w) else F.interpolate(y[None, None], size=shape, mode="bilinear",
+                                                          antialias=True, align_corners=False)[0, 0]
+        if kernel is None:
+            kernel = _initial_kernel(side, y)
+        else:
+            kernel = _resize_kernel(kernel, side, math.sqrt(shape[0] * shape[1] / (previous[0] * previous[1])))
+        previous = shape
+        for _ in range(iterations):
+            latent = _latent_l0(level, kernel, weight)
+            kernel = _kernel_step(level, latent, kernel.shape[-1], gamma, edges)
+            weight = max(weight / 1.1, lam_min)
+    kernel = _centre(kernel).float()
+    if isinstance(image, np.ndarray):
+        kernel = kernel.cpu().numpy()
+    else:
+        kernel = kernel.to(image.device)
+    if not return_latent:
+        return kernel
+    r = size // 2
+    crop = latent[r:r + h, r:r + w].float()
+    return kernel, (crop.cpu().numpy() if isinstance(image, np.ndarray) else crop.to(image.device))
+
+
+def _pyramid(size: int, shape: tuple[int, int]) -> list[tuple[int, tuple[int, int]]]:
+    """(kernel side, image shape) from the coarsest level to the finest: sides shrink by sqrt(2)."""
+    levels = max(1, math.ceil(math.log(size / _COARSEST_SIDE) / math.log(_LEVEL_RATIO)) + 1)
+    out = []
+    for i in range(levels - 1, -1, -1):
+        scale = _LEVEL_RATIO ** -i
+        side = max(_COARSEST_SIDE, int(math.ceil(size * scale)) | 1)
+        side = min(side, size)
+        level_shape = tuple(max(MIN_IMAGE_SIDE, int(round(n * scale))) for n in shape) if i else shape
+        if not out or out[-1] != (side, level_shape):
+            out.append((side, level_shape))
+    return out
+
+
+def _initial_kernel(side: int, like: torch.Tensor) -> torch.Tensor:
+    kernel = torch.zeros(side, side, dtype=like.dtype, device=like.device)
+    c = side // 2
+    kernel[c, c - 1:c + 1] = 0.5  # two taps: breaks the delta's symmetry (Pan et al.'s start)
+    return kernel
+
+
+def _resize_kernel(kernel: torch.Tensor, side: int, ratio: float) -> torch.Tensor:
+    """The kernel magnified by ``ratio`` (the image's scale step) about its centre, on a ``side`` support."""
+    old = kernel.shape[-1]
+    coords = (torch.arange(side, dtype=kernel.dtype, device=kernel.device) - side // 2) / ratio
+    # grid_sample's normalised coordinates with align_corners=True: -1 and 1 are the end pixels' centres.
+    grid_1d = coords / max(old // 2, 1)
+    gy, gx = torch.meshgrid(grid_1d, grid_1d, indexing="ij")
+    grid = torch.stack([gx, gy], -1)[None]
+    k = F.grid_sample(kernel[None, None], grid, mode="bilinear", padding_mode="zeros", align_corners=True)[0, 0]
+    k = k.clamp(min=0)
+    if not float(k.sum()) > 0:
+        k = torch.zeros(side, side, dtype=kernel.dtype, device=kernel.device)
+        k[side // 2, side // 2] = 1
+    return k / k.sum()
+
+
+def _periodic_extension(y: torch.Tensor, margin: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """``y`` inside a periodic canvas of fast FFT sides >= its own + 2 ``margin``, the gap filled by a
+    smooth blend of its two mirrored facing edges; returns the canvas and ``y``'s offset in it."""
+    offsets = []
+    canvas = y
+    for dim in (0, 1):
+        n = canvas.shape[dim]
+        total = next_fast_len(n + 2 * margin)
+        gap = total - n
+        t = torch.arange(1, gap + 1, dtype=y.dtype, device=y.device)
+        ramp = 0.5 - 0.5 * torch.cos(math.pi * t / (gap + 1))  # 0 at the far edge of y, 1 at its start
+        near = (n - 1 - t.long()).clamp(min=0)               # mirrored across the far edge
+        far = (gap + 1 - t.long()).clamp(max=n - 1)           # mirrored across the start (wrapped)
+        shape = [1, 1]
+        shape[dim] = gap
+        fill = (1 - ramp.view(shape)) * canvas.index_select(dim, near) + ramp.view(shape) * canvas.index_select(dim, far)
+        canvas = torch.cat([canvas, fill], dim)
+        offset = gap // 2
+        canvas = torch.roll(canvas, offset, dim)
+        offsets.append(offset)
+    return canvas, (offsets[0], offsets[1])
+
+
+def _otf(kernel: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """rfft2 of ``kernel`` zero-padded to ``shape`` with its centre moved to index (0, 0)."""
+    kh, kw = kernel.shape
+    padded = torch.zeros(shape, dtype=kernel.dtype, device=kernel.device)
+    padded[:kh, :kw] = kernel
+    return torch.fft.rfft2(torch.roll(padded, (-(kh // 2), -(kw // 2)), (0, 1)))
+
+
+def _latent_l0(y: torch.Tensor, kernel: torch.Tensor, lam: float) -> torch.Tensor:
+    """L0-gradient latent image on ``y``'s periodic extension (Xu et al. 2013's half-quadratic
+    splitting); returns the latent on ``y`` grown by the kernel's radius on each side."""
+    r = kernel.shape[-1] // 2
+    canvas, (top, left) = _periodic_extension(y, kernel.shape[-1])
+    shape = tuple(canvas.shape)
+    k_hat = _otf(kernel, shape)
+    dx_hat = _otf(torch.tensor([[0.0, -1.0, 1.0]], dtype=y.dtype, device=y.device), shape)
+    dy_hat = _otf(torch.tensor([[0.0], [-1.0], [1.0]], dtype=y.dtype, device=y.device), shape)
+    numerator = k_hat.conj() * torch.fft.rfft2(canvas)
+    k_power = k_hat.abs().square()
+    d_power = dx_hat.abs().square() + dy_hat.abs().square()
+    latent = canvas
+    beta = 2 * lam
+    while beta < _BETA_MAX:
+        gx = torch.roll(latent, -1, 1) - latent
+        gy = torch.roll(latent, -1, 0) - latent
+        small = gx.square() + gy.square() < lam / beta
+        gx = gx.masked_fill(small, 0)
+        gy = gy.masked_fill(small, 0)
+        # The adjoint of the forward differences, applied to the thresholded gradients.
+        div = (torch.roll(gx, 1, 1) - gx) + (torch.roll(gy, 1, 0) - gy)
+        latent = torch.fft.irfft2((numerator + beta * torch.fft.rfft2(div)) / (k_power + beta * d_power), s=shape)
+        beta *= 2
+    return latent[top - r:top + y.shape[0] + r, left - r:left + y.shape[1] + r]
+
+
+def _salient(gx: torch.Tensor, gy: torch.Tensor, size: int, edges: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keep the strongest gradients: the smallest magnitude threshold that leaves, in each of four
+    orientation bins, at least ``edges * size`` pixels (Cho & Lee 2009)."""
+    if edges == 0:
+        return gx, gy
+    magnitude = gx.square() + gy.square()
+    angle = torch.atan2(gy, gx).remainder(math.pi)
+    need = int(math.ceil(edges * size))
+    threshold = math.inf
+    for b in range(4):
+        in_bin = magnitude[(angle >= b * math.pi / 4) & (angle < (b + 1) * math.pi / 4)]
+        if in_bin.numel() == 0:
+            continue
+        kth = torch.topk(in_bin.flatten(), min(need, in_bin.numel())).values[-1]
+        threshold = min(threshold, float(kth))
+    keep = magnitude >= threshold
+    return gx * keep, gy * keep
+
+
+def _kernel_step(y: torch.Tensor, latent: torch.Tensor, side: int, gamma: float, edges: float) -> torch.Tensor:
+    """Least-squares kernel in the gradient domain with the "valid" convolution, by conjugate gradients.
+
+    The latent's outer band (the periodic extension and the border where it rings) is left out:
+    only observed pixels at least ``side`` from the border are fitted, so that every latent pixel
+    they see lies inside the image."""
+    trim = min(side, (min(y.shape) - 4) // 4)
+    if trim > 0:
+        latent = latent[trim:latent.shape[0] - trim, trim:latent.shape[1] - trim]
+        y = y[trim:y.shape[0] - trim, trim:y.shape[1] - trim]
+    lx = latent[:, 1:] - latent[:, :-1]
+    ly = latent[1:, :] - latent[:-1, :]
+    lx, ly = _salient_pair(lx, ly, side, edges)
+    # Observed gradients of the same pixels (y is latent's valid part for a side x side kernel).
+    yx = y[:, 1:] - y[:, :-1]
+    yy = y[1:, :] - y[:-1, :]
+    pairs = [(lx, yx), (ly, yy)]
+    spectra = []
+    rhs = torch.zeros(side, side, dtype=y.dtype, device=y.device)
+    for g, obs in pairs:
+        shape = (next_fast_len(g.shape[0]), next_fast_len(g.shape[1]))
+        g_hat = torch.fft.rfft2(g, s=shape)
+        spectra.append((g_hat, shape, obs.shape))
+        rhs += _adjoint(g_hat, obs, shape, side)
+    # gamma is relative to the mean eigenvalue of the normal matrix (the selected edges' energy).
+    energy = sum(float(g.square().sum()) for g, _ in pairs)
+    reg = gamma * 1e-3 * max(energy, 1e-12)
+
+    def normal(k: torch.Tensor) -> torch.Tensor:
+        out = reg * k
+        for g_hat, shape, obs_shape in spectra:
+            out = out + _adjoint(g_hat, _forward(g_hat, k, shape, obs_shape), shape, side)
+        return out
+
+    k = torch.zeros_like(rhs)
+    residual = rhs - normal(k)
+    direction = residual.clone()
+    rs = float(residual.square().sum())
+    for _ in range(25):
+        if rs <= 1e-20:
+            break
+        q = normal(direction)
+        alpha = rs / float((direction * q).sum())
+        k = k + alpha * direction
+        residual = residual - alpha * q
+        rs_new = float(residual.square().sum())
+        direction = residual + (rs_new / rs) * direction
+        rs = rs_new
+    return _constrain(k)
+
+
+def _salient_pair(lx: torch.Tensor, ly: torch.Tensor, side: int, edges: float):
+    """Salient-edge masks computed on the common (rows-1, cols-1) part of both gradient images."""
+    h, w = ly.shape[0], lx.shape[1]
+    kx, ky = _salient(lx[:h, :w], ly[:h, :w], side, edges)
+    mx = torch.zeros_like(lx)
+    my = torch.zeros_like(ly)
+    mx[:h, :w] = (kx != 0).to(lx.dtype)
+    my[:h, :w] = (ky != 0).to(ly.dtype)
+    return lx * mx, ly * my
+
+
+def _forward(g_hat: torch.Tensor, k: torch.Tensor, shape, obs_shape) -> torch.Tensor:
+    """valid(g * k): the observed-size part of the full convolution."""
+    side = k.shape[-1]
+    full = torch.fft.irfft2(g_hat * torch.fft.rfft2(k, s=shape), s=shape)
+    return full[side - 1:side - 1 + obs_shape[0], side - 1:side - 1 + obs_shape[1]]
+
+
+def _adjoint(g_hat: torch.Tensor, r: torch.Tensor, shape, side: int) -> torch.Tensor:
+    """The adjoint of :func:`_forward` in k: the correlation of g with r, on the side x side support."""
+    padded = torch.zeros(shape, dtype=r.dtype, device=r.device)
+    padded[side - 1:side - 1 + r.shape[0], side - 1:side - 1 + r.shape[1]] = r
+    corr = torch.fft.irfft2(g_hat.conj() * torch.fft.rfft2(padded), s=shape)
+    return corr[:side, :side]
+
+
+def _constrain(k: torch.Tensor) -> torch.Tensor:
+    """Non-negative, small values and weak isolated fragments removed, sum 1."""
+    k = k.clamp(min=0)
+    peak = float(k.max())
+    if not peak > 0:
+        out = torch.zeros_like(k)
+        out[k.shape[0] // 2, k.shape[1] // 2] = 1
+        return out
+    k = torch.where(k < 0.05 * peak, torch.zeros_like(k), k)
+    k = k / k.sum()
+    from scipy import ndimage
+
+    labels, count = ndimage.label(k.cpu().numpy() > 0, structure=np.ones((3, 3)))
+    if count > 1:
+        labels_t = torch.from_numpy(labels).to(k.device)
+        mass = torch.zeros(count + 1, dtype=k.dtype, device=k.device).index_add_(0, labels_t.flatten(), k.flatten())
+        keep = mass >= 0.1
+        keep[0] = False
+        if not bool(keep.any()):
+            keep[int(mass[1:].argmax()) + 1] = True
+        k = k * keep[labels_t]
+    return k / k.sum()
+
+
+def _centre(kernel: torch.Tensor) -> torch.Tensor:
+    """Shift the kernel by whole pixels so that its centre of mass is as close to the centre as the support allows."""
+    side = kernel.shape[-1]
+    idx = torch.arange(side, dtype=kernel.dtype, device=kernel.device)
+    com_r = float((kernel.sum(1) * idx).sum())
+    com_c = float((kernel.sum(0) * idx).sum())
+    rows, cols = torch.nonzero(kernel > 0, as_tuple=True)
+    shift_r = int(round(side // 2 - com_r))
+    shift_c = int(round(side // 2 - com_c))
+    # Never push mass off the support.
+    shift_r = max(-int(rows.min()), min(shift_r, side - 1 - int(rows.max())))
+    shift_c = max(-int(cols.min()), min(shift_c, side - 1 - int(cols.max())))
+    out = torch.roll(kernel, (shift_r, shift_c), (0, 1))
+    return out / out.sum()
