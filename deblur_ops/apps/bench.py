@@ -339,6 +339,14 @@ def device_name(device: torch.device) -> str:
     return f"{name} ({torch.get_num_threads()} threads)"
 
 
+def device_slug(name: str) -> str:
+    """A device name as a file-name part: ``"AMD EPYC (2 threads)"`` -> ``"amd-epyc-2-threads"``."""
+    slug = "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
+    while "--" in slug:
+        slug = slug.replace("--", "-")
+    return slug
+
+
 def bench_irc_net(device, warmup: int, repeats: int, shape=(375, 500)) -> list[Row]:
     """The shipped IRC-Net on a 375 x 500 RGB photo (paper 004's runtime setting) against NU-CG.
 
@@ -594,10 +602,7 @@ def save(report: dict, directory: str | Path) -> list[Path]:
     """Write ``<date>_<device>.json`` and ``.md`` into ``directory``; returns the paths."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    slug = "".join(c if c.isalnum() else "-" for c in report["device"].lower()).strip("-")
-    while "--" in slug:
-        slug = slug.replace("--", "-")
-    stem = directory / f"{report['date'][:10]}_{slug}"
+    stem = directory / f"{report['date'][:10]}_{device_slug(report['device'])}"
     paths = [stem.with_suffix(".json"), stem.with_suffix(".md")]
     paths[0].write_text(json.dumps(report, indent=2) + "\n")
     paths[1].write_text(markdown(report))

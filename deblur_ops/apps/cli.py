@@ -78,6 +78,20 @@ def _evaluate(args) -> int:
                 ("size", 256, evaluate.NONUNIFORM_SIZE)):
             if getattr(args, key) == (list(uniform) if isinstance(uniform, tuple) else uniform):
                 setattr(args, key, list(nonuniform) if isinstance(nonuniform, tuple) else nonuniform)
+    if args.blind:
+        from . import evaluate_blind as eb
+
+        specs = list(eb.BLIND_METHODS) if args.methods == list(evaluate.DEFAULT_METHODS) else args.methods
+        images = list(eb.BLIND_IMAGES) if args.images == list(evaluate.DEFAULT_IMAGES) else args.images
+        size = eb.BLIND_SIZE if args.size == 256 else args.size
+        noise = args.noise[0] if len(args.noise) == 1 else None
+        if noise is None:
+            raise ValueError("--blind takes one --noise level")
+        report = eb.evaluate_blind(specs, images, args.sides or eb.BLIND_SIDES, noise=noise, size=size,
+                                   seed=args.seed, device=args.device,
+                                   progress=lambda done, total: print(f"  {done}/{total} cases", file=sys.stderr))
+        _emit(report, eb.blind_markdown, eb.save_blind, args)
+        return 0
     if args.protocol is not None:
         specs = None if args.methods == list(evaluate.DEFAULT_METHODS) else args.methods
         report = evaluate.evaluate_protocol(args.protocol, specs, seed=args.seed, device=args.device,
@@ -127,8 +141,17 @@ def _run(args) -> int:
     from . import catalog, io
     from .run import run
 
-    if (args.psf is None) == (args.psf_model is None):
-        raise ValueError("give exactly one of --psf FILE or --psf-model MODEL (e.g. --psf-model gaussian --sigma 2)")
+    from ..restore import get_method
+
+    if args.psf is not None and args.psf_model is not None:
+        raise ValueError("give one of --psf FILE or --psf-model MODEL, not both")
+    blind = args.method is not None and not get_method(args.method).needs_psf
+    if blind and (args.psf is not None or args.psf_model is not None):
+        raise ValueError(f"method {args.method!r} is blind: it estimates the blur itself; drop --psf/--psf-model, "
+                         f"or use a non-blind method such as irc-net with your PSF")
+    if not blind and args.psf is None and args.psf_model is None:
+        raise ValueError("give --psf FILE or --psf-model MODEL (e.g. --psf-model gaussian --sigma 2), or a blind "
+                         "method (--method blind estimates the PSF and writes it next to the output)")
     model_args = {name: getattr(args, name) for name in _PSF_OPTIONS if getattr(args, name) is not None}
     voxel = _voxel_size(args.voxel_size, "--voxel-size", args.input, io)
     if args.psf is not None:
@@ -154,6 +177,8 @@ def _run(args) -> int:
             resample = {"voxel_size": voxel[0][-n:], "psf_voxel_size": psf_voxel[0][-n:]}
         psf = prepare_psf(data, center=args.psf_center, crop_energy=args.psf_crop_energy,
                           background=_background(args.psf_background), **resample).numpy()
+    elif blind:
+        psf = None
     else:
         if voxel is not None:  # optical models sample at the data's voxel size unless told otherwise
             takes = {p.name for p in catalog.psf_parameters(args.psf_model)}
@@ -360,7 +385,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input")
     p.add_argument("output", help="output file; the format follows the suffix")
     p.add_argument("--method", choices=sorted(methods()),
-                   help="default: wiener; sv_richardson_lucy for a PSF grid file (gy, gx, kh, kw)")
+                   help="default: wiener; sv_richardson_lucy for a PSF grid file (gy, gx, kh, kw); 'blind' needs "
+                        "no PSF: it estimates one (--param psf_size=31, odd, px) and writes it to <output>_psf.tif")
     p.add_argument("--param", action="append", default=[], type=_key_value, metavar="KEY=VALUE",
                    help="a method parameter, e.g. --param iterations=20 (repeatable)")
     p.add_argument("--psf", help="PSF image file (any input format; even sides have their centre at N/2 as in "
@@ -454,6 +480,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--forward", choices=evaluate.FIELD_FORWARD_MODELS, default="exact",
                    help="how motion-field observations are made: exact (each pixel's own line, default) or "
                         "bank (the solvers' 511-filter model: the old, inverse-crime protocol)")
+    p.add_argument("--blind", action="store_true",
+                   help="blind protocol: held-out images, Boracchi-Foi camera-shake kernels 11-35 px, noise 1 %%; "
+                        "blind methods vs irc-net with the true kernel, Levin's error ratio")
+    p.add_argument("--sides", type=_int_list, help="kernel sides in px for --blind (default 11,15,...,35)")
     p.add_argument("--protocol", choices=sorted(evaluate.PROTOCOL_METHODS),
                    help="real-data protocol: microscopy (3D Gibson-Lanni, anisotropic voxels, Poisson, camera "
                         "offset) or astronomy (varying Moffat seeing, sky, Poisson); --methods as NAME[:psf=...]")

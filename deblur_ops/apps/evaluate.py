@@ -627,11 +627,10 @@ def save_protocol(report: dict, directory) -> list[Path]:
     """Write ``<date>_<cpu>_evaluate_<protocol>.json`` and ``.md`` into ``directory``."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
+    from .bench import device_slug
+
     p = report["protocol"]
-    slug = "".join(c if c.isalnum() else "-" for c in p["device"].lower()).strip("-")
-    while "--" in slug:
-        slug = slug.replace("--", "-")
-    stem = out / f"{p['date']}_{slug}_evaluate_{p['name']}"
+    stem = out / f"{p['date']}_{device_slug(p['device'])}_evaluate_{p['name']}"
     paths = [stem.with_suffix(".json"), stem.with_suffix(".md")]
     paths[0].write_text(json.dumps(report, indent=2))
     paths[1].write_text(protocol_markdown(report))

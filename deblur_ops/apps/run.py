@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..psf import prepare_psf
+from ..restore import METHODS, get_method
 from . import io
 from .stack import block_count, deblur_dask, deblur_stack
 
@@ -88,7 +89,22 @@ def run(input_path, output_path, psf, *, method: str = "wiener", loop_axes: Sequ
     _check_output(input_path, output_path, overwrite)
     if output_dtype not in ("same", "float32"):
         raise ValueError(f"output_dtype must be 'same' or 'float32', got {output_dtype!r}")
-    if getattr(psf, "spatially_varying", False):
+    estimated = None
+    if psf is None and method == "blind":
+        # One kernel for the image, estimated here so that it can be written next to the output; the
+        # restoration is then the non-blind method with that kernel (what method "blind" does in memory).
+        psf_path = estimated_psf_path(output_path)
+        _check_output(input_path, psf_path, overwrite)
+        psf, method = _estimate(input_path, hdu, chunks, params)
+        estimated = psf_path
+    if psf is None:
+        if get_method(method).needs_psf:
+            raise ValueError(f"method {method!r} needs a PSF: give --psf FILE or --psf-model, or use a blind method "
+                             f"({', '.join(n for n, m in sorted(METHODS.items()) if not m.needs_psf)})")
+        if chunks is not None or io.image_format(input_path) == "zarr":
+            raise ValueError(f"the blind method {method!r} restores whole planes: it cannot be used with --chunks or "
+                             f"Zarr input; convert the planes to TIFF/FITS or drop --chunks")
+    if psf is None or getattr(psf, "spatially_varying", False):
         # A PSF grid's nodes sit at fixed fractions of the whole image: restored in memory, plane by plane.
         if chunks is not None or io.image_format(input_path) == "zarr":
             raise ValueError("a spatially varying PSF (PSF grid) applies to whole planes: it cannot be used with "
@@ -98,7 +114,7 @@ def run(input_path, output_path, psf, *, method: str = "wiener", loop_axes: Sequ
         dtype = np.dtype(data.dtype) if output_dtype == "same" else np.dtype(np.float32)
         summary = {"input": str(input_path), "output": str(output_path), "shape": tuple(data.shape),
                    "dtype": str(dtype), "format": out_format, "method": method,
-                   "psf": f"{type(psf).__name__} {getattr(psf, 'grid_shape', '')}"}
+                   "psf": "none (blind method)" if psf is None else f"{type(psf).__name__} {getattr(psf, 'grid_shape', '')}"}
         data, missing = _handle_nan(data, nan, dtype, False, summary)
         total = block_count(data.shape, psf, rgb=source.rgb, loop_axes=loop_axes)
         bar = tqdm(total=total, desc="deblur", unit="slice", disable=not progress)
@@ -137,6 +153,10 @@ def run(input_path, output_path, psf, *, method: str = "wiener", loop_axes: Sequ
             restored = np.where(missing, np.nan, restored)
         summary["slices"] = total
         summary["clipped_pixels"] = io.clipped_count(restored, dtype)
+        if estimated is not None:
+            _write(estimated, "tiff", psf.astype(np.float32), io.ImageFile(None, "tiff"))
+            summary.update(method=f"blind (estimated PSF, then {method})", psf_estimated=str(estimated),
+                           psf_size=int(psf.shape[-1]))
         _write(output_path, out_format, io.cast_like(restored, dtype), source)
         return summary
     if resume and out_format != "zarr":
@@ -197,6 +217,35 @@ def _batches(array, min_chunks: int = 8):
     edges = np.cumsum((0,) + array.chunks[0])
     for first in range(0, array.numblocks[0], rows_per_batch):
         yield slice(int(edges[first]), int(edges[min(first + rows_per_batch, array.numblocks[0])]))
+
+
+def estimated_psf_path(output_path) -> Path:
+    """Where ``deblur run --method blind`` writes the kernel it estimated: ``<output stem>_psf.tif`` beside the output."""
+    output_path = Path(output_path)
+    stem = output_path.name[:-len(io.format_suffix(output_path))]
+    return output_path.parent / f"{stem}_psf.tif"
+
+
+def _estimate(input_path: Path, hdu, chunks, params: dict) -> tuple[np.ndarray, str]:
+    """The kernel of a 2D (or colour) input, estimated blind; and the non-blind method to restore with it."""
+    from ..models.methods import BLIND_PSF_SIZE
+    from ..psf.estimate import estimate_psf
+
+    if chunks is not None or io.image_format(input_path) == "zarr":
+        raise ValueError("method 'blind' estimates one PSF from a whole 2D image: it cannot be used with --chunks or "
+                         "Zarr input")
+    source = io.read_image(input_path, hdu=hdu)
+    data = np.asarray(source.data, dtype=np.float32)
+    plane = data.mean(-1) if source.rgb else data
+    if plane.ndim != 2:
+        raise ValueError(f"method 'blind' estimates one PSF from a 2D (or colour) image, got shape {data.shape}; "
+                         f"for a stack, estimate the PSF of one plane with deblur_ops.estimate_psf and pass it "
+                         f"with --psf")
+    if not np.isfinite(plane).all():
+        raise ValueError("the input has NaN or Inf pixels; method 'blind' needs finite pixels to estimate the PSF")
+    size = params.pop("psf_size", BLIND_PSF_SIZE)
+    nonblind = params.pop("nonblind", "irc-net")
+    return estimate_psf(plane, size), nonblind
 
 
 @contextlib.contextmanager

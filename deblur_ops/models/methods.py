@@ -132,6 +132,52 @@ def blind_irc(image: torch.Tensor, psf=None, *, noise_sigma=None, weights: str =
         return model(image, noise_sigma=noise_sigma)
 
 
+# Kernel side the method "blind" estimates when the caller gives none: holds camera shake up to ~30 px.
+BLIND_PSF_SIZE = 31
+
+
+@register("blind", "Blind: estimates one PSF from the image (coarse-to-fine L0 MAP), then IRC-Net restores with it",
+          needs_psf=False)
+def blind(image: torch.Tensor, psf=None, *, psf_size: int = BLIND_PSF_SIZE, nonblind: str = "irc-net",
+          noise_sigma=None) -> torch.Tensor:
+    """Blind deblurring of uniformly blurred images: :func:`deblur_ops.psf.estimate_psf`, then a non-blind method.
+
+    Args:
+        image: (B, C, H, W); each item gets its own kernel, estimated on its channels' mean.
+        psf: must be None (the blur is estimated).
+        psf_size: odd side of the estimated kernel in pixels (the blur's extent plus a margin; at
+            most a third of the image's shorter side).
+        nonblind: the method that restores with the estimated kernel (``"irc-net"``, or any method
+            taking a uniform PSF, e.g. ``"admm_tv"``, ``"richardson_lucy"``).
+        noise_sigma: noise level passed to ``irc-net`` (estimated when None).
+
+    To see or keep the kernel, call :func:`deblur_ops.estimate_psf` yourself and pass it to
+    :func:`deblur_ops.deblur`; ``deblur run --method blind`` writes it next to its output.
+
+    Example:
+        >>> import torch
+        >>> blind(torch.rand(1, 1, 48, 48), psf_size=9).shape
+        torch.Size([1, 1, 48, 48])
+    """
+    from ..psf.estimate import estimate_psf
+    from ..restore.registry import get_method
+
+    if psf is not None:
+        raise ValueError("method 'blind' estimates the blur itself: pass psf=None (or give your PSF to a "
+                         "non-blind method such as 'irc-net')")
+    if not isinstance(image, torch.Tensor) or image.dim() != 4:
+        raise ValueError(f"method 'blind' takes 2D images (B, C, H, W), got shape {tuple(getattr(image, 'shape', ()))}")
+    target = get_method(nonblind)
+    if not target.needs_psf:
+        raise ValueError(f"nonblind must be a method that takes a PSF, got {nonblind!r} (itself blind)")
+    params = {"noise_sigma": noise_sigma} if nonblind == "irc-net" and noise_sigma is not None else {}
+    out = torch.empty_like(image)
+    for b in range(image.shape[0]):
+        kernel = estimate_psf(image[b].mean(0), psf_size, device=image.device)
+        out[b:b + 1] = target.function(image[b:b + 1].contiguous(), kernel.to(image.dtype), **params)
+    return out
+
+
 def estimate_motion(image, *, device="auto", weights: str = "motion-net") -> psf_lib.MotionField:
     """Per-pixel linear motion of a blurred photo, estimated by the shipped Motion-Net.
 

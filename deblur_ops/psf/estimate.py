@@ -38,10 +38,13 @@ _LEVEL_RATIO = math.sqrt(2.0)
 _COARSEST_SIDE = 3
 # The half-quadratic splitting of the latent step: beta from 2 lam, doubled up to this value.
 _BETA_MAX = 1e5
+# Kernel values under this fraction of its maximum are set to zero after every kernel step.
+_CUT = 0.05
 
 
 def estimate_psf(image, size: int = 31, *, iterations: int = 5, lam: float = 4e-3, lam_min: float = 1e-4,
-                 gamma: float = 2.0, edges: float = 2.0, device="auto", return_latent: bool = False):
+                 gamma: float = 2.0, edges: float = 2.0, refine: int = 0, refine_eps: float = 1e-3, device="auto",
+                 return_latent: bool = False):
     """Estimate the (uniform) blur kernel of a blurred image without knowing it (blind deconvolution).
 
     Works best on photographs with edges (camera shake, defocus) and on star fields; the image
@@ -141,6 +144,9 @@ def estimate_psf(image, size: int = 31, *, iterations: int = 5, lam: float = 4e-
             latent = _latent_l0(level, kernel, weight)
             kernel = _kernel_step(level, latent, kernel.shape[-1], gamma, edges)
             weight = max(weight / 1.1, lam_min)
+        for _ in range(refine):
+            latent = _latent_wiener(level, kernel, refine_eps)
+            kernel = _kernel_step(level, latent, kernel.shape[-1], gamma, 0.0)
     kernel = _centre(kernel).float()
     if isinstance(image, np.ndarray):
         kernel = kernel.cpu().numpy()
@@ -222,20 +228,29 @@ def _otf(kernel: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
 
 
 def _latent_l0(y: torch.Tensor, kernel: torch.Tensor, lam: float) -> torch.Tensor:
-    """L0-gradient latent image on ``y``'s periodic extension (Xu et al. 2013's half-quadratic
-    splitting); returns the latent on ``y`` grown by the kernel's radius on each side."""
+    """L0-gradient latent image (Xu et al. 2013's half-quadratic splitting) with unknown boundaries;
+    returns the latent on ``y`` grown by the kernel's radius on each side.
+
+    The FFT solves are circular on a canvas larger than ``y``: the canvas pixels outside ``y`` are
+    not data, so at every iteration they are refilled with the current latent blurred by the
+    kernel (Reeves' method): the observed pixels that the image's outside reached are then
+    explained by a latent that extends past the border instead of by ringing inside it."""
     r = kernel.shape[-1] // 2
     canvas, (top, left) = _periodic_extension(y, kernel.shape[-1])
     shape = tuple(canvas.shape)
+    inside = torch.zeros(shape, dtype=torch.bool, device=y.device)
+    inside[top:top + y.shape[0], left:left + y.shape[1]] = True
     k_hat = _otf(kernel, shape)
     dx_hat = _otf(torch.tensor([[0.0, -1.0, 1.0]], dtype=y.dtype, device=y.device), shape)
     dy_hat = _otf(torch.tensor([[0.0], [-1.0], [1.0]], dtype=y.dtype, device=y.device), shape)
-    numerator = k_hat.conj() * torch.fft.rfft2(canvas)
     k_power = k_hat.abs().square()
     d_power = dx_hat.abs().square() + dy_hat.abs().square()
     latent = canvas
     beta = 2 * lam
     while beta < _BETA_MAX:
+        if beta > 2 * lam:
+            blurred = torch.fft.irfft2(k_hat * torch.fft.rfft2(latent), s=shape)
+            canvas = torch.where(inside, canvas, blurred)
         gx = torch.roll(latent, -1, 1) - latent
         gy = torch.roll(latent, -1, 0) - latent
         small = gx.square() + gy.square() < lam / beta
@@ -243,8 +258,23 @@ def _latent_l0(y: torch.Tensor, kernel: torch.Tensor, lam: float) -> torch.Tenso
         gy = gy.masked_fill(small, 0)
         # The adjoint of the forward differences, applied to the thresholded gradients.
         div = (torch.roll(gx, 1, 1) - gx) + (torch.roll(gy, 1, 0) - gy)
-        latent = torch.fft.irfft2((numerator + beta * torch.fft.rfft2(div)) / (k_power + beta * d_power), s=shape)
+        numerator = k_hat.conj() * torch.fft.rfft2(canvas) + beta * torch.fft.rfft2(div)
+        latent = torch.fft.irfft2(numerator / (k_power + beta * d_power), s=shape)
         beta *= 2
+    return latent[top - r:top + y.shape[0] + r, left - r:left + y.shape[1] + r]
+
+
+def _latent_wiener(y: torch.Tensor, kernel: torch.Tensor, eps: float) -> torch.Tensor:
+    """Linear latent image (gradient-regularised least squares), for the final kernel refinement: it
+    keeps the texture and shading that the L0 latent flattens, whose absence biases the kernel."""
+    r = kernel.shape[-1] // 2
+    canvas, (top, left) = _periodic_extension(y, kernel.shape[-1])
+    shape = tuple(canvas.shape)
+    k_hat = _otf(kernel, shape)
+    dx_hat = _otf(torch.tensor([[0.0, -1.0, 1.0]], dtype=y.dtype, device=y.device), shape)
+    dy_hat = _otf(torch.tensor([[0.0], [-1.0], [1.0]], dtype=y.dtype, device=y.device), shape)
+    d_power = dx_hat.abs().square() + dy_hat.abs().square()
+    latent = torch.fft.irfft2(k_hat.conj() * torch.fft.rfft2(canvas) / (k_hat.abs().square() + eps * d_power), s=shape)
     return latent[top - r:top + y.shape[0] + r, left - r:left + y.shape[1] + r]
 
 
@@ -352,7 +382,7 @@ def _constrain(k: torch.Tensor) -> torch.Tensor:
         out = torch.zeros_like(k)
         out[k.shape[0] // 2, k.shape[1] // 2] = 1
         return out
-    k = torch.where(k < 0.05 * peak, torch.zeros_like(k), k)
+    k = torch.where(k < _CUT * peak, torch.zeros_like(k), k)
     k = k / k.sum()
     from scipy import ndimage
 
