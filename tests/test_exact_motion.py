@@ -173,3 +173,18 @@ def test_trajectory_bad_input_is_named(kwargs, match):
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         exact_trajectory_blur(**args)
+
+
+def test_motion_field_sample_is_exact_line_blur():
+    # A camera that only translates blurs every pixel with the same line: the sample must then be the
+    # plain convolution with linear_motion_kernel (away from the borders, where padding differs).
+    from deblur_ops.data.scenes import motion_blurred_photo, motion_field_photo
+
+    moving = motion_field_photo("coins", translation=(6.0, 2.0), rotation_deg=0.0, noise_sigma=0.0, size=96)
+    length, angle = float(np.hypot(6.0, 2.0)), float(np.degrees(np.arctan2(2.0, 6.0)))
+    np.testing.assert_allclose(moving.field.length.numpy(), length)
+    uniform = motion_blurred_photo("coins", length=length, angle=angle, noise_sigma=0.0, size=96)
+    np.testing.assert_allclose(moving.clean, uniform.clean)
+    np.testing.assert_allclose(moving.blurred[8:-8, 8:-8], uniform.blurred[8:-8, 8:-8], atol=1e-5)
+    rolling = motion_field_photo("coins", rotation_deg=2.0, noise_sigma=0.0, size=96)
+    assert float(rolling.field.length.max() - rolling.field.length.min()) > 2  # really spatially varying
