@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from deblur_ops.psf import (MotionField, camera_shake_trajectory, exact_motion_blur, exact_trajectory_blur, line_kernels,
-                             linear_motion_kernel)
+from deblur_ops.psf import (MotionField, camera_shake_trajectory, exact_motion_blur, exact_trajectory_blur,
+                            line_kernels, linear_motion_kernel)
 
 
 def brute_force(x, length, angle, padding):

@@ -54,9 +54,10 @@ IRC_LOSSES = {"l2": lambda out, b: ((out - b["sharp"]) ** 2).mean(), "psnr": _lo
 def train_irc(options: TrainOptions) -> dict:
     """Fine-tune IRC-Net; L2 loss, Adam.
 
-    Defaults (those of the shipped ``irc-motion``'s runs, which end with ``--set data=field``): the grid x update of ``irc`` (12 stages, one
-    IRC step each, learned momentum) with 6 zero-sum prior filters, on 96 px patches alternating
-    uniform grid motions and camera-motion fields (``data=mixed``) of up to 25 px.
+    Defaults (those of the shipped ``irc-motion``'s runs, the last of which adds ``--set data=field``):
+    the grid x update of ``irc`` (12 stages, one IRC step each, learned momentum) with 6 zero-sum
+    prior filters, on 96 px patches alternating uniform grid motions and camera-motion fields
+    (``data=mixed``) of up to 25 px.
     ``--set inverse=bank data=linear stages=5 inner_steps=2 prior_filters=2`` is the paper's set-up:
     uniform grid motions, learning the centres of the bank's inverse filters too (eq. 17).
     ``--set loss=psnr`` minimises the patches' mean log MSE (their mean PSNR) instead of their MSE.
