@@ -40,3 +40,22 @@ def motion_blurred_photo():
     sample = samples.motion_blurred_photo()
     return [(sample.blurred, {"name": "motion-blurred photo", "colormap": "gray"}),
             (sample.psf, {"name": "motion kernel", "colormap": "magma", "visible": False})]
+
+
+def motion_field_photo():
+    """A photograph blurred by a translating and rolling camera (each pixel its own exact line), with
+    that motion field as the "Estimate motion" widget stores one, so "use estimated field" restores with it."""
+    from deblur_ops.models.methods import motion_vectors
+
+    from ._motion_widget import FIELD_KEY
+
+    sample = samples.motion_field_photo()
+    name = "motion-field photo"
+    field = sample.field
+    vectors = motion_vectors(field, 16)
+    metadata = {FIELD_KEY: {"length": field.length.numpy().astype("float32"),
+                            "angle": field.angle.numpy().astype("float32")}, "image": name, "plane": []}
+    return [(sample.blurred, {"name": name, "colormap": "gray"}),
+            (vectors, {"name": f"{name} motion", "metadata": metadata,
+                       "features": {"length": (vectors[:, 1] ** 2).sum(-1) ** 0.5}, "edge_color": "length",
+                       "edge_colormap": "viridis", "vector_style": "line", "edge_width": 2.0}, "vectors")]

@@ -113,3 +113,15 @@ def test_field_observations_use_the_exact_model_unless_asked_for_the_bank():
     assert 1e-5 < np.abs(exact - bank).max() < 0.05  # the bank's interpolation error, small but there
     with pytest.raises(ValueError, match="forward must be one of"):
         ev.degrade_field("camera", "field:2", 0.0, 32, seed=0, forward="scatter")
+    # the model error the report records is the noise-free PSNR between those two observations
+    mse = float(((exact - bank) ** 2).mean())
+    assert ev.field_model_error("camera", "field:2", 32) == pytest.approx(10 * np.log10(1 / mse), abs=0.01)
+
+
+def test_field_report_records_the_bank_model_error():
+    report = ev.evaluate(["irc"], ["field:2"], ["camera", "coins"], [0.0, 0.01], size=32, repeats=1)
+    errors = report["model_error_db"]
+    assert [(e["kernel"], e["image"]) for e in errors] == [("field:2", "camera"), ("field:2", "coins")]
+    assert errors[0]["psnr"] == pytest.approx(ev.field_model_error("camera", "field:2", 32))
+    assert "Model error of the solvers' MotionField" in ev.markdown(report)
+    assert "model_error_db" not in ev.evaluate(["wiener"], ["motion:5:0"], ["camera"], [0.01], size=32, repeats=1)

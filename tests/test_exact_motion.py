@@ -1,9 +1,11 @@
-"""The exact per-pixel motion blur (data model) against a brute-force rasteriser and the bank model."""
+"""The exact per-pixel motion blur (lines and camera-shake trajectories, the data model) against brute-force
+rasterisers and the bank model."""
 import numpy as np
 import pytest
 import torch
 
-from deblur_ops.psf import MotionField, exact_motion_blur, line_kernels, linear_motion_kernel
+from deblur_ops.psf import (MotionField, camera_shake_trajectory, exact_motion_blur, exact_trajectory_blur,
+                            line_kernels, linear_motion_kernel)
 
 
 def brute_force(x, length, angle, padding):
@@ -75,3 +77,114 @@ def test_bad_input_is_named(kwargs, match):
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         exact_motion_blur(**args)
+
+
+# -- per-pixel camera-shake trajectories (exact_trajectory_blur)
+
+def brute_force_trajectory(x, trajectory, scale, rotation, padding, per_segment):
+    """Each source pixel's PSF evaluated point by point on its kernel grid: the mean over time samples
+    (``per_segment`` midpoints per segment, centred) of the bilinear tent at the pixel's scaled, rotated
+    displacement, added into a padded canvas by hand."""
+    t = np.asarray(trajectory, dtype=np.float64)
+    samples = np.concatenate([[a + (i + 0.5) / per_segment * (b - a) for i in range(per_segment)]
+                              for a, b in zip(t[:-1], t[1:])])
+    samples -= samples.mean(0)
+    H, W = x.shape
+    reach = float(scale.max()) * float(np.hypot(samples[:, 0], samples[:, 1]).max())
+    r = int(np.floor(reach)) + 1
+    S = 2 * r + 1
+    mode = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}[padding]
+    xp = np.pad(x.numpy(), r, mode=mode)
+    sp = np.pad(scale.numpy(), r, mode="edge" if padding == "zeros" else mode)
+    rp = np.pad(rotation.numpy(), r, mode="edge" if padding == "zeros" else mode)
+    q = np.arange(S) - r
+    canvas = np.zeros((H + 4 * r, W + 4 * r))
+    for i in range(H + 2 * r):
+        for j in range(W + 2 * r):
+            a = np.radians(rp[i, j])
+            # counter-clockwise as displayed, rows down: up is -row
+            d_row = sp[i, j] * (samples[:, 0] * np.cos(a) - samples[:, 1] * np.sin(a))
+            d_col = sp[i, j] * (samples[:, 1] * np.cos(a) + samples[:, 0] * np.sin(a))
+            tent_r = np.clip(1 - np.abs(q[None, :] - d_row[:, None]), 0, None)
+            tent_c = np.clip(1 - np.abs(q[None, :] - d_col[:, None]), 0, None)
+            k = np.einsum("ta,tb->ab", tent_r, tent_c) / len(samples)
+            canvas[i:i + S, j:j + S] += xp[i, j] * k
+    return canvas[2 * r:2 * r + H, 2 * r:2 * r + W]
+
+
+def _random_case(seed):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(9, 10, dtype=torch.float64, generator=g)
+    trajectory = torch.cumsum(torch.randn(5, 2, dtype=torch.float64, generator=g), 0)
+    scale = 0.3 + 1.2 * torch.rand(9, 10, dtype=torch.float64, generator=g)
+    rotation = 360 * torch.rand(9, 10, dtype=torch.float64, generator=g) - 180
+    return x, trajectory, scale, rotation
+
+
+@pytest.mark.parametrize("padding", ["zeros", "reflect", "replicate", "circular"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_trajectory_blur_matches_brute_force_rasteriser(padding, seed):
+    x, trajectory, scale, rotation = _random_case(seed)
+    step = 0.25
+    longest = float((trajectory[1:] - trajectory[:-1]).norm(dim=1).max()) * float(scale.max())
+    per_segment = int(np.ceil(longest / step))
+    got = exact_trajectory_blur(x, trajectory, scale, rotation, padding=padding, step=step, rows_per_chunk=3)
+    np.testing.assert_allclose(got.numpy(), brute_force_trajectory(x, trajectory, scale, rotation, padding,
+                                                                   per_segment), atol=1e-12)
+
+
+def test_trajectory_blur_converges_to_the_continuous_path():
+    # A fine brute-force time average stands in for the continuous one; the error falls with step^2.
+    x, trajectory, scale, rotation = _random_case(2)
+    fine = brute_force_trajectory(x, trajectory, scale, rotation, "zeros", 200)
+    errors = [np.abs(exact_trajectory_blur(x, trajectory, scale, rotation, padding="zeros", step=s).numpy()
+                     - fine).max() for s in (0.4, 0.1)]
+    assert errors[1] < 1e-3 and errors[1] < errors[0] / 4
+
+
+def test_trajectory_psfs_keep_flux_and_centre_and_rotate():
+    trajectory = camera_shake_trajectory(300, 9.0, seed=5)
+    x = torch.zeros(31, 31, dtype=torch.float64)
+    x[15, 15] = 1.0
+    rows, cols = torch.meshgrid(torch.arange(31.0, dtype=torch.float64), torch.arange(31.0, dtype=torch.float64),
+                                indexing="ij")
+    psf = exact_trajectory_blur(x, trajectory, 1.3, 0.0, padding="zeros")
+    assert float(psf.sum()) == pytest.approx(1.0)
+    assert float((psf * rows).sum()) == pytest.approx(15.0) and float((psf * cols).sum()) == pytest.approx(15.0)
+    # a quarter turn counter-clockwise as displayed: (row, col) offsets -> (-col, row)
+    turned = exact_trajectory_blur(x, trajectory, 1.3, 90.0, padding="zeros")
+    torch.testing.assert_close(turned, torch.rot90(psf, 1, (0, 1)), atol=1e-12, rtol=0)
+    torch.testing.assert_close(exact_trajectory_blur(x, trajectory, 0.0), x)
+    flat = torch.full((20, 20), 0.4)  # a uniform blur (the scatter model spreads unevenly where it varies)
+    torch.testing.assert_close(exact_trajectory_blur(flat, trajectory, 1.2, 30.0), flat)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"scale": -torch.ones(8, 8)}, "scale must be >= 0"),
+    ({"scale": torch.ones(7, 8)}, "scale must have the image's shape"),
+    ({"rotation": torch.full((8, 8), float("inf"))}, "rotation contains NaN or Inf"),
+    ({"trajectory": torch.zeros(1, 2)}, r"trajectory must have shape \(N >= 2, 2\)"),
+    ({"step": 0.0}, "step must be a positive number"),
+    ({"padding": "mirror"}, "padding must be one of"),
+    ({"scale": 10.0}, "reflect padding needs blur shorter"),
+])
+def test_trajectory_bad_input_is_named(kwargs, match):
+    args = {"image": torch.rand(8, 8), "trajectory": torch.tensor([[0.0, 0.0], [1.0, 2.0]])}
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        exact_trajectory_blur(**args)
+
+
+def test_motion_field_sample_is_exact_line_blur():
+    # A camera that only translates blurs every pixel with the same line: the sample must then be the
+    # plain convolution with linear_motion_kernel (away from the borders, where padding differs).
+    from deblur_ops.data.scenes import motion_blurred_photo, motion_field_photo
+
+    moving = motion_field_photo("coins", translation=(6.0, 2.0), rotation_deg=0.0, noise_sigma=0.0, size=96)
+    length, angle = float(np.hypot(6.0, 2.0)), float(np.degrees(np.arctan2(2.0, 6.0)))
+    np.testing.assert_allclose(moving.field.length.numpy(), length)
+    uniform = motion_blurred_photo("coins", length=length, angle=angle, noise_sigma=0.0, size=96)
+    np.testing.assert_allclose(moving.clean, uniform.clean)
+    np.testing.assert_allclose(moving.blurred[8:-8, 8:-8], uniform.blurred[8:-8, 8:-8], atol=1e-5)
+    rolling = motion_field_photo("coins", rotation_deg=2.0, noise_sigma=0.0, size=96)
+    assert float(rolling.field.length.max() - rolling.field.length.min()) > 2  # really spatially varying

@@ -355,3 +355,22 @@ def test_shipped_models_on_a_real_photo(length, angle):
     # The shipped net is a trained grid IRC-Net, so its own untrained state is irc's default
     # (12 stages): +0.58 and -0.06 dB here (+0.72 dB on average over Table 1).
     assert score > psnr(irc(observed, k).clamp(0, 1), sharp) - 0.2
+
+
+def test_field_training_data_is_exact_line_blur_unless_asked_for_the_bank():
+    from deblur_ops.psf import exact_motion_blur
+    from deblur_ops.train import SyntheticBlur
+
+    options = dict(patch=40, psf_size=15, max_length=11, noise=(0.0, 0.0), seed=1)
+    exact = SyntheticBlur("field", **options).batch(2)
+    bank = SyntheticBlur("field", forward="bank", **options).batch(2)
+    torch.testing.assert_close(exact["sharp"], bank["sharp"])
+    torch.testing.assert_close(exact["length"], bank["length"])
+    r = 6  # half the longest line (11 px) plus one: inside this border a patch pixel sees only patch pixels
+    for i in range(2):
+        again = exact_motion_blur(exact["sharp"][i:i + 1], exact["length"][i], exact["angle"][i], padding="zeros")
+        torch.testing.assert_close(exact["blurry"][i, :, r:-r, r:-r], again[0, :, r:-r, r:-r], atol=1e-5, rtol=0)
+    gap = (exact["blurry"] - bank["blurry"]).abs().max()
+    assert 1e-5 < float(gap) < 0.05  # the bank's interpolation error: small, but there
+    with pytest.raises(ValueError, match="forward must be one of"):
+        SyntheticBlur("field", forward="scatter", **options)

@@ -212,3 +212,21 @@ def test_cancel_writes_nothing(make_napari_viewer, qtbot, small_models, manifest
     assert [layer.name for layer in viewer.layers] == ["stack"]
     assert "cancelled" in widget.status.value
     np.testing.assert_array_equal(viewer.layers["stack"].data, stack)
+
+
+def test_motion_field_sample_restores_with_its_true_field(make_napari_viewer, qtbot, small_models, manifest):
+    from deblur_ops.data.scenes import motion_field_photo
+
+    viewer = make_napari_viewer()
+    viewer.open_sample("deblur-ops", "motion_field")
+    sample = motion_field_photo()
+    np.testing.assert_array_equal(viewer.layers["motion-field photo"].data, sample.blurred)
+    widget = _motion_widget(viewer, "motion-field photo")
+    field = widget.stored_field(viewer.layers["motion-field photo"])
+    np.testing.assert_allclose(field.length.numpy(), sample.field.length.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(field.angle.numpy(), sample.field.angle.numpy(), rtol=1e-6, atol=1e-5)
+    widget.use_field.value = True
+    _run(qtbot, widget, widget.deblur)
+    with torch.no_grad():
+        expected = small_models["irc-motion"](_batch(sample.blurred), field)[0, 0].numpy()
+    np.testing.assert_allclose(widget.last_result.data, expected, atol=1e-5)

@@ -16,7 +16,7 @@ def test_manifest_validates_and_every_command_imports(manifest):
     assert manifest.name == "deblur-ops"
     assert [w.display_name for w in manifest.contributions.widgets] == ["Deconvolve", "Spatially varying PSF",
                                                                      "Estimate motion"]
-    assert {s.key for s in manifest.contributions.sample_data} == {"widefield", "astronomy", "photo"}
+    assert {s.key for s in manifest.contributions.sample_data} == {"widefield", "astronomy", "photo", "motion_field"}
     for command in manifest.contributions.commands:
         assert callable(import_python_name(command.python_name)), command.id
 

@@ -8,6 +8,9 @@ module blurs with the line each pixel really has: every source pixel p spreads i
 :func:`~deblur_ops.psf.linear_motion_kernel` (length(p), angle(p)) at its continuous length and
 angle (the scatter model ``y(p + q) += x(p) k_p(q)``), so the two models agree exactly where the
 field sits on bank nodes and differ by the interpolation error elsewhere.
+:func:`exact_trajectory_blur` does the same for camera shake: every pixel follows one continuous
+trajectory, scaled and rotated by its own amount (as a camera rotation makes the shake vary across
+the frame).
 """
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["exact_motion_blur", "line_kernels"]
+__all__ = ["exact_motion_blur", "exact_trajectory_blur", "line_kernels", "trajectory_samples"]
 
 _TORCH_PAD = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate", "circular": "circular"}
 
@@ -53,6 +56,57 @@ def line_kernels(length: torch.Tensor, angle_deg: torch.Tensor, size: int) -> to
     return kernel / kernel.sum((-2, -1), keepdim=True)
 
 
+def _as_image(image) -> torch.Tensor:
+    if not isinstance(image, torch.Tensor) or not image.is_floating_point() or image.dim() not in (2, 4):
+        raise ValueError(f"image must be a floating (H, W) or (B, C, H, W) tensor, got "
+                         f"{type(image).__name__} of shape {tuple(getattr(image, 'shape', ()))}")
+    return image[None, None] if image.dim() == 2 else image
+
+
+def _field_map(value, name: str, shape: tuple[int, int], *, scalar_ok: bool = False) -> torch.Tensor:
+    """A finite float64 (H, W) map on the CPU (a number is broadcast where ``scalar_ok``)."""
+    t = torch.as_tensor(value, dtype=torch.float64).detach().cpu()
+    if scalar_ok and t.dim() == 0:
+        t = t.expand(shape)
+    if t.shape != shape:
+        raise ValueError(f"{name} must have the image's shape {shape}" + (" or be a number" if scalar_ok else "")
+                         + f", got {tuple(t.shape)}")
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name} contains NaN or Inf values")
+    return t
+
+
+def _scatter(x: torch.Tensor, maps: torch.Tensor, r: int, padding: str, kernels, rows_per_chunk: int | None,
+             bytes_per_pixel: int) -> torch.Tensor:
+    """``y(p + q) = sum_p x(p) k_p(q)`` with ``k_p = kernels(maps at p)`` of side 2r+1, cropped to x.
+
+    Outside the image the scene and the (m, H, W) maps are extended by ``padding`` (the maps by
+    ``replicate`` under ``zeros``), so points outside the frame blur into it, as
+    :func:`deblur_ops.nu_conv` does in scatter mode. ``kernels`` takes (m, n) map values and returns
+    (n, S, S) kernels in x's dtype; rows go in chunks of about 64 MB (``bytes_per_pixel`` each).
+    """
+    B, C, H, W = x.shape
+    size = 2 * r + 1
+    mode = _TORCH_PAD[padding]
+    xp = F.pad(x, (r, r, r, r), mode=mode) if r else x
+    fp = F.pad(maps[None].to(x.device), (r, r, r, r), mode="replicate" if padding == "zeros" else mode)[0] if r \
+        else maps.to(x.device)
+    Hp, Wp = xp.shape[-2:]
+    out = x.new_zeros(B, C, Hp + 2 * r, Wp + 2 * r)
+    if rows_per_chunk is None:
+        rows_per_chunk = max(1, (64 << 20) // (Wp * max(bytes_per_pixel, 8 * size * size * max(1, B * C))))
+    for r0 in range(0, Hp, rows_per_chunk):
+        r1 = min(Hp, r0 + rows_per_chunk)
+        k = kernels(fp[:, r0:r1].reshape(fp.shape[0], -1).to(x.dtype))
+        # (B, C, n) values times (n, S*S) kernels -> fold's columns (B, C*S*S, n)
+        src = xp[:, :, r0:r1].reshape(B, C, 1, -1)
+        cols = (src * k.reshape(1, 1, -1, size * size).transpose(-1, -2)).reshape(B, C * size * size, -1)
+        part = F.fold(cols, output_size=(r1 - r0 + 2 * r, Wp + 2 * r), kernel_size=size)
+        out[:, :, r0:r1 + 2 * r] += part
+    # out index i holds padded position i - r, i.e. image position i - 2r
+    return out[:, :, 2 * r:2 * r + H, 2 * r:2 * r + W]
+
+
 def exact_motion_blur(image: torch.Tensor, length, angle, *, padding: str = "reflect",
                       rows_per_chunk: int | None = None) -> torch.Tensor:
     """Blur with each pixel's own line (continuous length and angle), the scatter model.
@@ -83,47 +137,136 @@ def exact_motion_blur(image: torch.Tensor, length, angle, *, padding: str = "ref
         >>> [round(v, 3) for v in y[4].tolist()]
         [0.0, 0.0, 0.2, 0.2, 0.2, 0.2, 0.2, 0.0, 0.0]
     """
-    if not isinstance(image, torch.Tensor) or not image.is_floating_point() or image.dim() not in (2, 4):
-        raise ValueError(f"image must be a floating (H, W) or (B, C, H, W) tensor, got "
-                         f"{type(image).__name__} of shape {tuple(getattr(image, 'shape', ()))}")
+    x = _as_image(image)
     if padding not in _TORCH_PAD:
         raise ValueError(f"padding must be one of zeros, reflect, replicate, circular, got {padding!r}")
-    x = image[None, None] if image.dim() == 2 else image
-    B, C, H, W = x.shape
-    maps = []
-    for value, name in ((length, "length"), (angle, "angle")):
-        t = torch.as_tensor(value, dtype=torch.float64).detach().cpu()
-        if t.shape != (H, W):
-            raise ValueError(f"{name} must have the image's shape {(H, W)}, got {tuple(t.shape)}")
-        if not bool(torch.isfinite(t).all()):
-            raise ValueError(f"{name} contains NaN or Inf values")
-        maps.append(t)
-    length_map, angle_map = maps
+    shape = tuple(x.shape[-2:])
+    length_map, angle_map = _field_map(length, "length", shape), _field_map(angle, "angle", shape)
     if float(length_map.min()) < 1:
         raise ValueError(f"length must be >= 1 pixel everywhere, got a minimum of {float(length_map.min())}")
-    half = (float(length_map.max()) - 1) / 2
-    r = math.ceil(half - 1e-9)
-    size = 2 * r + 1
-    mode = _TORCH_PAD[padding]
-    if padding == "reflect" and r >= min(H, W):
+    r = math.ceil((float(length_map.max()) - 1) / 2 - 1e-9)
+    if padding == "reflect" and r >= min(shape):
         raise ValueError(f"reflect padding needs lines shorter than the image: longest {float(length_map.max())} "
-                         f"px on a {H}x{W} image; use padding='zeros'")
-    # Pad the scene and the field the same way, so points outside the frame blur into it.
-    xp = F.pad(x, (r, r, r, r), mode=mode) if r else x
-    field = torch.stack([length_map, angle_map])[None].to(x.device)
-    fp = F.pad(field, (r, r, r, r), mode="replicate" if padding == "zeros" else mode)[0] if r else field[0]
-    Hp, Wp = xp.shape[-2:]
-    out = x.new_zeros(B, C, Hp + 2 * r, Wp + 2 * r)
-    if rows_per_chunk is None:
-        rows_per_chunk = max(1, (64 << 20) // (8 * Wp * size * size * max(1, B * C)))
-    for r0 in range(0, Hp, rows_per_chunk):
-        r1 = min(Hp, r0 + rows_per_chunk)
-        k = line_kernels(fp[0, r0:r1].reshape(-1), fp[1, r0:r1].reshape(-1), size).to(x.dtype)
-        # (B, C, n) values times (n, S*S) kernels -> fold's columns (B, C*S*S, n)
-        src = xp[:, :, r0:r1].reshape(B, C, 1, -1)
-        cols = (src * k.reshape(1, 1, -1, size * size).transpose(-1, -2)).reshape(B, C * size * size, -1)
-        part = F.fold(cols, output_size=(r1 - r0 + 2 * r, Wp + 2 * r), kernel_size=size)
-        out[:, :, r0:r1 + 2 * r] += part
-    # out index i holds padded position i - r, i.e. image position i - 2r
-    y = out[:, :, 2 * r:2 * r + H, 2 * r:2 * r + W]
+                         f"px on a {shape[0]}x{shape[1]} image; use padding='zeros'")
+    # Kernels in the image's dtype: float32 halves the time (training data), float64 stays exact.
+    y = _scatter(x, torch.stack([length_map, angle_map]), r, padding,
+                 lambda f: line_kernels(f[0], f[1], 2 * r + 1), rows_per_chunk, 0)
+    return y[0, 0] if image.dim() == 2 else y
+
+
+def trajectory_samples(trajectory, step: float = 0.1, scale: float = 1.0) -> torch.Tensor:
+    """Equal-time samples of a piecewise-linear trajectory, centred on their mean.
+
+    The trajectory's N points are taken at equal times (as :func:`camera_shake_trajectory` makes
+    them) and joined by straight segments; each segment is cut into m equal-time pieces, m the
+    smallest making every piece at most ``step`` px long once scaled by ``scale``, and sampled at
+    the pieces' midpoints. The mean is subtracted so the blur does not shift the image.
+
+    Args:
+        trajectory: (N >= 2, 2) (row, col) positions in pixels.
+        step: longest distance between neighbouring samples, in pixels, at ``scale``.
+        scale: the largest scale the samples will be used at.
+
+    Returns:
+        ((N - 1) * m, 2) float64 tensor.
+
+    Examples:
+        >>> trajectory_samples(torch.tensor([[0.0, 0.0], [0.0, 2.0]]), step=0.5).tolist()
+        [[0.0, -0.75], [0.0, -0.25], [0.0, 0.25], [0.0, 0.75]]
+    """
+    traj = torch.as_tensor(trajectory, dtype=torch.float64).detach().cpu()
+    if traj.dim() != 2 or traj.shape[1] != 2 or traj.shape[0] < 2:
+        raise ValueError(f"trajectory must have shape (N >= 2, 2) of (row, col) positions, got {tuple(traj.shape)}")
+    if not bool(torch.isfinite(traj).all()):
+        raise ValueError("trajectory contains NaN or Inf values")
+    if not (math.isfinite(step) and step > 0):
+        raise ValueError(f"step must be a positive number of pixels, got {step!r}")
+    longest = float((traj[1:] - traj[:-1]).norm(dim=1).max()) * float(scale)
+    m = max(1, math.ceil(longest / step - 1e-9))
+    t = (torch.arange(m, dtype=torch.float64) + 0.5) / m
+    samples = (traj[:-1, None] + t[None, :, None] * (traj[1:] - traj[:-1])[:, None]).reshape(-1, 2)
+    return samples - samples.mean(0)
+
+
+def exact_trajectory_blur(image: torch.Tensor, trajectory, scale=1.0, rotation=0.0, *, padding: str = "reflect",
+                          step: float = 0.1, rows_per_chunk: int | None = None) -> torch.Tensor:
+    """Blur where every pixel follows the same camera-shake trajectory, scaled and rotated by its own
+    amount (spatially varying shake), the scatter model.
+
+    Pixel p moves along ``d_p(t) = scale(p) R(rotation(p)) T(t)``, T the trajectory centred on its
+    time-average and R a counter-clockwise rotation as displayed. Its PSF is the time-average of a
+    unit bilinear tent at ``d_p(t)``, ``k_p(q) = mean_t h(q - d_p(t))`` with
+    ``h(u) = max(0, 1 - |u_row|) max(0, 1 - |u_col|)`` (as :func:`camera_shake_psfs` splats its
+    samples), which keeps each PSF's sum at 1 and its centre of mass at p; the continuous time
+    average is taken on :func:`trajectory_samples` (at most ``step`` px apart). Then
+    ``y(p + q) = sum_p x(p) k_p(q)``; outside the image the scene and the maps are extended by
+    ``padding``, and the result is cropped to the image.
+
+    A camera that turns about its optical axis while shaking, or whose shake mixes rotation about
+    the other axes, moves pixels by amounts and in directions that vary smoothly across the frame:
+    smooth ``scale`` and ``rotation`` maps model that.
+
+    Args:
+        image: (H, W) or (B, C, H, W) floating tensor.
+        trajectory: (N >= 2, 2) (row, col) positions in pixels at equal times, e.g. from
+            :func:`camera_shake_trajectory`.
+        scale: (H, W) map or a number, >= 0: how much of the trajectory each pixel travels.
+        rotation: (H, W) map or a number, degrees counter-clockwise as displayed.
+        padding: ``"zeros"``, ``"reflect"``, ``"replicate"`` or ``"circular"``.
+        step: longest distance between time samples in pixels at the largest scale; the error of
+            the time average falls with its square.
+        rows_per_chunk: source rows per chunk (default: about 64 MB per chunk).
+
+    Returns:
+        The blurred image, the shape and dtype of ``image``.
+
+    Raises:
+        ValueError: wrong shapes or types, negative scales, NaN/Inf, a bad trajectory or step,
+            unknown padding, or reflect padding with blur longer than the image.
+
+    Examples:
+        >>> import torch
+        >>> x = torch.zeros(9, 9, dtype=torch.float64); x[4, 4] = 1.0
+        >>> trajectory = torch.tensor([[0.0, -2.0], [0.0, 2.0]])  # 4 px to the right, steadily
+        >>> y = exact_trajectory_blur(x, trajectory, padding="zeros", step=0.01)
+        >>> [round(v, 3) for v in y[4].tolist()]
+        [0.0, 0.0, 0.125, 0.25, 0.25, 0.25, 0.125, 0.0, 0.0]
+        >>> turned = exact_trajectory_blur(x, trajectory, rotation=90.0, padding="zeros", step=0.01)
+        >>> [round(v, 3) for v in turned[:, 4].tolist()]  # the same blur, vertical
+        [0.0, 0.0, 0.125, 0.25, 0.25, 0.25, 0.125, 0.0, 0.0]
+    """
+    x = _as_image(image)
+    if padding not in _TORCH_PAD:
+        raise ValueError(f"padding must be one of zeros, reflect, replicate, circular, got {padding!r}")
+    shape = tuple(x.shape[-2:])
+    scale_map = _field_map(scale, "scale", shape, scalar_ok=True)
+    rotation_map = _field_map(rotation, "rotation", shape, scalar_ok=True)
+    if float(scale_map.min()) < 0:
+        raise ValueError(f"scale must be >= 0 everywhere, got a minimum of {float(scale_map.min())}")
+    largest = float(scale_map.max())
+    samples = trajectory_samples(trajectory, step, max(largest, 1e-12))
+    # Support: the tent reaches 1 px beyond the farthest sample; floor + 1 keeps base + 1 inside.
+    r = math.floor(largest * float(samples.norm(dim=1).max())) + 1
+    if padding == "reflect" and r >= min(shape):
+        raise ValueError(f"reflect padding needs blur shorter than the image: the scaled trajectory reaches {r} px "
+                         f"from its centre on a {shape[0]}x{shape[1]} image; use padding='zeros' or a smaller scale")
+    size = 2 * r + 1
+    path = samples.to(x.device, x.dtype)
+
+    def kernels(f: torch.Tensor) -> torch.Tensor:
+        theta = torch.deg2rad(f[1])[:, None]
+        cos, sin = torch.cos(theta), torch.sin(theta)
+        # Counter-clockwise as displayed with rows pointing down: (row, col) -> (r cos - c sin, c cos + r sin).
+        row = f[0][:, None] * (path[:, 0] * cos - path[:, 1] * sin) + r
+        col = f[0][:, None] * (path[:, 1] * cos + path[:, 0] * sin) + r
+        base_r, base_c = row.floor(), col.floor()
+        fr, fc = row - base_r, col - base_c
+        index = (base_r * size + base_c).long()
+        index = torch.cat([index, index + 1, index + size, index + size + 1], 1)
+        weight = torch.cat([(1 - fr) * (1 - fc), (1 - fr) * fc, fr * (1 - fc), fr * fc], 1) / path.shape[0]
+        k = torch.zeros(f.shape[1], size * size, dtype=x.dtype, device=x.device)
+        return k.scatter_add_(1, index, weight).reshape(-1, size, size)
+
+    y = _scatter(x, torch.stack([scale_map, rotation_map]), r, padding, kernels, rows_per_chunk,
+                 4 * 8 * 4 * path.shape[0])
     return y[0, 0] if image.dim() == 2 else y

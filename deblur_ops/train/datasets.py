@@ -9,7 +9,10 @@ images the user gives. Blur kinds:
 - ``"linear"``: uniform linear motion with the (length, angle) of the motion-bank grid (paper 004
   §2.2, the 511 grid motions), so each sample also names its bank filter;
 - ``"field"``: smooth non-uniform linear motion from a random camera translation and roll
-  (paper 004 Table 3), as per-pixel length and angle maps.
+  (paper 004 Table 3), as per-pixel length and angle maps; blurred by default with each pixel's
+  own line (:func:`~deblur_ops.psf.exact_motion_blur`), not through the 511-filter bank that the
+  solvers use, so that a model trained on it does not learn the bank's interpolation error (the
+  "inverse crime"); ``forward="bank"`` gives the old, bank-made fields.
 
 Each sample is blurred on a crop larger than the patch and then cropped, so the blur near the patch
 border comes from real scene content (no padding artefacts), then gets Poisson noise (optional)
@@ -33,6 +36,7 @@ EVALUATION_IMAGES = ("camera", "astronaut", "coins", "chelsea", "rocket")
 VALIDATION_IMAGES = ("coffee", "immunohistochemistry")
 TRAIN_IMAGES = tuple(n for n in SAMPLES if n not in EVALUATION_IMAGES + VALIDATION_IMAGES)
 KINDS = ("uniform", "linear", "field")
+FIELD_FORWARD_MODELS = ("exact", "bank")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 
@@ -126,6 +130,8 @@ class SyntheticBlur:
         max_length: longest motion in pixels.
         seed: fixes the whole sequence.
         split: ``"train"`` or ``"val"`` (disjoint images).
+        forward: how ``"field"`` samples are blurred: ``"exact"`` (each pixel's own line) or
+            ``"bank"`` (the bilinear blend of bank lines, paper 004 eq. 17: the solvers' model).
 
     Example:
         >>> data = SyntheticBlur(patch=32, psf_size=15, max_length=9, seed=0)
@@ -136,9 +142,11 @@ class SyntheticBlur:
 
     def __init__(self, psf: str = "uniform", *, patch: int = 64, psf_size: int = 21, channels: int = 1,
                  noise=(0.003, 0.015), poisson=None, images=None, max_length: float = 21,
-                 seed: int = 0, split: str = "train"):
+                 seed: int = 0, split: str = "train", forward: str = "exact"):
         if psf not in KINDS:
             raise ValueError(f"psf must be one of {KINDS}, got {psf!r}")
+        if forward not in FIELD_FORWARD_MODELS:
+            raise ValueError(f"forward must be one of {FIELD_FORWARD_MODELS}, got {forward!r}")
         if int(patch) != patch or patch < 8:
             raise ValueError(f"patch must be an integer >= 8, got {patch!r}")
         if int(psf_size) != psf_size or psf_size < 3 or psf_size % 2 == 0:
@@ -156,6 +164,7 @@ class SyntheticBlur:
             poisson = (plo, phi)
         self.kind, self.patch, self.psf_size, self.channels = psf, int(patch), int(psf_size), int(channels)
         self.noise, self.poisson, self.max_length = (lo, hi), poisson, float(max_length)
+        self.forward = forward
         self.images = load_images(images, split=split, channels=channels)
         self.margin = self.psf_size // 2 + 1
         need = self.patch + 2 * self.margin
@@ -244,8 +253,11 @@ class SyntheticBlur:
                 scale = target / max(float(field.length.max()), 1e-6)
                 field = psf_lib.MotionField.from_camera_motion(
                     big.shape[-2:], (shift[0] * scale, shift[1] * scale), roll * scale, centre)
-                idx, weights = psf_lib.motion_weights(field.length.float(), field.angle.float(), self.grid)
-                out = nu_conv(big, self.bank.float(), idx, weights, mode="scatter", padding="zeros")
+                if self.forward == "exact":
+                    out = psf_lib.exact_motion_blur(big, field.length, field.angle, padding="zeros")
+                else:
+                    idx, weights = psf_lib.motion_weights(field.length.float(), field.angle.float(), self.grid)
+                    out = nu_conv(big, self.bank.float(), idx, weights, mode="scatter", padding="zeros")
                 lengths.append(field.length[m:m + p, m:m + p].float())
                 angles.append(field.angle[m:m + p, m:m + p].float())
             else:
@@ -326,4 +338,4 @@ def psnr_batch(estimate: torch.Tensor, sharp: torch.Tensor) -> torch.Tensor:
 
 
 __all__ = ["SyntheticBlur", "Mixed", "load_images", "to_device", "psnr_batch", "TRAIN_IMAGES", "VALIDATION_IMAGES",
-           "EVALUATION_IMAGES", "KINDS"]
+           "EVALUATION_IMAGES", "KINDS", "FIELD_FORWARD_MODELS"]

@@ -23,9 +23,10 @@ from .recipes import TrainOptions, training_info
 
 def _data(options: TrainOptions, kind: str, patch: int, cfg: dict) -> tuple[SyntheticBlur, SyntheticBlur, dict]:
     common = dict(patch=patch, psf_size=cfg["psf_size"], max_length=cfg["train_max_length"],
-                  noise=(cfg["noise_low"], cfg["noise_high"]), images=options.images)
+                  noise=(cfg["noise_low"], cfg["noise_high"]), images=options.images, forward=cfg["forward"])
     train, val = SyntheticBlur.splits(kind, seed=options.seed, **common)
     described = {"kind": kind, "patch": patch, "max_length": cfg["train_max_length"],
+                 "field_forward_model": cfg["forward"],
                  "noise_sigma": [cfg["noise_low"], cfg["noise_high"]],
                  "images": options.images or "built-in offline skimage images (training split)"}
     return train, val, described
@@ -53,17 +54,20 @@ IRC_LOSSES = {"l2": lambda out, b: ((out - b["sharp"]) ** 2).mean(), "psnr": _lo
 def train_irc(options: TrainOptions) -> dict:
     """Fine-tune IRC-Net; L2 loss, Adam.
 
-    Defaults (those of the shipped ``irc-motion``): the grid x update of ``irc`` (12 stages, one
-    IRC step each, learned momentum) with 6 zero-sum prior filters, on 96 px patches alternating
-    uniform grid motions and camera-motion fields (``data=mixed``) of up to 25 px.
+    Defaults (those of the shipped ``irc-motion``'s runs, the last of which adds ``--set data=field``):
+    the grid x update of ``irc`` (12 stages, one IRC step each, learned momentum) with 6 zero-sum
+    prior filters, on 96 px patches alternating uniform grid motions and camera-motion fields
+    (``data=mixed``) of up to 25 px.
     ``--set inverse=bank data=linear stages=5 inner_steps=2 prior_filters=2`` is the paper's set-up:
     uniform grid motions, learning the centres of the bank's inverse filters too (eq. 17).
     ``--set loss=psnr`` minimises the patches' mean log MSE (their mean PSNR) instead of their MSE.
+    Camera-motion fields are blurred with each pixel's own line (``--set forward=exact``, default) or,
+    as before 2026-12, through the solver's own bank (``--set forward=bank``, the inverse crime).
     """
     cfg = options.pop_extra({"stages": 12, "inner_steps": 1, "max_length": 35, "delta_size": None,
                              "train_max_length": 25, "psf_size": 35, "noise_low": 0.005, "noise_high": 0.02,
                              "delta_lr_scale": 0.1, "init": "", "inverse": "grid", "data": "mixed",
-                             "prior_filters": 6, "loss": "l2"})
+                             "prior_filters": 6, "loss": "l2", "forward": "exact"})
     if cfg["data"] not in ("linear", "field", "mixed"):
         raise ValueError(f"data must be linear, field or mixed, got {cfg['data']!r}")
     if cfg["loss"] not in IRC_LOSSES:
@@ -108,7 +112,8 @@ def train_motion(options: TrainOptions) -> dict:
     with the weights and smooths what :meth:`MotionNet.motion` returns.
     """
     cfg = options.pop_extra({"width": 24, "blocks": 2, "max_length": 35.0, "train_max_length": 35,
-                             "psf_size": 35, "noise_low": 0.005, "noise_high": 0.02, "smoothing": 17})
+                             "psf_size": 35, "noise_low": 0.005, "noise_high": 0.02, "smoothing": 17,
+                             "forward": "exact"})
     torch.manual_seed(options.seed)
     model = MotionNet(width=cfg["width"], max_length=cfg["max_length"], blocks=cfg["blocks"],
                       smoothing=cfg["smoothing"])
@@ -145,7 +150,8 @@ def train_motion(options: TrainOptions) -> dict:
 def train_blind(options: TrainOptions) -> dict:
     """Fine-tune Motion-Net + IRC-Net end to end on camera-motion fields; L2 loss, Adam."""
     cfg = options.pop_extra({"motion_weights": "", "irc_weights": "", "train_max_length": 35, "psf_size": 35,
-                             "noise_low": 0.005, "noise_high": 0.02, "motion_lr_scale": 0.1})
+                             "noise_low": 0.005, "noise_high": 0.02, "motion_lr_scale": 0.1,
+                             "forward": "exact"})
     motion = load_weights(cfg["motion_weights"] or PRETRAINED["motion-net"].path, MotionNet)
     irc = load_weights(cfg["irc_weights"] or PRETRAINED["irc-motion"].path, IRCNet)
     model = BlindIRC.from_parts(motion, irc).train()
