@@ -160,19 +160,20 @@ def test_bad_input_is_reported_once_and_writes_nothing(manifest, make_napari_vie
 
 
 def test_cancel_discards_the_kernel(manifest, make_napari_viewer, qtbot, monkeypatch, fake_estimate):
-    """The estimate waits until Cancel was pressed, so the cancel always lands mid-run."""
+    """Cancel is pressed once the estimate has started, and the estimate waits for it: it lands mid-run."""
     import napari_deblur._widget
 
-    pressed = threading.Event()
+    started, pressed = threading.Event(), threading.Event()
     recorder = napari_deblur._widget.estimate_psf
     monkeypatch.setattr(napari_deblur._widget, "estimate_psf",
-                        lambda *args, **kwargs: (pressed.wait(30), recorder(*args, **kwargs))[1])
+                        lambda *args, **kwargs: (started.set(), pressed.wait(30), recorder(*args, **kwargs))[2])
     picture = np.random.default_rng(1).random((40, 40), dtype=np.float32)
     viewer = make_napari_viewer()
     viewer.add_image(picture, name="picture")
     widget = _widget(viewer, "picture")
     widget.psf_size.value = 5
     widget.estimate()
+    qtbot.waitUntil(started.is_set, timeout=60_000)
     with qtbot.waitSignal(widget.worker.aborted, timeout=60_000):
         widget.cancel()
         assert widget.status.value.startswith("cancelling: the estimate cannot stop midway")
