@@ -24,7 +24,7 @@ import numpy as np
 from magicgui import widgets
 from qtpy.QtCore import QSize, Qt
 from qtpy.QtGui import QImage, QPixmap
-from qtpy.QtWidgets import QFrame, QLabel, QScrollArea, QSizePolicy, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QComboBox, QFrame, QLabel, QScrollArea, QSizePolicy, QVBoxLayout, QWidget
 
 from deblur_ops import estimate_psf, methods
 from deblur_ops.apps import catalog
@@ -382,6 +382,11 @@ class DeconvolveWidget(RestoreRunner, QWidget):
         self.estimate_row = widgets.Container(widgets=[self.psf_size, self.estimate_button], layout="horizontal",
                                               labels=False, label="PSF size (px)")
         self.estimate_row.margins = (0, 0, 0, 0)
+        for layer_box in (self.image, self.psf_layer):
+            # Sized once, when first shown: a long layer name added later (an estimated PSF's) would
+            # widen the form past the dock; long names are elided instead.
+            layer_box.native.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            layer_box.native.setMinimumContentsLength(16)
         self.psf_params = widgets.Container(labels=True)
         self.device = widgets.ComboBox(label="device", choices=["auto", "cpu", "cuda"])
         self.roi = widgets.ComboBox(label="ROI", choices=lambda _w: shape_layers(self.viewer), nullable=True,
