@@ -6,7 +6,9 @@ here. PSF sources are a name -> callable table (:attr:`DeconvolveWidget.psf_sour
 source returns goes to ``deblur`` unchanged. Blind methods (``needs_psf`` False) hide the PSF
 fields and get ``psf=None``. The defaults follow the chosen layer (:func:`data_kind`): a 3D stack
 opens on Richardson-Lucy in 3D with a Born-Wolf PSF at the layer's voxel size, a FITS image on
-Richardson-Lucy with a Moffat PSF, an RGB photo on IRC-Net with a motion PSF.
+Richardson-Lucy with a Moffat PSF, an RGB photo on IRC-Net with a motion PSF. "Estimate PSF"
+estimates the kernel of the plane on screen (:func:`deblur_ops.estimate_psf`, blind) into a new
+layer and makes it the PSF layer.
 Running, cancelling and publishing (:class:`RestoreRunner`, :func:`publish_image`) are shared
 with the "Spatially varying PSF" and "Estimate motion" widgets.
 """
@@ -22,9 +24,9 @@ import numpy as np
 from magicgui import widgets
 from qtpy.QtCore import QSize, Qt
 from qtpy.QtGui import QImage, QPixmap
-from qtpy.QtWidgets import QFrame, QLabel, QScrollArea, QSizePolicy, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QComboBox, QFrame, QLabel, QScrollArea, QSizePolicy, QVBoxLayout, QWidget
 
-from deblur_ops import methods
+from deblur_ops import estimate_psf, methods
 from deblur_ops.apps import catalog
 from deblur_ops.apps.io import cast_like
 from deblur_ops.restore import get_method
@@ -187,6 +189,7 @@ class RestoreRunner:
     last_result = None
     replace = None
     _stop = None
+    _cancelling = None
 
     def launch(self, data, psf, *, method, loop_axes, rgb, device, params, source, name, placement, title,
                history: str, preview: bool = False):
@@ -214,13 +217,15 @@ class RestoreRunner:
                           lambda result: self._publish(result, source, name, placement, history, target, preview),
                           title=title, status=f"running {method} on {blocks} block(s){iterations}...")
 
-    def start_worker(self, worker, on_returned, *, title: str, status: str):
+    def start_worker(self, worker, on_returned, *, title: str, status: str, cancelling: str | None = None):
         """Run a napari thread ``worker`` with the busy buttons disabled and Cancel enabled.
 
         ``on_returned`` gets the worker's result (None when the worker stopped on Cancel). An error
         is shown once, prefixed with ``title``, in the status line and as a napari notification.
+        ``cancelling`` is shown when Cancel is pressed, for workers that stop only after a long step.
         """
         self.worker = worker
+        self._cancelling = cancelling
         worker.returned.connect(lambda result: None if result is None else on_returned(result))
         worker.errored.connect(lambda exc: self.report_error(title, exc))
         worker.aborted.connect(lambda: setattr(self.status, "value", "cancelled; no layer written"))
@@ -243,6 +248,8 @@ class RestoreRunner:
         """Stop the running restoration after the current iteration; nothing is written."""
         if self.worker is not None:
             self.worker.quit()
+            if self._cancelling and self.cancel_button.enabled:
+                self.status.value = self._cancelling
         if self._stop is not None:
             self._stop.set()
 
@@ -365,6 +372,21 @@ class DeconvolveWidget(RestoreRunner, QWidget):
         self.psf_layer = widgets.ComboBox(label="PSF layer", choices=self._psf_layers, nullable=True,
                                           tooltip="an image layer holding the PSF (not the image itself)")
         self.psf_model = widgets.ComboBox(label="PSF model", choices=list(catalog.PSF_MODELS))
+        self.psf_size = widgets.SpinBox(value=31, min=3, max=1001, step=2,
+                                        tooltip="side of the estimated kernel: the blur's extent in pixels, "
+                                                "plus a margin of a few pixels (odd)")
+        self.estimate_button = widgets.PushButton(text="Estimate PSF",
+                                                  tooltip="estimate the blur kernel of the plane on screen "
+                                                          "(blind, takes seconds) into a new layer, and use it "
+                                                          "as the PSF layer")
+        self.estimate_row = widgets.Container(widgets=[self.psf_size, self.estimate_button], layout="horizontal",
+                                              labels=False, label="PSF size (px)")
+        self.estimate_row.margins = (0, 0, 0, 0)
+        for layer_box in (self.image, self.psf_layer):
+            # Sized once, when first shown: a long layer name added later (an estimated PSF's) would
+            # widen the form past the dock; long names are elided instead.
+            layer_box.native.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            layer_box.native.setMinimumContentsLength(16)
         self.psf_params = widgets.Container(labels=True)
         self.device = widgets.ComboBox(label="device", choices=["auto", "cpu", "cuda"])
         self.roi = widgets.ComboBox(label="ROI", choices=lambda _w: shape_layers(self.viewer), nullable=True,
@@ -379,7 +401,7 @@ class DeconvolveWidget(RestoreRunner, QWidget):
         self.replace = widgets.CheckBox(label="replace previous result", value=False,
                                         tooltip="off: every run adds a new layer; on: the run overwrites the "
                                                 "layer of the previous run")
-        self.busy_buttons = (self.run_button, self.preview_button, self.roi_button)
+        self.busy_buttons = (self.run_button, self.preview_button, self.roi_button, self.estimate_button)
         self.status = wrapping_status()
         self.preview = QLabel()
         self.preview.setFixedSize(PREVIEW_SIDE, PREVIEW_SIDE)
@@ -387,8 +409,8 @@ class DeconvolveWidget(RestoreRunner, QWidget):
         self.preview.setToolTip("PSF preview (max projection, square-root scale)")
 
         form = widgets.Container(widgets=[self.image, self.mode, self.slice_axis, self.method, self.description,
-                                          self.method_params, self.voxel, self.psf_source, self.psf_layer,
-                                          self.psf_model, self.psf_params])
+                                          self.method_params, self.voxel, self.psf_source, self.estimate_row,
+                                          self.psf_layer, self.psf_model, self.psf_params])
         advanced = QCollapsible("Advanced")
         advanced.addWidget(widgets.Container(widgets=[self.device, self.roi, self.roi_button]).native)
         inner = QWidget()
@@ -414,6 +436,7 @@ class DeconvolveWidget(RestoreRunner, QWidget):
         self.run_button.changed.connect(self.run)
         self.preview_button.changed.connect(self.preview_current)
         self.roi_button.changed.connect(self.preview_roi)
+        self.estimate_button.changed.connect(self.estimate)
         self.cancel_button.changed.connect(self.cancel)
         for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed):
             event.connect(self._refresh_layers)
@@ -602,7 +625,7 @@ class DeconvolveWidget(RestoreRunner, QWidget):
     def _show_psf_fields(self, _value=None):
         needed = self.needs_psf()
         generated = self.psf_source.value == GENERATED
-        self.psf_source.visible = needed
+        self.psf_source.visible = self.estimate_row.visible = needed
         self.psf_model.visible = self.psf_params.visible = needed and generated
         self.psf_layer.visible = needed and self.psf_source.value == LAYER
         self.preview.setVisible(needed)
@@ -696,6 +719,64 @@ class DeconvolveWidget(RestoreRunner, QWidget):
         """Restore only the ROI rectangle of the block on screen, into a preview layer placed over it."""
         self._start(preview=True, roi=True)
 
+    def block_on_screen(self, layer, loop_axes) -> tuple:
+        """Index into ``layer.data`` of the block (slice, volume) under the viewer's current position."""
+        return block_at(layer.data.shape, loop_axes, layer.world_to_data(self.viewer.dims.point))
+
+    def estimate(self, _value=None):
+        """Estimate the blur kernel of the slice on screen in a worker thread (:func:`deblur_ops.estimate_psf`).
+
+        The kernel goes into a new layer ``"<image> PSF (estimated, <size> px)"``, which then becomes
+        the PSF layer ("PSF from" ▸ layer). The slice is the one "Preview slice" restores (cut across
+        "slices across" for stacks; the colour picture of an RGB layer).
+        """
+        from napari.qt.threading import thread_worker
+
+        layer = self.image.value
+        try:
+            if layer is None:
+                raise ValueError("add or choose an image layer first")
+            if self.mode.value == VOLUME:
+                raise ValueError("the estimated PSF is 2D: choose 'process as' ▸ slice by slice (2D) first")
+            size = self.psf_size.value
+            if size % 2 == 0:
+                raise ValueError(f"'PSF size (px)' must be odd (the kernel has a centre pixel), got {size}; "
+                                 f"try {size + 1}")
+            loop_axes = loop_axes_for(layer.data.shape, 2, rgb=layer.rgb, loop_axes=self.loop_axes())
+            index = self.block_on_screen(layer, loop_axes)
+            # A copy: the layer may be edited while the worker runs; the alpha channel is no picture.
+            plane = np.array(layer.data[index])
+            if layer.rgb:
+                plane = plane[..., :3]
+        except (ValueError, TypeError) as exc:
+            self.report_error("Estimate PSF", exc)
+            return
+        plane_axes = [a for a in range(layer.ndim) if a not in loop_axes]
+        placement = {"scale": np.asarray(layer.scale)[plane_axes],
+                     "translate": np.asarray(layer.translate, dtype=float)[plane_axes],
+                     "units": tuple(layer.units[a] for a in plane_axes),
+                     "axis_labels": tuple(layer.axis_labels[a] for a in plane_axes)}
+        made = {"image": layer.name, "plane": {axis_name(layer, a): index[a] for a in loop_axes}, "size": size}
+        worker = thread_worker(_estimate_psf, progress={"desc": "Estimate PSF"}, ignore_errors=True)
+        self.start_worker(worker(plane, size, device=self.device.value),
+                          lambda kernel: self._publish_psf(kernel, made, placement), title="Estimate PSF",
+                          status=f"estimating a {size} x {size} px PSF from {layer.name!r} (seconds to a "
+                                 f"minute)...",
+                          cancelling="cancelling: the estimate cannot stop midway; its kernel is discarded "
+                                     "when it ends")
+
+    def _publish_psf(self, kernel: np.ndarray, made: dict, placement: dict):
+        """The estimated kernel into a new layer, chosen as the PSF layer."""
+        where = "".join(f", {axis} {i}" for axis, i in made["plane"].items())
+        history = f"deblur-ops estimate_psf (size={made['size']}) from {made['image']!r}{where}"
+        name = unique_name(self.viewer, f"{made['image']} PSF (estimated, {made['size']} px)")
+        layer = self.viewer.add_image(kernel, name=name, colormap="magma",
+                                      metadata={HISTORY_KEY: [history], "estimated_from": made}, **placement)
+        self.psf_layer.value = layer
+        self.psf_source.value = LAYER
+        self.status.value = f"wrote {name!r}, now the PSF layer" + ("" if self.needs_psf() else
+                                                                    f"; {self.method.value} does not use it")
+
     def _start(self, preview: bool, roi: bool = False):
         from napari.utils.notifications import show_error
 
@@ -718,7 +799,7 @@ class DeconvolveWidget(RestoreRunner, QWidget):
             block_axes = [a for a in range(layer.ndim) if a not in loop_axes]
             placement = {"scale": np.asarray(layer.scale), "translate": np.asarray(layer.translate, dtype=float)}
             if preview:
-                data = data[block_at(data.shape, loop_axes, layer.world_to_data(self.viewer.dims.point))]
+                data = data[self.block_on_screen(layer, loop_axes)]
                 loop_axes = ()
                 placement = {key: value[block_axes] for key, value in placement.items()}
                 placement["units"] = tuple(layer.units[a] for a in block_axes)
@@ -742,6 +823,17 @@ class DeconvolveWidget(RestoreRunner, QWidget):
         self.launch(data, psf, method=self.method.value, loop_axes=loop_axes, rgb=layer.rgb, device=self.device.value,
                     params=params, source=layer, name=name, placement=placement, title="Deconvolve",
                     history=history, preview=preview)
+
+
+def _estimate_psf(plane: np.ndarray, size: int, *, device):
+    """Worker body: the blind kernel estimate of one plane. estimate_psf has no callback, so Cancel
+    cannot stop it midway; the yield after it lets a Cancel drop the kernel before it is published."""
+    try:
+        kernel = estimate_psf(plane, size, device=device)
+    except Exception as exc:  # reported once by the widget (see RunFailed)
+        raise RunFailed(str(exc)) from None
+    yield
+    return kernel
 
 
 def _restore(data, psf, *, method, loop_axes, rgb, device, stop: threading.Event, per_iteration: bool, **params):

@@ -139,6 +139,27 @@ def deconvolve_photo(out: Path):
     _save(viewer, out / "napari_deconvolve_photo.png")
 
 
+def estimate_psf_photo(out: Path):
+    """The photograph as if its blur were unknown: Estimate PSF, then Deconvolve with the estimated kernel."""
+    from napari_deblur._widget import DeconvolveWidget
+
+    viewer = _viewer("photo")
+    viewer.layers.remove("motion kernel")  # the blind case: no known kernel
+    widget = DeconvolveWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Deconvolve", area="right")
+    widget.image.value = viewer.layers["motion-blurred photo"]
+    widget.estimate()
+    _wait_idle(widget, widget.run_button)
+    widget.run()
+    _wait_idle(widget, widget.run_button)
+    # Two viewboxes: the photo with the estimated kernel over its corner, and the restoration.
+    viewer.canvas.grid.enabled = True
+    viewer.canvas.grid.stride = 2
+    viewer.canvas.grid.shape = (1, 2)
+    viewer.reset_view()
+    _save(viewer, out / "napari_estimate_psf_photo.png")
+
+
 def motion_photo(out: Path):
     """Motion-Net's field over the photograph, then IRC-Net with that field."""
     from napari_deblur._motion_widget import MotionWidget
@@ -159,7 +180,8 @@ def motion_photo(out: Path):
     _save(viewer, out / "napari_motion_photo.png")
 
 
-SHOTS = (deconvolve_widefield, deconvolve_astronomy, spatially_varying_astronomy, deconvolve_photo, motion_photo)
+SHOTS = (deconvolve_widefield, deconvolve_astronomy, spatially_varying_astronomy, deconvolve_photo,
+         estimate_psf_photo, motion_photo)
 
 
 def main():

@@ -1,0 +1,183 @@
+"""napari plugin: "Estimate PSF" in the Deconvolve widget (issue 20, blind deblurring).
+
+A shaky picture with no known PSF: Estimate PSF writes the kernel into a new layer, which becomes
+the PSF layer, and Deconvolve restores with it. One test runs the real estimator on a small
+picture; the others put a stand-in for ``estimate_psf`` that records the plane it gets (the slice
+on screen, the colour picture, a cancel mid-run).
+"""
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+napari = pytest.importorskip("napari")
+pytest.importorskip("pytestqt")
+
+from deblur_ops import deblur  # noqa: E402
+from deblur_ops.data import sample_image  # noqa: E402
+from deblur_ops.psf import linear_motion_kernel  # noqa: E402
+
+
+def _shaky(side=96):
+    """A crop of the brick picture blurred by a horizontal 7 px motion."""
+    sharp = torch.from_numpy(sample_image("brick", size=side))
+    kernel = linear_motion_kernel(7, 0)
+    blurred = torch.nn.functional.conv2d(sharp[None, None], kernel.flip(0, 1)[None, None], padding=3)[0, 0]
+    return blurred.numpy()
+
+
+def _widget(viewer, image):
+    from napari_deblur._widget import DeconvolveWidget
+
+    widget = DeconvolveWidget(viewer)
+    widget.image.value = viewer.layers[image]
+    return widget
+
+
+def _estimate_to_end(widget, qtbot):
+    widget.estimate()
+    assert widget.worker is not None and not widget.run_button.enabled
+    qtbot.waitUntil(lambda: widget.run_button.enabled, timeout=120_000)
+
+
+@pytest.fixture
+def fake_estimate(monkeypatch):
+    """``estimate_psf`` replaced by a recorder returning a fixed centred kernel; its calls as (plane, size)."""
+    import napari_deblur._widget
+
+    calls = []
+
+    def estimate(plane, size, **_kwargs):
+        calls.append((plane, size))
+        kernel = np.zeros((size, size), np.float32)
+        kernel[size // 2, size // 2 - 1: size // 2 + 2] = 1 / 3
+        return kernel
+
+    monkeypatch.setattr(napari_deblur._widget, "estimate_psf", estimate)
+    return calls
+
+
+@pytest.fixture
+def shown(monkeypatch):
+    import napari.utils.notifications
+
+    messages = []
+    monkeypatch.setattr(napari.utils.notifications, "show_error", lambda text: messages.append(("error", text)))
+    return messages
+
+
+def test_estimated_kernel_becomes_the_psf_layer_and_deconvolve_uses_it(manifest, make_napari_viewer, qtbot,
+                                                                     run_to_end):
+    from napari_deblur._widget import HISTORY_KEY, LAYER
+
+    blurred = _shaky()
+    viewer = make_napari_viewer()
+    viewer.add_image(blurred.copy(), name="brick", scale=(0.5, 0.5))
+    widget = _widget(viewer, "brick")
+    widget.psf_size.value = 15
+    _estimate_to_end(widget, qtbot)
+
+    psf = viewer.layers["brick PSF (estimated, 15 px)"]
+    kernel = psf.data
+    assert kernel.shape == (15, 15) and kernel.min() >= 0
+    assert kernel.sum() == pytest.approx(1.0, abs=1e-5)
+    np.testing.assert_array_equal(viewer.layers["brick"].data, blurred)
+    assert tuple(psf.scale) == (0.5, 0.5)  # the image's pixel size: no resampling warning, no resampling
+    assert psf.metadata[HISTORY_KEY] == ["deblur-ops estimate_psf (size=15) from 'brick'"]
+    assert widget.psf_source.value == LAYER and widget.psf_layer.value is psf
+    assert widget.psf_layer.native.isVisibleTo(widget)
+    assert widget.status.value == "wrote 'brick PSF (estimated, 15 px)', now the PSF layer"
+
+    # Deconvolve now restores with the estimated kernel.
+    method = widget.method.value
+    assert method == "richardson_lucy"
+    widget.method_params["iterations"].value = 3
+    run_to_end(widget)
+    result = widget.last_result
+    assert result.name == "brick [richardson_lucy 3 it]"
+    expected = deblur(blurred, kernel, method="richardson_lucy", iterations=3)
+    np.testing.assert_allclose(result.data, expected, rtol=1e-5, atol=1e-6)
+    assert "PSF layer 'brick PSF (estimated, 15 px)'" in result.metadata[HISTORY_KEY][-1]
+
+
+def test_stacks_give_the_slice_on_screen_and_photos_their_colours(manifest, make_napari_viewer, qtbot,
+                                                                   fake_estimate):
+    rng = np.random.default_rng(0)
+    stack = rng.random((4, 40, 48), dtype=np.float32)
+    photo = rng.random((40, 48, 4), dtype=np.float32)  # RGBA: the alpha channel is not estimated on
+    viewer = make_napari_viewer()
+    viewer.add_image(stack, name="stack", scale=(2.0, 0.5, 0.25), translate=(0, 10, 20))
+    viewer.add_image(photo, name="photo", rgb=True)
+    widget = _widget(viewer, "stack")
+    widget.mode.value = "slice by slice (2D)"
+    viewer.dims.set_current_step(0, 2)
+    widget.psf_size.value = 5
+    _estimate_to_end(widget, qtbot)
+    plane, size = fake_estimate[-1]
+    np.testing.assert_array_equal(plane, stack[2])
+    assert size == 5
+    psf = viewer.layers["stack PSF (estimated, 5 px)"]
+    assert tuple(psf.scale) == (0.5, 0.25) and tuple(psf.translate) == (10, 20)
+    assert psf.metadata["estimated_from"] == {"image": "stack", "plane": {"axis 0": 2}, "size": 5}
+    _estimate_to_end(widget, qtbot)  # a second estimate never replaces the first
+    assert widget.psf_layer.value is viewer.layers["stack PSF (estimated, 5 px) (2)"]
+
+    widget.image.value = viewer.layers["photo"]
+    assert widget.method.value == "irc-net"  # a photo's default method takes a PSF: the estimate is offered
+    assert widget.estimate_row.native.isVisibleTo(widget)
+    _estimate_to_end(widget, qtbot)
+    np.testing.assert_array_equal(fake_estimate[-1][0], photo[..., :3])
+    assert widget.psf_layer.value is viewer.layers["photo PSF (estimated, 5 px)"]
+    assert not widget.psf_layer.value.rgb
+    np.testing.assert_array_equal(viewer.layers["stack"].data, stack)
+    np.testing.assert_array_equal(viewer.layers["photo"].data, photo)
+
+
+def test_bad_input_is_reported_once_and_writes_nothing(manifest, make_napari_viewer, qtbot, shown):
+    from napari_deblur._widget import GENERATED, VOLUME
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.full((64, 64), 0.5, np.float32), name="flat")
+    widget = _widget(viewer, "flat")
+    widget.psf_size.value = 9
+    _estimate_to_end(widget, qtbot)
+    assert len(shown) == 1 and shown[0][1].startswith("Estimate PSF: the image is constant")
+    assert widget.status.value == shown[0][1]
+    assert [layer.name for layer in viewer.layers] == ["flat"] and widget.psf_source.value == GENERATED
+
+    finished = widget.worker
+    widget.psf_size.value = 10
+    widget.estimate()
+    assert shown[-1][1] == "Estimate PSF: 'PSF size (px)' must be odd (the kernel has a centre pixel), got 10; try 11"
+
+    viewer.add_image(np.zeros((8, 32, 32), np.float32), name="volume")
+    widget.image.value = viewer.layers["volume"]
+    widget.mode.value = VOLUME
+    widget.estimate()
+    assert "choose 'process as' ▸ slice by slice (2D)" in shown[-1][1]
+    assert widget.worker is finished and len(viewer.layers) == 2  # no worker started
+
+
+def test_cancel_discards_the_kernel(manifest, make_napari_viewer, qtbot, monkeypatch, fake_estimate):
+    """Cancel is pressed once the estimate has started, and the estimate waits for it: it lands mid-run."""
+    import napari_deblur._widget
+
+    started, pressed = threading.Event(), threading.Event()
+    recorder = napari_deblur._widget.estimate_psf
+    monkeypatch.setattr(napari_deblur._widget, "estimate_psf",
+                        lambda *args, **kwargs: (started.set(), pressed.wait(30), recorder(*args, **kwargs))[2])
+    picture = np.random.default_rng(1).random((40, 40), dtype=np.float32)
+    viewer = make_napari_viewer()
+    viewer.add_image(picture, name="picture")
+    widget = _widget(viewer, "picture")
+    widget.psf_size.value = 5
+    widget.estimate()
+    qtbot.waitUntil(started.is_set, timeout=60_000)
+    with qtbot.waitSignal(widget.worker.aborted, timeout=60_000):
+        widget.cancel()
+        assert widget.status.value.startswith("cancelling: the estimate cannot stop midway")
+        pressed.set()
+    qtbot.waitUntil(lambda: widget.run_button.enabled, timeout=60_000)
+    assert len(fake_estimate) == 1 and [layer.name for layer in viewer.layers] == ["picture"]
+    assert widget.status.value == "cancelled; no layer written"
