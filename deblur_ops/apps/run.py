@@ -245,6 +245,10 @@ def _estimate(input_path: Path, hdu, chunks, params: dict) -> tuple[np.ndarray, 
         raise ValueError("the input has NaN or Inf pixels; method 'blind' needs finite pixels to estimate the PSF")
     size = params.pop("psf_size", BLIND_PSF_SIZE)
     nonblind = params.pop("nonblind", "irc-net")
+    if plane.max() == plane.min():  # a flat frame has no blur to estimate; the identity kernel keeps it as it is
+        kernel = np.zeros((1, 1), np.float32)
+        kernel[0, 0] = 1
+        return kernel, nonblind
     return estimate_psf(plane, size), nonblind
 
 

@@ -173,7 +173,11 @@ def blind(image: torch.Tensor, psf=None, *, psf_size: int = BLIND_PSF_SIZE, nonb
     params = {"noise_sigma": noise_sigma} if nonblind == "irc-net" and noise_sigma is not None else {}
     out = torch.empty_like(image)
     for b in range(image.shape[0]):
-        kernel = estimate_psf(image[b].mean(0), psf_size, device=image.device)
+        plane = image[b].mean(0)
+        if bool(plane.max() == plane.min()):  # a flat frame carries no blur to estimate: it is its own restoration
+            out[b] = image[b]
+            continue
+        kernel = estimate_psf(plane, psf_size, device=image.device)
         out[b:b + 1] = target.function(image[b:b + 1].contiguous(), kernel.to(image.dtype), **params)
     return out
 

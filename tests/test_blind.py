@@ -1,0 +1,166 @@
+"""Blind deblurring: estimate_psf, method "blind", `deblur run --method blind`, `deblur evaluate --blind`."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+import deblur_ops
+from deblur_ops.apps.evaluate import degrade
+from deblur_ops.apps.evaluate_blind import aligned_sse, evaluate_blind, shake_kernel
+from deblur_ops.psf import estimate_psf, linear_motion_kernel
+
+
+def _aligned_ncc(a: torch.Tensor, b: torch.Tensor, shift: int = 3) -> float:
+    """Best normalised cross-correlation of two same-size kernels over integer shifts."""
+    a, b = torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64)
+    best = 0.0
+    for dr in range(-shift, shift + 1):
+        for dc in range(-shift, shift + 1):
+            moved = torch.roll(a, (dr, dc), (0, 1))
+            best = max(best, float((moved * b).sum() / (a.norm() * b.norm())))
+    return best
+
+
+def _padded(kernel: torch.Tensor, side: int) -> torch.Tensor:
+    pad = (side - kernel.shape[-1]) // 2
+    return torch.nn.functional.pad(kernel, (pad, pad, pad, pad))
+
+
+@pytest.mark.parametrize("image,kernel", [
+    ("text", ("line", 9, 30)), ("page", ("line", 11, 120)), ("horse", ("line", 9, 0)), ("text", ("shake", 13, 3)),
+])
+def test_estimate_recovers_the_kernel(image, kernel):
+    side = 15
+    true = _padded(linear_motion_kernel(kernel[1], kernel[2]), side) if kernel[0] == "line" \
+        else _padded(shake_kernel(kernel[1], kernel[2]), side)
+    _, observed = degrade(image, true, 0.005, 128, 0)
+    estimate = estimate_psf(observed, side)
+    assert estimate.shape == (side, side)
+    assert estimate.dtype == np.float32 and (estimate >= 0).all()
+    assert abs(float(estimate.sum()) - 1) < 1e-5
+    assert _aligned_ncc(torch.from_numpy(estimate), true) >= 0.8
+
+
+def test_estimate_is_shift_invariant_up_to_centring():
+    true = _padded(linear_motion_kernel(9, 45), 13)
+    _, observed = degrade("text", true, 0.005, 140, 1)
+    a = estimate_psf(observed[:128, :128], 13)
+    b = estimate_psf(observed[7:135, 5:133], 13)
+    assert _aligned_ncc(torch.from_numpy(a), torch.from_numpy(b)) >= 0.9
+
+
+def test_estimate_types_devices_and_colour():
+    true = _padded(linear_motion_kernel(7, 0), 11)
+    _, observed = degrade("text", true, 0.005, 96, 2)
+    as_tensor = estimate_psf(torch.from_numpy(observed), 11)
+    assert isinstance(as_tensor, torch.Tensor) and as_tensor.shape == (11, 11)
+    colour = estimate_psf(np.stack([observed] * 3, -1), 11)
+    assert np.allclose(colour, as_tensor.numpy(), atol=1e-5)
+    kernel, latent = estimate_psf(observed, 11, return_latent=True)
+    assert latent.shape == observed.shape
+
+
+@pytest.mark.parametrize("image,size,message", [
+    (np.full((64, 64), 0.3, np.float32), 11, "constant"),
+    (np.random.rand(12, 40).astype(np.float32), 3, "at least 16x16"),
+    (np.random.rand(48, 64).astype(np.float32), 17, "too large"),
+    (np.random.rand(64, 64).astype(np.float32), 10, "odd integer"),
+    (np.random.rand(4, 32, 32).astype(np.float32)[..., :5], 5, "shape"),
+])
+def test_estimate_bad_input_says_what_to_do(image, size, message):
+    with pytest.raises(ValueError, match=message):
+        estimate_psf(image, size)
+
+
+def test_estimate_refuses_nan():
+    image = np.random.rand(32, 32).astype(np.float32)
+    image[3, 3] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        estimate_psf(image, 5)
+
+
+def test_blind_method_is_listed_and_beats_the_blurred_input_on_an_unseen_photo():
+    assert "blind" in deblur_ops.methods()
+    # "camera" is a held-out evaluation image: never used to train or tune anything.
+    true = _padded(linear_motion_kernel(11, 30), 13)
+    clean, observed = degrade("camera", true, 0.01, 160, 0)
+    restored = deblur_ops.deblur(observed, method="blind", psf_size=13)
+    inner = (slice(13, -13),) * 2
+    psnr = lambda x: 10 * np.log10(1 / np.mean((np.clip(x, 0, 1)[inner] - clean[inner]) ** 2))  # noqa: E731
+    assert psnr(restored) > psnr(observed) + 1.0
+
+
+def test_blind_method_checks_its_arguments():
+    with pytest.raises(ValueError, match="estimates the blur itself"):
+        deblur_ops.models.methods.blind(torch.rand(1, 1, 32, 32), np.ones((3, 3)))
+    with pytest.raises(ValueError, match="takes a PSF"):
+        deblur_ops.deblur(np.random.rand(48, 48).astype(np.float32), method="blind", psf_size=5,
+                          nonblind="autoencoder")
+    flat = np.full((48, 48), 0.5, np.float32)
+    assert np.allclose(deblur_ops.deblur(flat, method="blind", psf_size=5), flat)
+
+
+def _deblur(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "deblur_ops", *args], cwd=cwd, capture_output=True, text=True)
+
+
+def test_deblur_run_blind_writes_the_kernel_beside_the_output(tmp_path):
+    true = _padded(linear_motion_kernel(9, 30), 13)
+    _, observed = degrade("text", true, 0.005, 96, 0)
+    tifffile.imwrite(tmp_path / "shaky.tif", (np.clip(observed, 0, 1) * 65535).astype(np.uint16))
+    done = _deblur("run", "shaky.tif", "sharp.tif", "--method", "blind", "--param", "psf_size=13", "--quiet",
+                   cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["psf_estimated"] == "sharp_psf.tif" and summary["psf_size"] == 13
+    kernel = tifffile.imread(tmp_path / "sharp_psf.tif")
+    assert kernel.shape == (13, 13) and abs(kernel.sum() - 1) < 1e-5
+    assert tifffile.imread(tmp_path / "sharp.tif").dtype == np.uint16
+    # A rerun replaces its own outputs; a foreign file in the kernel's place is kept.
+    assert _deblur("run", "shaky.tif", "sharp.tif", "--method", "blind", "--param", "psf_size=13", "--quiet",
+                   cwd=tmp_path).returncode == 0
+    tifffile.imwrite(tmp_path / "other_psf.tif", np.ones((3, 3), np.float32))
+    refused = _deblur("run", "shaky.tif", "other.tif", "--method", "blind", "--quiet", cwd=tmp_path)
+    assert refused.returncode != 0 and "other_psf.tif" in refused.stderr
+    assert not (tmp_path / "other.tif").exists()
+
+
+def test_deblur_run_blind_refuses_psf_options_and_stacks(tmp_path):
+    tifffile.imwrite(tmp_path / "stack.tif", np.random.rand(3, 48, 48).astype(np.float32))
+    with_psf = _deblur("run", "stack.tif", "out.tif", "--method", "blind", "--psf-model", "gaussian", "--sigma", "2",
+                       cwd=tmp_path)
+    assert with_psf.returncode != 0 and "is blind" in with_psf.stderr
+    stack = _deblur("run", "stack.tif", "out.tif", "--method", "blind", cwd=tmp_path)
+    assert stack.returncode != 0 and "2D (or colour) image" in stack.stderr
+    no_psf = _deblur("run", "stack.tif", "out.tif", "--method", "wiener", cwd=tmp_path)
+    assert no_psf.returncode != 0 and "--psf" in no_psf.stderr
+    assert not (tmp_path / "out.tif").exists()
+
+
+def test_shake_kernel_and_aligned_sse():
+    for side in (11, 35):
+        k = shake_kernel(side, 7)
+        assert k.shape == (side, side) and abs(float(k.sum()) - 1) < 1e-6 and (k >= 0).all()
+        assert torch.equal(k, shake_kernel(side, 7))
+    with pytest.raises(ValueError, match="odd"):
+        shake_kernel(12, 0)
+    a = np.random.default_rng(0).random((30, 30))
+    assert aligned_sse(np.roll(a, (1, -2), (0, 1)), a, 5) == 0.0
+
+
+def test_evaluate_blind_report():
+    report = evaluate_blind(["blind", "madn"], ["camera"], [11], size=64)
+    methods = [s["method"] for s in report["summary"]]
+    assert methods == ["blurred", "irc-net (true kernel)", "blind", "madn"]
+    truth = next(s for s in report["summary"] if s["method"] == "irc-net (true kernel)")
+    assert truth["median_ratio"] == 1.0
+    for s in report["summary"][2:]:
+        assert s["median_ratio"] > 0 and np.isfinite(s["psnr"])
+    with pytest.raises(ValueError, match="not a blind method"):
+        evaluate_blind(["wiener"], ["camera"], [11], size=64)
