@@ -8,7 +8,7 @@ import os
 
 import torch
 
-OPS = ("wiener_stack", "learnable_shrink", "nu_conv")
+OPS = ("wiener_stack", "learnable_shrink", "nu_conv", "richardson_lucy_ratio_", "richardson_lucy_update_")
 DEVICE_KEYS = {"cpu": "CPU", "cuda": "CUDA"}
 
 LOADED = False
