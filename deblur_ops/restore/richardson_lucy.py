@@ -7,6 +7,7 @@ from typing import Literal, get_args
 
 import torch
 
+from .. import memory
 from .. import validation as v
 from ..boundary import crop, fft_pads, next_fast_len, psf_to_otf, reflect_dim
 from ..ops.richardson_lucy_steps import richardson_lucy_ratio_, richardson_lucy_update_
@@ -32,18 +33,9 @@ CLIP_ROUNDS = 5
 
 def memory_budget(device: torch.device) -> int:
     """Bytes Richardson-Lucy may use on ``device``: 80 % of the free CUDA memory, or half of the
-    available host memory (``MemAvailable``), 4 GiB when that cannot be read."""
-    if device.type == "cuda":
-        free, _total = torch.cuda.mem_get_info(device)
-        return int(0.8 * free)
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024 // 2
-    except OSError:
-        pass
-    return 4 << 30
+    available host memory (``MemAvailable``), 4 GiB when that cannot be read
+    (:func:`deblur_ops.memory.memory_budget`; ``DEBLUR_MEMORY_BUDGET`` overrides both)."""
+    return memory.memory_budget(device, host_default=True)
 
 
 def estimate_background(image: torch.Tensor) -> torch.Tensor:
