@@ -135,8 +135,10 @@ class RLDomain:
         otf = otf.reshape((otf.shape[0], 1) + otf.shape[1:])  # (P, 1, *F) broadcasts over C
         # A centro-symmetric PSF (Gaussian, Airy, Born-Wolf, most measured ones once centred) has
         # a real OTF: multiplying the spectrum by a real array reads half the bytes, and the
-        # adjoint uses the same array.
-        self.real_otf = bool((otf.imag.abs() <= 1e-6 * otf.abs().amax()).all())
+        # adjoint uses the same array. Decided on the PSF, not the OTF (a few passes over the
+        # grid): |Im OTF| <= sum|psf - flip(psf)| / 2 and max|OTF| >= |sum psf|.
+        odd = (psf - psf.flip(self.dims)).abs().flatten(1).sum(1) / 2
+        self.real_otf = bool((odd <= 1e-6 * psf.flatten(1).sum(1).abs()).all())
         if self.real_otf:
             # Repeated for view_as_real's (re, im) pairs: a real product of two arrays of one
             # layout, which vectorises (a size-1 broadcast over the pairs costs ~1.3x more).
@@ -147,17 +149,26 @@ class RLDomain:
         # "extended" (scene points that put under 1e-3 of their light into the image are dropped:
         # the normaliser's FFT rounding would dominate them); the image mask for "zeros"
         # (skimage's update has no normaliser, the unknowns live on the image).
-        # ``sensitivity`` is H^T 1 (None: 1), the share of each unknown's light that is observed.
-        self.factor = self.sensitivity = None
+        self.factor = self._norm = None
         if padding in ("extended", "zeros"):
             mask = torch.zeros((1, 1) + self.shape, dtype=image.dtype, device=image.device)
             crop(mask, self.pads).fill_(1)
-            norm = self.adjoint(mask.expand((self.otf.shape[0],) + mask.shape[1:]))
+            self._norm = self.adjoint(mask.expand((self.otf.shape[0],) + mask.shape[1:]))
             if padding == "zeros":
-                self.factor, self.sensitivity = mask, norm * mask
+                self.factor = mask
             else:
-                self.factor = torch.where(norm > 1e-3, 1 / norm.clamp(min=1e-3), torch.zeros_like(norm))
-                self.sensitivity = norm * (self.factor > 0)
+                kept = self._norm > 1e-3
+                self.factor = self._norm.clamp(min=1e-3).reciprocal_().mul_(kept)
+
+    @property
+    def sensitivity(self) -> torch.Tensor | None:
+        """H^T 1 on the unknowns (None: 1), the share of each unknown's light that is observed;
+        only the background's flux rescaling needs it, so it is formed on first use."""
+        if self._norm is None:
+            return None
+        if not hasattr(self, "_sensitivity"):
+            self._sensitivity = self._norm * (self.factor > 0) if self.padding == "extended" else self._norm * self.factor
+        return self._sensitivity
 
     def place(self, image: torch.Tensor) -> torch.Tensor:
         """The observation on the grid: reflected into the margin for ``reflect``, zero elsewhere."""
