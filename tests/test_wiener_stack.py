@@ -3,6 +3,7 @@ import math
 import os
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from deblur_ops.psf import linear_motion_kernel
 from .conftest import requires_cuda
 
 ws_module = importlib.import_module("deblur_ops.ops.wiener_stack")
+rl_module = importlib.import_module("deblur_ops.restore.richardson_lucy")
 
 OP = torch.ops.deblur_ops
 PADDINGS = ("reflect", "edge_taper", "circular")
@@ -339,6 +341,13 @@ class TestMemory:
         assert memory.memory_budget(torch.device("cpu")) is None
         monkeypatch.setenv(memory.ENV, "123456")
         assert memory.memory_budget(torch.device("cpu")) == 123456
+
+    def test_device_budget_is_most_of_mem_get_info_free_bytes(self, monkeypatch):
+        monkeypatch.delenv(memory.ENV, raising=False)
+        monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (10 << 30, 80 << 30))
+        gpu = types.SimpleNamespace(type="cuda")  # the query reads only the type: no device needed
+        assert memory.memory_budget(gpu) == int(0.8 * (10 << 30))
+        assert rl_module.memory_budget(gpu) == int(0.8 * (10 << 30))
 
     @pytest.mark.parametrize("padding", ["reflect", "circular"])
     def test_budget_splits_give_the_whole_result_exactly(self, monkeypatch, padding):
