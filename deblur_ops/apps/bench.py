@@ -119,7 +119,7 @@ def bench_wiener_stack(device, size: int, warmup: int, repeats: int, cpu_peers: 
 def wiener_stack_ffts(image: torch.Tensor, psf: torch.Tensor, n: int) -> Callable[[], None]:
     """The FFTs of one ``wiener_stack`` call and nothing else, as the op runs them: the image's and
     the PSF's rfftn on the reflect-padded grid, then the n inverse transforms, a group of filters at
-    a time on the CPU (the op's grouping, csrc/wiener_stack.cpp), written into one output."""
+    a time on the CPU (the op's grouping, csrc/wiener_stack.cpp), written into one new output."""
     from ..boundary import fft_pads
 
     grid = tuple(a + m + b for m, (a, b) in zip(image.shape[2:], fft_pads(tuple(image.shape[2:]), tuple(psf.shape))))
@@ -130,9 +130,11 @@ def wiener_stack_ffts(image: torch.Tensor, psf: torch.Tensor, n: int) -> Callabl
     per_plane = spectrum[0, 0].numel() * spectrum.element_size()
     group = n if image.device.type != "cpu" else max(1, min(n, (24 << 20) // per_plane))
     spectra = spectrum.unsqueeze(1).expand(-1, group, -1, *spectrum.shape[2:]).contiguous()
-    out = torch.empty((image.shape[0], n) + image.shape[1:2] + grid, dtype=image.dtype, device=image.device)
 
     def run():
+        # A new output each call, as the op returns one (76 MB at 1024^2: its page faults are part
+        # of any implementation's cost).
+        out = torch.empty((image.shape[0], n) + image.shape[1:2] + grid, dtype=image.dtype, device=image.device)
         torch.fft.rfftn(padded, dim=dims)
         torch.fft.rfftn(kernel, dim=dims)
         for j in range(0, n, group):
@@ -468,7 +470,8 @@ def bench_richardson_lucy(device, warmup: int, repeats: int, shape=(32, 256, 256
     (13 x 11 x 11, sigma 2.5 / 1.5 / 1.5 px) with Poisson noise (peak ~100 photons).
 
     Rows: per-iteration time of ``richardson_lucy`` (default ``padding="extended"``; the run of N
-    iterations over N, setup included) against its 4 FFTs alone on the same grid, and against the
+    iterations over N, setup included) against its 4 FFTs alone on the same grid (N iterations'
+    worth in one timed run, over N), and against the
     plain-torch peer; the whole run with PSNRs of ours, the peer's and the input (against the
     scene, data range = scene maximum); and the fewest iterations of ours whose PSNR reaches the
     peer's after N, timed against the peer's N. Each time is the best of ``repeats`` interleaved
@@ -494,8 +497,12 @@ def bench_richardson_lucy(device, warmup: int, repeats: int, shape=(32, 256, 256
     domain = RLDomain(batch, psf[None], "extended")
     x = torch.rand((1, 1) + domain.shape, device=device) + 0.5
 
+    # The FFTs of all the iterations in one timed run, as long as the run of ours: on a shared
+    # machine a run of seconds is always interrupted by other processes and one of tens of
+    # milliseconds sometimes not, so the best of short runs against the best of long ones
+    # overstates the ratio (one thread at load ~4.5: 1.55x that way, 1.17x in CPU time).
     def ffts():
-        for _ in range(2):
+        for _ in range(2 * iterations):
             torch.fft.irfftn(torch.fft.rfftn(x, dim=domain.dims), s=domain.shape, dim=domain.dims)
 
     peak = float(scene.max())
@@ -527,7 +534,7 @@ def bench_richardson_lucy(device, warmup: int, repeats: int, shape=(32, 256, 256
                 best[name] = min(best[name], time_ms(fn, device, warmup=warmup, repeats=1))
         ours = richardson_lucy(batch, psf, iterations=iterations)[0, 0]
         circular = richardson_lucy(batch, psf, iterations=iterations, padding="circular")[0, 0]
-    ours_total, fft_ms, peer_total = best["ours"], best["ffts"], best["peer"]
+    ours_total, fft_ms, peer_total = best["ours"], best["ffts"] / iterations, best["peer"]
     # Whole runs over the iteration count: each method's setup (OTFs, padding, the normaliser) is
     # included, spread over the iterations, which keeps the figure positive on tiny noisy runs.
     per_iteration = best["ours"] / iterations
@@ -595,6 +602,10 @@ def run(ops=OPS, device="cpu", size: int = 1024, shrink_shape=(8, 64, 256, 256),
         # Other processes on the machine skew CPU timings; the 1-minute load average says how busy
         # it was when the run ended.
         "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        # Whether idle OpenMP threads spin (the default) or sleep: on a machine with more runnable
+        # threads than cores the spinning ones take the cores from the working ones, which slows
+        # short parallel regions (element-wise passes) far more than long ones (FFTs).
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "backend": _extension.backend(dev),
         "warmup": warmup,
         "repeats": repeats,
@@ -611,7 +622,7 @@ def markdown(report: dict) -> str:
         f"# deblur bench — {report['device']}",
         "",
         f"{report['date']}, torch {report['torch']}, backend {report['backend']}, load average "
-        f"{report['load_average']}, median of "
+        f"{report['load_average']}, OMP_WAIT_POLICY {report.get('omp_wait_policy') or 'unset'}, median of "
         f"{report['repeats']} after {report['warmup']} warm-up runs. fp32 matmul attains "
         f"{report['matmul_gflops']:.0f} GFLOP/s here (the practical FMA ceiling).",
         "",
