@@ -91,4 +91,40 @@ void check_shrink_backward_inputs(const at::Tensor& grad, const at::Tensor& x,
               " must match x dtype ", x.scalar_type());
 }
 
+void check_richardson_lucy_inputs(const at::Tensor& target, const char* target_name,
+                                  const at::Tensor& same, const char* same_name,
+                                  const at::Tensor& optional, const char* optional_name,
+                                  const at::Tensor& per_item, const char* per_item_name) {
+  TORCH_CHECK(target.dim() >= 2, target_name, " must have shape (B, C, *S), got shape ",
+              target.sizes());
+  TORCH_CHECK(is_float32_or_float64(target.scalar_type()), target_name,
+              " must be float32 or float64, got ", target.scalar_type());
+  TORCH_CHECK(target.is_contiguous(), target_name,
+              " is written in place and must be contiguous; pass target.contiguous() and use the result");
+  auto check_like = [&](const at::Tensor& t, const char* name) {
+    if (!t.defined()) return;
+    TORCH_CHECK(t.sizes() == target.sizes(), name, " must have the shape of ", target_name, " ",
+                target.sizes(), ", got ", t.sizes());
+    TORCH_CHECK(t.scalar_type() == target.scalar_type(), name, " must have dtype ",
+                target.scalar_type(), " like ", target_name, ", got ", t.scalar_type());
+    TORCH_CHECK(t.device() == target.device(), name, " must be on ", target.device(), " like ",
+                target_name, ", got ", t.device());
+    TORCH_CHECK(t.is_contiguous(), name, " must be contiguous; pass ", name, ".contiguous()");
+  };
+  check_like(same, same_name);
+  check_like(optional, optional_name);
+  if (per_item.defined()) {
+    const int64_t B = target.size(0);
+    const bool shape_ok = per_item.dim() == target.dim() && (per_item.size(0) == 1 || per_item.size(0) == B) &&
+                          per_item.size(1) == 1 && per_item.sizes().slice(2) == target.sizes().slice(2);
+    TORCH_CHECK(shape_ok, per_item_name, " must have shape (P, 1, *S) with P = 1 or ", B, " for ",
+                target_name, " of shape ", target.sizes(), ", got ", per_item.sizes());
+    TORCH_CHECK(per_item.scalar_type() == target.scalar_type(), per_item_name, " must have dtype ",
+                target.scalar_type(), ", got ", per_item.scalar_type());
+    TORCH_CHECK(per_item.device() == target.device(), per_item_name, " must be on ", target.device(),
+                ", got ", per_item.device());
+    TORCH_CHECK(per_item.is_contiguous(), per_item_name, " must be contiguous");
+  }
+}
+
 }  // namespace deblur_ops

@@ -24,4 +24,12 @@ void check_shrink_inputs(const at::Tensor& x, const at::Tensor& values, double x
 void check_shrink_backward_inputs(const at::Tensor& grad, const at::Tensor& x,
                                   const at::Tensor& values, double xmin, double xmax);
 
+// The Richardson-Lucy steps: float32/float64 contiguous tensors of one dtype and device; the
+// mutated tensor `target` and `same` have one shape (`same` and `optional` may be undefined);
+// `per_item`, if defined, has shape (P, 1, *S) with P in {1, B} for a target of shape (B, C, *S).
+void check_richardson_lucy_inputs(const at::Tensor& target, const char* target_name,
+                                  const at::Tensor& same, const char* same_name,
+                                  const at::Tensor& optional, const char* optional_name,
+                                  const at::Tensor& per_item, const char* per_item_name);
+
 }  // namespace deblur_ops

@@ -34,4 +34,13 @@ TORCH_LIBRARY(deblur_ops, m) {
   // Which loop nu_conv runs for these inputs: "runs", "pixels" or "filters" (see csrc/nu_conv.h).
   m.def(
       "nu_conv_path(Tensor x, Tensor bank, Tensor idx, Tensor weights, str mode, str padding) -> str");
+  // Richardson-Lucy's two element-wise steps, each one pass over memory instead of two or three
+  // (the iteration is otherwise four FFTs; see restore/richardson_lucy.py). In place, no autograd.
+  // blurred <- observed / max(blurred + background, floor); all (B,C,*S), background optional.
+  m.def(
+      "richardson_lucy_ratio_(Tensor(a!) blurred, Tensor observed, Tensor? background, float floor) "
+      "-> ()");
+  // correction <- estimate * max(correction, 0) * factor; estimate (B,C,*S), factor (P,1,*S) with
+  // P in {1,B} (optional: 1).
+  m.def("richardson_lucy_update_(Tensor(a!) correction, Tensor estimate, Tensor? factor) -> ()");
 }

@@ -8,7 +8,7 @@ import os
 
 import torch
 
-OPS = ("wiener_stack", "learnable_shrink", "nu_conv")
+OPS = ("wiener_stack", "learnable_shrink", "nu_conv", "richardson_lucy_ratio_", "richardson_lucy_update_")
 DEVICE_KEYS = {"cpu": "CPU", "cuda": "CUDA"}
 
 LOADED = False
@@ -25,7 +25,8 @@ else:
 
 
 def _kernels(op: str) -> frozenset:
-    if not LOADED:
+    # An extension built before an op was added lacks its schema: that op runs its reference.
+    if not LOADED or not hasattr(torch.ops.deblur_ops, op):
         return frozenset()
     name = f"deblur_ops::{op}"
     return frozenset(

@@ -168,3 +168,20 @@ def nu_conv(x: torch.Tensor, bank: torch.Tensor, idx: torch.Tensor, weights: tor
             mode: str = "gather", padding: str = "zeros") -> torch.Tensor:
     """The maths of :func:`deblur_ops.nu_conv` on valid inputs (the oracle: no input checks)."""
     return nu_conv_core(x, bank, idx, weights, mode, padding)
+
+
+def richardson_lucy_ratio_(blurred: torch.Tensor, observed: torch.Tensor, background: torch.Tensor | None,
+                           floor: float) -> None:
+    """blurred <- observed / max(blurred + background, floor), in place (Richardson-Lucy's y / (H x + b))."""
+    if background is not None:
+        blurred.add_(background)
+    torch.div(observed, blurred.clamp_(min=floor), out=blurred)
+
+
+def richardson_lucy_update_(correction: torch.Tensor, estimate: torch.Tensor, factor: torch.Tensor | None) -> None:
+    """correction <- estimate * max(correction, 0) * factor, in place; factor (P, 1, *S) broadcasts
+    over (B, C, *S) (Richardson-Lucy's x H^T(y / (H x + b)) / H^T 1)."""
+    correction.clamp_(min=0)
+    if factor is not None:
+        correction.mul_(factor)
+    correction.mul_(estimate)

@@ -70,7 +70,10 @@ def test_bench_tiny_run_writes_reports(tmp_path, capsys):
         ("nu_conv", "gather forward"), ("nu_conv", "gather forward+backward"),
         ("nu_conv", "scatter forward"), ("nu_conv", "scatter forward+backward"), ("irc_net", "inference"),
         ("irc", "inference"), ("richardson_lucy", "per iteration"), ("richardson_lucy", "30 iterations"),
-        ("richardson_lucy", "per iteration, padding='circular'")}
+        ("richardson_lucy", "per iteration, padding='circular'"),
+        ("richardson_lucy", "to the peer's 30-iteration PSNR")}
+    fft_bound = next(r for r in report["rows"] if r["op"] == "wiener_stack" and r["pass_"] == "forward")["note"]
+    assert fft_bound.startswith("op time / FFT-only time = ")
     irc_rows = [r for r in report["rows"] if r["op"] == "irc"]
     assert len(irc_rows) == 2 and all(r["peer_ms"] > 0 and "eq. 17" in r["peer"] for r in irc_rows)
     assert report["matmul_gflops"] > 0

@@ -1,6 +1,9 @@
+import importlib
+import math
 import os
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -9,11 +12,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import deblur_ops
-from deblur_ops import _extension, reference
+from deblur_ops import _extension, memory, reference
 from deblur_ops.data.degrade import blur
 from deblur_ops.psf import linear_motion_kernel
 
 from .conftest import requires_cuda
+
+ws_module = importlib.import_module("deblur_ops.ops.wiener_stack")
+rl_module = importlib.import_module("deblur_ops.restore.richardson_lucy")
 
 OP = torch.ops.deblur_ops
 PADDINGS = ("reflect", "edge_taper", "circular")
@@ -316,3 +322,94 @@ class TestWienerStack:
             results.append((y, *torch.autograd.grad(y.square().sum(), (x,))))
         for a, b in zip(*results):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+class TestMemory:
+    """The stack is computed in parts when the device's budget is small, and again in smaller
+    parts after an out-of-memory error; items and filters are independent, so parts are exact."""
+
+    def test_plan_splits_items_then_filters(self):
+        one = 4 * 64 * 64  # one float32 plane of the grid
+        assert ws_module.plan_parts((8, 1, 64, 64), 15, (64, 64), 4, None) == (8, 15)
+        assert ws_module.plan_parts((8, 1, 64, 64), 15, (64, 64), 4, 8 * 32 * one) == (8, 15)
+        assert ws_module.plan_parts((8, 1, 64, 64), 15, (64, 64), 4, 3 * 32 * one) == (3, 15)
+        assert ws_module.plan_parts((8, 1, 64, 64), 15, (64, 64), 4, 8 * one) == (1, 3)
+        assert ws_module.plan_parts((8, 1, 64, 64), 15, (64, 64), 4, 1) == (1, 1)
+
+    def test_no_budget_on_the_host_unless_set(self, monkeypatch):
+        monkeypatch.delenv(memory.ENV, raising=False)
+        assert memory.memory_budget(torch.device("cpu")) is None
+        monkeypatch.setenv(memory.ENV, "123456")
+        assert memory.memory_budget(torch.device("cpu")) == 123456
+
+    def test_device_budget_is_most_of_mem_get_info_free_bytes(self, monkeypatch):
+        monkeypatch.delenv(memory.ENV, raising=False)
+        monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (10 << 30, 80 << 30))
+        gpu = types.SimpleNamespace(type="cuda")  # the query reads only the type: no device needed
+        assert memory.memory_budget(gpu) == int(0.8 * (10 << 30))
+        assert rl_module.memory_budget(gpu) == int(0.8 * (10 << 30))
+
+    @pytest.mark.parametrize("padding", ["reflect", "circular"])
+    def test_budget_splits_give_the_whole_result_exactly(self, monkeypatch, padding):
+        image, psf = sample_inputs(image_shape=(5, 2, 23, 19), psf_shape=(5, 5, 3))  # a PSF per item
+        snr = torch.arange(10.0, 40.0, 5.0, dtype=torch.float64)  # 6 filters
+        whole = deblur_ops.wiener_stack(image, psf, snr, padding=padding)
+        plane = 8 * 2 * math.prod(ws_module._grid(image, psf, padding))
+        # Two items of 6 filters per call (3 calls), then one filter of one item (30 calls).
+        for budget, expected_calls in ((2 * plane * (2 * 6 + 2), 3), (1, 30)):
+            calls = _count_core_calls(monkeypatch)
+            monkeypatch.setenv(memory.ENV, str(budget))
+            torch.testing.assert_close(deblur_ops.wiener_stack(image, psf, snr, padding=padding), whole,
+                                       rtol=0, atol=0)
+            assert len(calls) == expected_calls
+
+    def test_out_of_memory_halves_items_then_filters_and_matches(self, monkeypatch):
+        image, psf = sample_inputs(image_shape=(4, 1, 20, 20), psf_shape=(5, 5))
+        snr = torch.arange(10.0, 40.0, 5.0, dtype=torch.float64)  # 6 filters
+        whole = deblur_ops.wiener_stack(image, psf, snr)
+        real, shapes = ws_module._core, []
+
+        def small_device(image, psf, snr_db, regularizer):
+            shapes.append((image.shape[0], snr_db.shape[0]))
+            if image.shape[0] * snr_db.shape[0] > 2:
+                raise torch.OutOfMemoryError("simulated: the device holds 2 planes of filters")
+            return real(image, psf, snr_db, regularizer)
+
+        monkeypatch.setattr(ws_module, "_core", small_device)
+        # Equal to rounding: an inverse FFT over a batch of 2 filters rounds unlike one over 6
+        # (MKL vectorises across the batch), 1e-14 here; splits of items alone are bit-exact (above).
+        torch.testing.assert_close(deblur_ops.wiener_stack(image, psf, snr), whole, rtol=0, atol=1e-12)
+        # 4 items x 6 filters fails, then 2 x 6, then 1 x 6, then 1 x 3; then 1 x 2 fits (3 per item).
+        assert shapes[:5] == [(4, 6), (2, 6), (1, 6), (1, 3), (1, 2)]
+        assert set(shapes[5:]) == {(1, 2)} and len(shapes) == 4 * 3 + 4
+
+    def test_out_of_memory_on_one_plane_is_raised(self, monkeypatch):
+        def no_device(image, psf, snr_db, regularizer):
+            raise torch.OutOfMemoryError("simulated")
+
+        monkeypatch.setattr(ws_module, "_core", no_device)
+        image, psf = sample_inputs(image_shape=(2, 1, 16, 16), psf_shape=(3, 3))
+        with pytest.raises(torch.OutOfMemoryError):
+            deblur_ops.wiener_stack(image, psf)
+
+    def test_split_runs_keep_the_image_gradient(self, monkeypatch):
+        image, psf = sample_inputs(image_shape=(3, 1, 16, 16), psf_shape=(3, 3))
+        weights = torch.rand((3, 15, 1, 16, 16), dtype=image.dtype)
+        leaf = image.clone().requires_grad_()
+        (deblur_ops.wiener_stack(leaf, psf) * weights).sum().backward()
+        expected = leaf.grad.clone()
+        leaf.grad = None
+        monkeypatch.setenv(memory.ENV, "1")
+        (deblur_ops.wiener_stack(leaf, psf) * weights).sum().backward()
+        torch.testing.assert_close(leaf.grad, expected, rtol=0, atol=1e-12)
+
+
+def _count_core_calls(monkeypatch) -> list:
+    real, calls = ws_module._core, []
+
+    def counting(*args):
+        calls.append(args[0].shape[0])
+        return real(*args)
+
+    monkeypatch.setattr(ws_module, "_core", counting)
+    return calls

@@ -1,12 +1,14 @@
 """Fused Wiener stack (paper 001): N Wiener deconvolutions of one image in one pass."""
 from __future__ import annotations
 
+import math
+
 import torch
 
-from .. import _extension
+from .. import _extension, memory
 from .. import reference as ref
 from .. import validation as v
-from ..boundary import PADDINGS, crop, edge_taper, pad_for_fft
+from ..boundary import PADDINGS, crop, edge_taper, fft_pads, pad_for_fft
 
 _OP = "deblur_ops::wiener_stack"
 
@@ -25,7 +27,8 @@ def _core(image, psf, snr_db, regularizer):
 
 
 def _pipeline(image, psf, snr_db, regularizer, padding, core):
-    """Validation, boundary handling and cropping around a Wiener-stack ``core``."""
+    """Validation, boundary handling and cropping around a Wiener-stack ``core``, in parts that
+    fit the device's memory (:func:`plan_parts`)."""
     v.require_tensor(image, "image")
     v.image_spatial_dims(image)
     v.require_float(image, "image")
@@ -35,6 +38,65 @@ def _pipeline(image, psf, snr_db, regularizer, padding, core):
     psf = v.batched_psf(psf, image)
     v.require_finite(image, "image")
     snr = v.as_1d_float(ref.DEFAULT_SNR_DB if snr_db is None else snr_db, "snr_db", image)
+    if v.is_compiling():
+        return _whole(image, psf, snr, regularizer, padding, core)
+    budget = memory.memory_budget(image.device)
+    parts = plan_parts(tuple(image.shape), snr.shape[0], _grid(image, psf, padding), image.element_size(), budget)
+    return memory.retry_smaller(lambda p: _in_parts(image, psf, snr, regularizer, padding, core, *p),
+                                parts, image.device)
+
+
+def _grid(image, psf, padding) -> tuple[int, ...]:
+    spatial = tuple(image.shape[2:])
+    if padding != "reflect":
+        return spatial
+    return tuple(n + a + b for n, (a, b) in zip(spatial, fft_pads(spatial, tuple(psf.shape[1:]))))
+
+
+def plan_parts(shape: tuple[int, ...], filters: int, grid: tuple[int, ...], itemsize: int,
+               budget: int | None) -> tuple[int, int]:
+    """(items, filters) per call so that one call's work fits ``budget`` bytes (None: no limit).
+
+    One call on i items with f filters holds, per item and channel, f output planes on the padded
+    ``grid``, their spectra (a group of them at a time; counted as f), the padded image and its
+    spectrum: (2 f + 2) grid planes. The split is exact: items and filters are independent.
+
+    Example:
+        >>> plan_parts((8, 1, 64, 64), 15, (64, 64), 4, None)
+        (8, 15)
+        >>> plan_parts((8, 1, 64, 64), 15, (64, 64), 4, 4 * 64 * 64 * 32 * 3)
+        (3, 15)
+        >>> plan_parts((8, 1, 64, 64), 15, (64, 64), 4, 4 * 64 * 64 * 8)
+        (1, 3)
+    """
+    items = shape[0]
+    plane = itemsize * shape[1] * math.prod(grid)
+
+    def cost(i, f):
+        return i * plane * (2 * f + 2)
+
+    if budget is None or cost(items, filters) <= budget:
+        return items, filters
+    if cost(1, filters) <= budget:
+        return max(1, budget // cost(1, filters)), filters
+    return 1, max(1, min(filters, (budget // plane - 2) // 2))
+
+
+def _in_parts(image, psf, snr, regularizer, padding, core, items: int, filters: int):
+    """The stack of ``image`` computed ``items`` batch items and ``filters`` SNRs per call."""
+    b, n = image.shape[0], snr.shape[0]
+    if items >= b and filters >= n:
+        return _whole(image, psf, snr, regularizer, padding, core)
+    out = image.new_empty((b, n) + tuple(image.shape[1:]))
+    for i in range(0, b, items):
+        part = slice(i, i + items)
+        kernel = psf[part] if psf.shape[0] > 1 else psf
+        for j in range(0, n, filters):
+            out[part, j:j + filters] = _whole(image[part], kernel, snr[j:j + filters], regularizer, padding, core)
+    return out
+
+
+def _whole(image, psf, snr, regularizer, padding, core):
     if padding == "reflect":
         padded, pads = pad_for_fft(image, tuple(psf.shape[1:]))
         out = crop(core(padded, psf, snr, regularizer), pads)
