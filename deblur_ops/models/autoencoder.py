@@ -129,7 +129,7 @@ def _network(weights: str, device) -> DeblurAutoencoder:
     return resolve_weights(weights, DeblurAutoencoder, device=device, cached=methods.cached_model, recipe="autoencoder")
 
 
-@register("autoencoder", "Blind: convolutional encoder-latent-decoder network (paper 002), no PSF needed",
+@register("autoencoder", "Blind (paper 002 autoencoder); not yet a deblurrer: +0.04 dB over the blurred input on camera shake",
           needs_psf=False)
 def autoencoder(image: torch.Tensor, psf=None, *, weights: str = PRETRAINED_NAME) -> torch.Tensor:
     """Blind deblurring with a trained :class:`DeblurAutoencoder` (default: the shipped weights).

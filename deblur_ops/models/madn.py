@@ -413,7 +413,7 @@ def _network(weights: str, device) -> MADNGenerator:
     return resolve_weights(weights, MADNGenerator, device=device, cached=methods.cached_model, recipe="madn")
 
 
-@register("madn", "Blind: multi-scale GAN generator with gradient guidance (paper 003), no PSF needed",
+@register("madn", "Blind (paper 003 MADN generator); not yet a deblurrer: +0.24 dB over the blurred input on camera shake",
           needs_psf=False)
 def madn(image: torch.Tensor, psf=None, *, weights: str = PRETRAINED_NAME) -> torch.Tensor:
     """Blind deblurring with a trained :class:`MADNGenerator` (default: the shipped weights).
