@@ -125,3 +125,22 @@ def test_field_report_records_the_bank_model_error():
     assert errors[0]["psnr"] == pytest.approx(ev.field_model_error("camera", "field:2", 32))
     assert "Model error of the solvers' MotionField" in ev.markdown(report)
     assert "model_error_db" not in ev.evaluate(["wiener"], ["motion:5:0"], ["camera"], [0.01], size=32, repeats=1)
+
+
+def test_field_bank_option_gives_the_solvers_the_fine_bank_and_reports_both_model_errors():
+    _, _, field = ev.degrade_field("camera", "field:2", 0.0, 32, seed=0, bank="fine")
+    assert field.bank_kind == "fine"
+    report = ev.evaluate(["nu_cg"], ["field:2"], ["camera"], [0.01], size=32, repeats=1, field_bank="fine")
+    assert report["protocol"]["field_bank"] == "fine"
+    (error,) = report["model_error_db"]
+    assert error["psnr"] == pytest.approx(ev.field_model_error("camera", "field:2", 32, "paper"))
+    assert error["psnr_fine"] == pytest.approx(ev.field_model_error("camera", "field:2", 32, "fine"))
+    assert error["psnr_fine"] > error["psnr"]
+    text = ev.markdown(report)
+    assert "511-filter bank k1" in text and "fine bank (1 px, 2 degree steps) k1" in text
+    assert "The solvers used the fine bank." in text
+    with pytest.raises(ValueError, match="field_bank must be one of"):
+        ev.evaluate(["nu_cg"], ["field:2"], ["camera"], size=32, field_bank="finer")
+    from deblur_ops.apps.cli import build_parser
+
+    assert build_parser().parse_args(["evaluate", "--nonuniform", "--field-bank", "fine"]).field_bank == "fine"

@@ -105,6 +105,7 @@ def _evaluate(args) -> int:
         return 0
     report = evaluate.evaluate(args.methods, args.kernels, args.images, args.noise, size=args.size,
                                seed=args.seed, repeats=args.repeats, device=args.device, forward=args.forward,
+                               field_bank=args.field_bank,
                                progress=lambda done, total: print(f"  {done}/{total} images", file=sys.stderr))
     _emit(report, evaluate.markdown, evaluate.save, args)
     return 0
@@ -480,6 +481,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--forward", choices=evaluate.FIELD_FORWARD_MODELS, default="exact",
                    help="how motion-field observations are made: exact (each pixel's own line, default) or "
                         "bank (the solvers' 511-filter model: the old, inverse-crime protocol)")
+    p.add_argument("--field-bank", choices=evaluate.FIELD_BANKS, default="paper",
+                   help="the motion bank nu_cg and irc blur through on motion fields: paper (004's 511 filters, "
+                        "default) or fine (1 px / 2 degree steps, model error well below the noise); the model "
+                        "error line reports both")
     p.add_argument("--blind", action="store_true",
                    help="blind protocol: held-out images, Boracchi-Foi camera-shake kernels 11-35 px, noise 1 %%; "
                         "blind methods vs irc-net with the true kernel, Levin's error ratio")

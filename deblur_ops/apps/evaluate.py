@@ -60,6 +60,9 @@ FIELD_MAX_ROLL = 10.0
 # (psf.exact_motion_blur), "bank" through the 511-filter bank the solvers use (MotionField.blur);
 # only "exact" is free of the inverse crime of making data with the solver's own model.
 FIELD_FORWARD_MODELS = ("exact", "bank")
+# The bank the solvers' MotionField blurs through: paper 004's 511 filters, or 1 px / 2 degree steps
+# (psf.MotionField, bank="fine"), whose own model error lies well below the noise.
+FIELD_BANKS = psf_lib.MotionField.BANKS
 
 
 def is_field(spec: str) -> bool:
@@ -177,26 +180,31 @@ def _field_blur(big: torch.Tensor, field, forward: str) -> torch.Tensor:
     return psf_lib.exact_motion_blur(big, field.length, field.angle) if forward == "exact" else field.blur(big)
 
 
-def field_model_error(image_name: str, spec: str, size: int) -> float:
-    """PSNR (dB, data range 1) of the bank's blur (:meth:`MotionField.blur`, the solvers' model)
-    against the exact per-pixel line blur of one ``field:SEED`` observation, noise-free, on the
-    scored interior: the solvers' own model error, to compare with the noise (sigma 0.01 = 40 dB)."""
+def field_model_error(image_name: str, spec: str, size: int, bank: str = "paper") -> float:
+    """PSNR (dB, data range 1) of the bank's blur (:meth:`MotionField.blur` through ``bank``, the
+    solvers' model) against the exact per-pixel line blur of one ``field:SEED`` observation,
+    noise-free, on the scored interior: the solvers' own model error, to compare with the noise
+    (sigma 0.01 = 40 dB)."""
     big, field, inner = _field_scene(image_name, spec, size)
+    field = field.with_bank(bank)
     exact, bank = _field_blur(big, field, "exact")[(...,) + inner], _field_blur(big, field, "bank")[(...,) + inner]
     return 10 * math.log10(1 / max(float(((exact - bank) ** 2).mean()), 1e-20))
 
 
-def degrade_field(image_name: str, spec: str, noise: float, size: int, seed: int, forward: str = "exact"):
+def degrade_field(image_name: str, spec: str, noise: float, size: int, seed: int, forward: str = "exact",
+                  bank: str = "paper"):
     """Like :func:`degrade` for a motion field: the field is drawn on the larger crop, which is
-    blurred (scatter model; ``forward`` in :data:`FIELD_FORWARD_MODELS`) and cut to its interior;
-    returns clean, observed and the interior field."""
+    blurred (scatter model; ``forward`` in :data:`FIELD_FORWARD_MODELS`, ``"bank"`` through the
+    paper's bank) and cut to its interior; returns clean, observed and the interior field, which
+    blurs through ``bank`` (:data:`FIELD_BANKS`) for the solvers."""
     if forward not in FIELD_FORWARD_MODELS:
         raise ValueError(f"forward must be one of {FIELD_FORWARD_MODELS}, got {forward!r}")
+    if bank not in FIELD_BANKS:
+        raise ValueError(f"bank must be one of {FIELD_BANKS}, got {bank!r}")
     big, field, inner = _field_scene(image_name, spec, size)
     blurred = _field_blur(big, field, forward)
     observed = add_gaussian_noise(blurred[(...,) + inner], noise, seed=seed)
-    return (big[(...,) + inner][0, 0].numpy(), observed[0, 0].numpy(),
-            psf_lib.MotionField(field.length[inner], field.angle[inner]))
+    return (big[(...,) + inner][0, 0].numpy(), observed[0, 0].numpy(), field.crop(*inner).with_bank(bank))
 
 
 def _run(method: str, observed: np.ndarray, kernel: np.ndarray, noise_estimate: float, params: dict,
@@ -243,7 +251,7 @@ def _scores(estimate: np.ndarray, clean: np.ndarray) -> tuple[float, float]:
 def evaluate(method_specs: Sequence[str] = DEFAULT_METHODS, kernels: Sequence[str] = DEFAULT_KERNELS,
              images: Sequence[str] = DEFAULT_IMAGES, noise: Sequence[float] = DEFAULT_NOISE, *,
              size: int = 256, seed: int = 0, repeats: int = 3, device: str = "cpu", progress=None,
-             forward: str = "exact") -> dict:
+             forward: str = "exact", field_bank: str = "paper") -> dict:
     """Score restoration methods on synthetically blurred images.
 
     Outputs are clipped to [0, 1] before scoring; PSNR and SSIM are scikit-image's with
@@ -265,11 +273,14 @@ def evaluate(method_specs: Sequence[str] = DEFAULT_METHODS, kernels: Sequence[st
             timings include the transfers.
         progress: optional ``progress(done, total)`` callback.
         forward: how ``field:SEED`` observations are made (:data:`FIELD_FORWARD_MODELS`).
+        field_bank: the bank the solvers' ``MotionField`` blurs through (:data:`FIELD_BANKS`).
 
     Returns:
         Report dict with ``protocol``, ``results`` (one row per method spec, kernel, image,
         noise) and ``summary`` (per noise and method spec: per-kernel mean PSNR, mean
-        PSNR/SSIM/seconds).
+        PSNR/SSIM/seconds); with ``field:SEED`` kernels also ``model_error_db``, the noise-free
+        PSNR of both banks against the exact blur per kernel and image (``psnr``: paper bank,
+        ``psnr_fine``: fine bank).
 
     Raises:
         ValueError: unknown methods, kernels or images, non-positive size, negative noise.
@@ -293,6 +304,8 @@ def evaluate(method_specs: Sequence[str] = DEFAULT_METHODS, kernels: Sequence[st
         raise ValueError(f"noise levels must be finite and >= 0, got {noise}")
     integer_at_least(size, "size", MIN_IMAGE_SIDE)
     integer_at_least(repeats, "repeats", 1)
+    if field_bank not in FIELD_BANKS:
+        raise ValueError(f"field_bank must be one of {FIELD_BANKS}, got {field_bank!r}")
     kernel_arrays = {spec: None if is_field(spec) else make_kernel(spec) for spec in kernels}
     uniform_only = [spec for spec, (name, _) in parsed.items()
                     if name in PEERS or (METHODS[name].needs_psf and not METHODS[name].spatially_varying)]
@@ -309,9 +322,11 @@ def evaluate(method_specs: Sequence[str] = DEFAULT_METHODS, kernels: Sequence[st
             for i_index, image_name in enumerate(images):
                 item_seed = seed + 1000 * k_index + i_index
                 if kernel is None:
-                    clean, observed, field = degrade_field(image_name, spec, sigma, size, item_seed, forward)
+                    clean, observed, field = degrade_field(image_name, spec, sigma, size, item_seed, forward,
+                                                           field_bank)
                     if (spec, image_name) not in model_error:
-                        model_error[spec, image_name] = field_model_error(image_name, spec, size)
+                        model_error[spec, image_name] = [field_model_error(image_name, spec, size, bank)
+                                                         for bank in FIELD_BANKS]
                 else:
                     clean, observed = degrade(image_name, kernel, sigma, size, item_seed)
                 base = {"kernel": spec, "image": image_name, "noise": sigma}
@@ -337,7 +352,7 @@ def evaluate(method_specs: Sequence[str] = DEFAULT_METHODS, kernels: Sequence[st
         "protocol": {
             "methods": specs, "kernels": list(kernels), "images": list(images), "noise": noise,
             "size": int(size), "seed": seed, "repeats": int(repeats), "rl_iterations": RL_ITERATIONS,
-            "forward": forward,
+            "forward": forward, "field_bank": field_bank,
             "device": str(device), "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
             "machine": platform.machine(), "processor": platform.processor() or platform.machine(),
@@ -345,7 +360,8 @@ def evaluate(method_specs: Sequence[str] = DEFAULT_METHODS, kernels: Sequence[st
         },
         "results": rows,
         "summary": summarize(rows, kernels),
-        **({"model_error_db": [{"kernel": k, "image": i, "psnr": p} for (k, i), p in model_error.items()]}
+        **({"model_error_db": [{"kernel": k, "image": i, "psnr": paper, "psnr_fine": fine}
+                                for (k, i), (paper, fine) in model_error.items()]}
            if model_error else {}),
     }
 
@@ -388,12 +404,19 @@ def markdown(report: dict) -> str:
         lines.append("")
     if report.get("model_error_db"):
         errors = report["model_error_db"]
-        per_kernel = {i: statistics.fmean(e["psnr"] for e in errors if e["kernel"] == k)
-                      for i, k in enumerate(kernels) if is_field(k)}
-        lines.append("Model error of the solvers' MotionField (511-filter bank) against the exact per-pixel lines, "
-                     "noise-free PSNR (dB) per kernel: " + ", ".join(f"k{i + 1} {p:.1f}" for i, p in per_kernel.items())
-                     + f" (all images: {min(e['psnr'] for e in errors):.1f}-{max(e['psnr'] for e in errors):.1f};"
-                     " noise of sigma 0.01 alone: 40.0)")
+
+        def describe(key: str, name: str) -> str:
+            per_kernel = {i: statistics.fmean(e[key] for e in errors if e["kernel"] == k)
+                          for i, k in enumerate(kernels) if is_field(k)}
+            return (f"{name} " + ", ".join(f"k{i + 1} {p:.1f}" for i, p in per_kernel.items())
+                    + f" (all images: {min(e[key] for e in errors):.1f}-{max(e[key] for e in errors):.1f})")
+
+        banks = [describe("psnr", "paper 004's 511-filter bank")]
+        if "psnr_fine" in errors[0]:
+            banks.append(describe("psnr_fine", "the fine bank (1 px, 2 degree steps)"))
+        lines.append("Model error of the solvers' MotionField against the exact per-pixel lines, noise-free PSNR (dB) "
+                     "per kernel: " + "; ".join(banks) + "; noise of sigma 0.01 alone: 40.0."
+                     + (f" The solvers used the {proto['field_bank']} bank." if "field_bank" in proto else ""))
         lines.append("")
     return "\n".join(lines)
 

@@ -88,7 +88,7 @@ def _in_tiles(run, image: torch.Tensor, psf) -> torch.Tensor:
             c0, c1 = max(0, left - margin), min(W, left + step + margin)
             tile_psf = psf
             if isinstance(psf, psf_lib.MotionField):
-                tile_psf = psf_lib.MotionField(psf.length[r0:r1, c0:c1], psf.angle[r0:r1, c0:c1])
+                tile_psf = psf.crop(slice(r0, r1), slice(c0, c1))
             restored = run(image[..., r0:r1, c0:c1], tile_psf)
             bottom, right = min(H, top + step), min(W, left + step)
             out[..., top:bottom, left:right] = restored[..., top - r0:bottom - r0, left - c0:right - c0]

@@ -8,7 +8,7 @@ import math
 import torch
 
 
-__all__ = ["linear_motion_kernel", "motion_bank", "motion_weights"]
+__all__ = ["linear_motion_kernel", "motion_bank", "motion_grid", "motion_weights"]
 
 
 def linear_motion_kernel(length: float, angle_deg: float, size: int | None = None, *,
@@ -81,6 +81,22 @@ def motion_bank(lengths=range(1, 36, 2), angles=range(0, 180, 6), size: int = 35
         >>> bank.shape, grid[1].tolist()
         (torch.Size([511, 35, 35]), [3.0, 0.0])
     """
+    grid = motion_grid(lengths, angles)
+    bank = torch.stack([linear_motion_kernel(float(length), float(angle), size, dtype=torch.float64)
+                        for length, angle in grid])
+    return bank.to(dtype), grid
+
+
+def motion_grid(lengths, angles) -> torch.Tensor:
+    """The (F, 2) (length, angle) grid of :func:`motion_bank` without its filters.
+
+    For :func:`motion_weights` on a bank too large to build whole: the weights name the nodes a
+    field uses, and only their filters need to exist.
+
+    Examples:
+        >>> motion_grid([1, 2], [0, 90]).tolist()
+        [[1.0, 0.0], [2.0, 0.0], [2.0, 90.0]]
+    """
     lengths = [float(v) for v in lengths]
     angles = [float(v) for v in angles]
     if not lengths or any(b <= a for a, b in zip(lengths, lengths[1:])) or lengths[0] < 1:
@@ -88,13 +104,8 @@ def motion_bank(lengths=range(1, 36, 2), angles=range(0, 180, 6), size: int = 35
     if not angles or any(b <= a for a, b in zip(angles, angles[1:])) or not (
             0 <= angles[0] and angles[-1] < 180):
         raise ValueError(f"angles must be non-empty, increasing and within [0, 180), got {angles}")
-    nodes = [(length, angle) for length in lengths for angle in angles
-             if length > 1 or angle == angles[0]]
-    bank = torch.stack([linear_motion_kernel(length, angle, size, dtype=torch.float64)
-                        for length, angle in nodes])
-    grid = torch.tensor([(length, 0.0 if length == 1 else angle) for length, angle in nodes],
-                        dtype=torch.float64)
-    return bank.to(dtype), grid
+    return torch.tensor([(length, 0.0 if length == 1 else angle) for length in lengths for angle in angles
+                         if length > 1 or angle == angles[0]], dtype=torch.float64)
 
 
 def _grid_axes(grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
