@@ -194,8 +194,11 @@ def test_slicing_along_a_middle_axis_matches_a_manual_loop():
 def test_psf_file_and_model_are_exclusive(tmp_path, photo, capsys):
     tifffile.imwrite(tmp_path / "in.tif", photo.blurred)
     assert main(["run", str(tmp_path / "in.tif"), str(tmp_path / "o.tif"), "--quiet"]) == 2
-    assert "exactly one of --psf" in capsys.readouterr().err
+    assert "give --psf FILE or --psf-model MODEL" in capsys.readouterr().err
     tifffile.imwrite(tmp_path / "psf.tif", photo.psf)
+    assert main(["run", str(tmp_path / "in.tif"), str(tmp_path / "o.tif"), "--psf", str(tmp_path / "psf.tif"),
+                 *MOTION]) == 2
+    assert "not both" in capsys.readouterr().err
     run_cli(tmp_path / "in.tif", tmp_path / "a.tif", "--psf", tmp_path / "psf.tif", "--quiet")
     run_cli(tmp_path / "in.tif", tmp_path / "b.tif", *MOTION)
     np.testing.assert_allclose(tifffile.imread(tmp_path / "a.tif"), tifffile.imread(tmp_path / "b.tif"), atol=1e-6)

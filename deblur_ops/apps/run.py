@@ -228,7 +228,7 @@ def estimated_psf_path(output_path) -> Path:
 
 def _estimate(input_path: Path, hdu, chunks, params: dict) -> tuple[np.ndarray, str]:
     """The kernel of a 2D (or colour) input, estimated blind; and the non-blind method to restore with it."""
-    from ..models.methods import BLIND_PSF_SIZE
+    from ..models.methods import default_psf_size
     from ..psf.estimate import estimate_psf
 
     if chunks is not None or io.image_format(input_path) == "zarr":
@@ -243,7 +243,7 @@ def _estimate(input_path: Path, hdu, chunks, params: dict) -> tuple[np.ndarray, 
                          f"with --psf")
     if not np.isfinite(plane).all():
         raise ValueError("the input has NaN or Inf pixels; method 'blind' needs finite pixels to estimate the PSF")
-    size = params.pop("psf_size", BLIND_PSF_SIZE)
+    size = params.pop("psf_size", None) or default_psf_size(plane.shape)
     nonblind = params.pop("nonblind", "irc-net")
     if plane.max() == plane.min():  # a flat frame has no blur to estimate; the identity kernel keeps it as it is
         kernel = np.zeros((1, 1), np.float32)

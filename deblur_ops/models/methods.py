@@ -136,9 +136,20 @@ def blind_irc(image: torch.Tensor, psf=None, *, noise_sigma=None, weights: str =
 BLIND_PSF_SIZE = 31
 
 
+def default_psf_size(shape) -> int:
+    """The kernel side method "blind" estimates when given none: 31 px, or the largest odd side
+    :func:`deblur_ops.estimate_psf` allows (a third of the shorter side) on smaller images.
+
+    Example:
+        >>> default_psf_size((512, 512)), default_psf_size((48, 64))
+        (31, 15)
+    """
+    return max(3, min(BLIND_PSF_SIZE, (min(shape) // 3 - 1) | 1))
+
+
 @register("blind", "Blind, experimental: estimates one PSF (L0 MAP), then IRC-Net; on noisy photos often worse than the input",
           needs_psf=False)
-def blind(image: torch.Tensor, psf=None, *, psf_size: int = BLIND_PSF_SIZE, nonblind: str = "irc-net",
+def blind(image: torch.Tensor, psf=None, *, psf_size: int | None = None, nonblind: str = "irc-net",
           noise_sigma=None) -> torch.Tensor:
     """Blind deblurring of uniformly blurred images: :func:`deblur_ops.psf.estimate_psf`, then a non-blind method.
 
@@ -152,7 +163,8 @@ def blind(image: torch.Tensor, psf=None, *, psf_size: int = BLIND_PSF_SIZE, nonb
         image: (B, C, H, W); each item gets its own kernel, estimated on its channels' mean.
         psf: must be None (the blur is estimated).
         psf_size: odd side of the estimated kernel in pixels (the blur's extent plus a margin; at
-            most a third of the image's shorter side).
+            most a third of the image's shorter side); default 31, or the largest allowed on
+            smaller images.
         nonblind: the method that restores with the estimated kernel (``"irc-net"``, or any method
             taking a uniform PSF, e.g. ``"admm_tv"``, ``"richardson_lucy"``).
         noise_sigma: noise level passed to ``irc-net`` (estimated when None).
@@ -177,6 +189,8 @@ def blind(image: torch.Tensor, psf=None, *, psf_size: int = BLIND_PSF_SIZE, nonb
     if not target.needs_psf:
         raise ValueError(f"nonblind must be a method that takes a PSF, got {nonblind!r} (itself blind)")
     params = {"noise_sigma": noise_sigma} if nonblind == "irc-net" and noise_sigma is not None else {}
+    if psf_size is None:
+        psf_size = default_psf_size(image.shape[-2:])
     out = torch.empty_like(image)
     for b in range(image.shape[0]):
         plane = image[b].mean(0)

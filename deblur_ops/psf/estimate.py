@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from ..boundary import next_fast_len
-from ..validation import MIN_IMAGE_SIDE, as_float_tensor, positive_float, resolve_device
+from ..validation import MIN_IMAGE_SIDE, as_float_tensor, positive_float, require_finite, resolve_device
 
 __all__ = ["estimate_psf"]
 
@@ -108,6 +108,7 @@ def estimate_psf(image, size: int = 31, *, iterations: int = 5, lam: float = 4e-
     else:
         raise ValueError(f"image must have shape (H, W) or (H, W, C) with C <= 4 colour channels, got shape "
                          f"{tuple(x.shape)}; for a stack estimate the PSF on one plane (or their mean)")
+    require_finite(grey, "image")
     h, w = grey.shape
     if min(h, w) < MIN_IMAGE_SIDE:
         raise ValueError(f"image must be at least {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} pixels to estimate a blur, "
