@@ -154,7 +154,7 @@ def blind(image: torch.Tensor, psf=None, *, psf_size: int | None = None, nonblin
     """Blind deblurring of uniformly blurred images: :func:`deblur_ops.psf.estimate_psf`, then a non-blind method.
 
     Experimental: on ``deblur evaluate --blind`` (held-out photos, camera shake 11-35 px, 1 % noise)
-    it scores 2.98 dB *below* the blurred input on average (46 % of error ratios under 3); it
+    it scores 2.63 dB *below* the blurred input on average (46 % of error ratios under 3); it
     helps on images with strong edges and moderate blur (e.g. +1.3 dB on the astronaut test of
     tests/test_blind.py) and recovers kernels of piecewise-constant scenes. Check the kernel
     (``deblur run`` writes it) before trusting the result.
