@@ -5,10 +5,10 @@
 #include <ATen/core/Tensor.h>
 #include <torch/library.h>
 
-#include <algorithm>
 #include <optional>
 
 #include "../checks.h"
+#include "../richardson_lucy.h"
 #include "parallel.h"
 
 namespace deblur_ops {
@@ -23,9 +23,9 @@ namespace {
 template <typename T>
 inline void ratio_span(T* h, const T* y, const T* b, int64_t n, T lo) {
   if (b == nullptr) {
-    for (int64_t i = 0; i < n; ++i) h[i] = y[i] / std::max(h[i], lo);
+    for (int64_t i = 0; i < n; ++i) h[i] = richardson_lucy_ratio(y[i], h[i], lo);
   } else {
-    for (int64_t i = 0; i < n; ++i) h[i] = y[i] / std::max(static_cast<T>(h[i] + b[i]), lo);
+    for (int64_t i = 0; i < n; ++i) h[i] = richardson_lucy_ratio(y[i], static_cast<T>(h[i] + b[i]), lo);
   }
 }
 
@@ -33,9 +33,9 @@ inline void ratio_span(T* h, const T* y, const T* b, int64_t n, T lo) {
 template <typename T>
 inline void update_span(T* u, const T* x, const T* f, int64_t n) {
   if (f == nullptr) {
-    for (int64_t i = 0; i < n; ++i) u[i] = x[i] * std::max(u[i], T(0));
+    for (int64_t i = 0; i < n; ++i) u[i] = richardson_lucy_update(u[i], x[i]);
   } else {
-    for (int64_t i = 0; i < n; ++i) u[i] = x[i] * (std::max(u[i], T(0)) * f[i]);
+    for (int64_t i = 0; i < n; ++i) u[i] = richardson_lucy_update(u[i], x[i], f[i]);
   }
 }
 

@@ -10,6 +10,7 @@
 #include <optional>
 
 #include "../checks.h"
+#include "../richardson_lucy.h"
 #include "cuda_utils.cuh"
 
 namespace deblur_ops {
@@ -20,8 +21,7 @@ __global__ void ratio_kernel(T* __restrict__ h, const T* __restrict__ y, const T
                              int64_t n, T lo) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(blockDim.x) * gridDim.x) {
-    const T d = b == nullptr ? h[i] : static_cast<T>(h[i] + b[i]);
-    h[i] = y[i] / (d < lo ? lo : d);
+    h[i] = richardson_lucy_ratio(y[i], b == nullptr ? h[i] : static_cast<T>(h[i] + b[i]), lo);
   }
 }
 
@@ -30,12 +30,11 @@ __global__ void update_kernel(T* __restrict__ u, const T* __restrict__ x, const 
                               int64_t n, int64_t C, int64_t S, bool per_item) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(blockDim.x) * gridDim.x) {
-    const T c = u[i] < T(0) ? T(0) : u[i];  // NaN stays NaN, as with clamp(min=0)
     if (f == nullptr) {
-      u[i] = x[i] * c;
+      u[i] = richardson_lucy_update(u[i], x[i]);
     } else {
       const int64_t row = i / S;
-      u[i] = x[i] * (c * f[(per_item ? row / C : 0) * S + i % S]);
+      u[i] = richardson_lucy_update(u[i], x[i], f[(per_item ? row / C : 0) * S + i % S]);
     }
   }
 }
