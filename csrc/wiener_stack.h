@@ -2,10 +2,22 @@
 // Each backend supplies only the per-frequency kernel that forms all N filtered spectra at once.
 #pragma once
 #include <ATen/core/Tensor.h>
+#include <c10/macros/Macros.h>
 
 #include <string_view>
 
 namespace deblur_ops {
+
+// The per-frequency Wiener gain G = conj(K) / (|K|^2 + lambda |R|^2), zero where the denominator
+// vanishes; shared by the CPU and CUDA kernels so that both evaluate exactly the same arithmetic.
+// kr, ki: the OTF at this frequency; k2 = kr^2 + ki^2; reg = |R|^2 there (1 for the identity).
+template <typename T>
+C10_HOST_DEVICE inline void wiener_gain(T kr, T ki, T k2, T lambda, T reg, T* gr, T* gi) {
+  const T d = k2 + lambda * reg;
+  const T inv = d > T(0) ? T(1) / d : T(0);
+  *gr = kr * inv;
+  *gi = -ki * inv;
+}
 
 struct WienerSpectra {
   at::Tensor otf;        // (P, F) complex, P in {1, B}

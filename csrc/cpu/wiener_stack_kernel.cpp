@@ -35,10 +35,7 @@ struct BlockFilter {
   void filter(T lambda, const T* reg, int64_t f0, int64_t n, T* gr, T* gi) const {
 #pragma omp simd
     for (int64_t i = 0; i < n; ++i) {
-      const T d = k2[i] + lambda * (reg ? reg[f0 + i] : T(1));
-      const T inv = d > T(0) ? T(1) / d : T(0);
-      gr[i] = kr[i] * inv;
-      gi[i] = -ki[i] * inv;
+      wiener_gain(kr[i], ki[i], k2[i], lambda, reg ? reg[f0 + i] : T(1), &gr[i], &gi[i]);
     }
   }
 };

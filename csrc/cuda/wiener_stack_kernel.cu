@@ -18,13 +18,8 @@ template <typename T>
 struct Filter {
   T kr, ki, k2, reg;
 
-  // G = conj(K) / (|K|^2 + lambda |R|^2), zero where the denominator vanishes.
-  __device__ inline void gain(T lambda, T* gr, T* gi) const {
-    const T d = k2 + lambda * reg;
-    const T inv = d > T(0) ? T(1) / d : T(0);
-    *gr = kr * inv;
-    *gi = -ki * inv;
-  }
+  // G = conj(K) / (|K|^2 + lambda |R|^2): csrc/wiener_stack.h, shared with the CPU kernel.
+  __device__ inline void gain(T lambda, T* gr, T* gi) const { wiener_gain(kr, ki, k2, lambda, reg, gr, gi); }
 };
 
 template <typename T>
