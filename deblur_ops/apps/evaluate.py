@@ -675,8 +675,9 @@ def protocol_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def save_protocol(report: dict, directory) -> list[Path]:
-    """Write ``<date>_<cpu>_evaluate_<protocol>.json`` and ``.md`` into ``directory``."""
+def save_protocol(report: dict, directory, markdown=None) -> list[Path]:
+    """Write ``<date>_<cpu>_evaluate_<protocol>.json`` and ``.md`` (by ``markdown``, default
+    :func:`protocol_markdown`) into ``directory``."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     from .bench import device_slug
@@ -685,5 +686,5 @@ def save_protocol(report: dict, directory) -> list[Path]:
     stem = out / f"{p['date']}_{device_slug(p['device'])}_evaluate_{p['name']}"
     paths = [stem.with_suffix(".json"), stem.with_suffix(".md")]
     paths[0].write_text(json.dumps(report, indent=2))
-    paths[1].write_text(protocol_markdown(report))
+    paths[1].write_text((markdown or protocol_markdown)(report))
     return paths

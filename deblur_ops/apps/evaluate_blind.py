@@ -21,7 +21,6 @@ deconvolution algorithms. CVPR 2009 (error ratio, "under 3" threshold).
 from __future__ import annotations
 
 import datetime
-import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,7 +31,7 @@ import torch
 from .. import psf as psf_lib
 from ..api import deblur
 from ..validation import integer_at_least
-from .evaluate import _scores, degrade
+from .evaluate import _scores, degrade, save_protocol
 
 BLIND_SIDES = (11, 15, 19, 23, 27, 31, 35)
 BLIND_IMAGES = ("camera", "astronaut", "coins", "chelsea", "rocket")
@@ -208,13 +207,4 @@ def blind_markdown(report: dict) -> str:
 
 def save_blind(report: dict, directory) -> list[Path]:
     """Write ``<date>_<device>_evaluate_blind.json`` and ``.md`` into ``directory``."""
-    out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
-    from .bench import device_slug
-
-    p = report["protocol"]
-    stem = out / f"{p['date']}_{device_slug(p['device'])}_evaluate_blind"
-    paths = [stem.with_suffix(".json"), stem.with_suffix(".md")]
-    paths[0].write_text(json.dumps(report, indent=2))
-    paths[1].write_text(blind_markdown(report))
-    return paths
+    return save_protocol(report, directory, blind_markdown)
