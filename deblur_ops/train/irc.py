@@ -109,14 +109,18 @@ def train_motion(options: TrainOptions) -> dict:
     """Train Motion-Net on camera-motion fields; loss :func:`motion_loss`, Adam.
 
     The loss is per pixel (``forward``); ``--set smoothing=N`` (default 17, 0 for none) is stored
-    with the weights and smooths what :meth:`MotionNet.motion` returns.
+    with the weights and smooths what :meth:`MotionNet.motion` returns; ``--set init=FILE``
+    continues from earlier Motion-Net weights.
     """
     cfg = options.pop_extra({"width": 24, "blocks": 2, "max_length": 35.0, "train_max_length": 35,
                              "psf_size": 35, "noise_low": 0.005, "noise_high": 0.02, "smoothing": 17,
-                             "forward": "exact"})
+                             "forward": "exact", "init": ""})
     torch.manual_seed(options.seed)
-    model = MotionNet(width=cfg["width"], max_length=cfg["max_length"], blocks=cfg["blocks"],
-                      smoothing=cfg["smoothing"])
+    if cfg["init"]:  # continue from earlier weights (their architecture and smoothing win over the options)
+        model = load_weights(cfg["init"], MotionNet).train()
+    else:
+        model = MotionNet(width=cfg["width"], max_length=cfg["max_length"], blocks=cfg["blocks"],
+                          smoothing=cfg["smoothing"])
     train, val, described = _data(options, "field", options.get("patch", 96), cfg)
     lr = options.get("lr", 1e-3)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
@@ -141,7 +145,7 @@ def train_motion(options: TrainOptions) -> dict:
     history = _fit(options, model, train_step, None, train, val, optimizer, steps=steps, batch_size=4,
                    validate_every=100, score=score, schedulers=[scheduler])
     info = training_info(options, history, described, lr=lr, loss="motion_loss", optimizer="Adam, cosine LR",
-                         best_step=history.get("best_step"),
+                         best_step=history.get("best_step"), started_from=str(cfg["init"]) or "random",
                          validation_motion_mse=min(v["motion_mse"] for v in history["validation"]))
     save_pretrained(model, options.out, config=model.config(), info=info, name="motion-net")
     return info
