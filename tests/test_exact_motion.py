@@ -285,9 +285,13 @@ class TestShakeTrainingData:
         b = SyntheticBlur("shake", noise=(0.0, 0.0), **self.options).batch(3)
         r = 15 // 2 + 1  # the farthest reach of a 15 px span, tent included: beyond it, no border effect
         for i in range(3):
-            expected = exact_trajectory_blur(b["sharp"][i, 0], b["trajectory"][i], b["scale"][i], b["rotation"][i],
-                                             padding="zeros")
-            torch.testing.assert_close(b["blurry"][i, 0, r:-r, r:-r], expected[r:-r, r:-r], atol=1e-6, rtol=0)
+            # A finer time sampling than the data's (step 0.1 px at the crop's largest scale, which the
+            # patch may not hold): the two differ by the sampling error only, ~1e-5 here.
+            expected = exact_trajectory_blur(b["sharp"][i, 0].double(), b["trajectory"][i], b["scale"][i].double(),
+                                             b["rotation"][i].double(), padding="zeros", step=0.02)
+            blurry = b["blurry"][i, 0, r:-r, r:-r].double()
+            torch.testing.assert_close(blurry, expected[r:-r, r:-r], atol=1e-4, rtol=0)
+            assert float((blurry - b["sharp"][i, 0, r:-r, r:-r]).abs().max()) > 1e-2  # really blurred
 
     def test_only_the_exact_model_is_offered(self):
         from deblur_ops.train import SyntheticBlur
@@ -309,3 +313,16 @@ class TestShakeTrainingData:
         assert blind_data(options, 32, cfg)[0].kind == "uniform"
         with pytest.raises(ValueError, match=r"data must be one of \('uniform', 'shake'\).*got 'field'"):
             blind_data(options, 32, {**cfg, "data": "field"})
+
+
+def test_shake_maps_are_linear_ramps_and_refuse_a_vanishing_scale():
+    from deblur_ops.psf import shake_maps
+
+    scale, rotation = shake_maps((6, 8), 90.0, 0.4, 12.0)  # scale grows upwards, rotation to the left
+    torch.testing.assert_close(scale[:, 0], scale[:, 7])
+    assert torch.all(scale[:-1] > scale[1:]) and float(scale.mean()) == pytest.approx(1.0)
+    torch.testing.assert_close(rotation[0], rotation[5])
+    assert torch.all(rotation[:, :-1] > rotation[:, 1:])
+    torch.testing.assert_close(rotation[:, 0], torch.full((6,), 12.0 * 3.5 / 4, dtype=torch.float64), atol=1e-12, rtol=0)
+    with pytest.raises(ValueError, match=r"scale_change 0.9 makes the scale reach .* <= 0"):
+        shake_maps((16, 16), 45.0, 0.9, 0.0)

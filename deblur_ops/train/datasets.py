@@ -26,7 +26,6 @@ and Gaussian noise of a random sigma. A seed fixes the whole sequence.
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -245,16 +244,13 @@ class SyntheticBlur:
     def _shake(self, big: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """``big`` blurred by a random spatially varying camera shake (the exact trajectory model), with
         the (N, 2) trajectory and the (S, S) scale and rotation maps that made it."""
-        u = self._uniform(5)
+        u = self._uniform(4)
         span = 1 + float(u[0]) * (self.max_length - 1)
         seed = int(torch.randint(2**31 - 1, (1,), generator=self.generator))
         trajectory = camera_shake_trajectory(SHAKE_TRAJECTORY_SAMPLES, max(span, 2.0), seed=seed)
-        S = big.shape[-1]
-        coords = (torch.arange(S, dtype=torch.float64) - (S - 1) / 2) / (S / 2)  # -1 .. 1 across the crop
-        row, col = torch.meshgrid(coords, coords, indexing="ij")
-        towards = 2 * math.pi * float(u[1])
-        scale = 1 + SHAKE_SCALE_GRADIENT * (2 * float(u[2]) - 1) * (row * math.cos(towards) + col * math.sin(towards))
-        rotation = SHAKE_ROTATION_GRADIENT * (2 * float(u[3]) - 1) * (row * math.sin(towards) - col * math.cos(towards))
+        scale, rotation = psf_lib.shake_maps(big.shape[-2:], 360 * float(u[1]),
+                                             SHAKE_SCALE_GRADIENT * (2 * float(u[2]) - 1),
+                                             SHAKE_ROTATION_GRADIENT * (2 * float(u[3]) - 1))
         # The largest PSF (scale 1 after this) spans `span` pixels, so its support fits the crop's margin.
         scale = scale / float(scale.max())
         reach = float(psf_lib.trajectory_samples(trajectory).norm(dim=1).max())
@@ -359,26 +355,6 @@ class Mixed:
         if not self.streams or not all(hasattr(t, "batch") for t in self.streams):
             raise ValueError("Mixed needs at least one stream with a batch(n) method")
         self.turn = 0
-
-    def _shake(self, big: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``big`` blurred by a random spatially varying camera shake (the exact trajectory model), with
-        the (N, 2) trajectory and the (S, S) scale and rotation maps that made it."""
-        u = self._uniform(5)
-        span = 1 + float(u[0]) * (self.max_length - 1)
-        seed = int(torch.randint(2**31 - 1, (1,), generator=self.generator))
-        trajectory = camera_shake_trajectory(SHAKE_TRAJECTORY_SAMPLES, max(span, 2.0), seed=seed)
-        S = big.shape[-1]
-        coords = (torch.arange(S, dtype=torch.float64) - (S - 1) / 2) / (S / 2)  # -1 .. 1 across the crop
-        row, col = torch.meshgrid(coords, coords, indexing="ij")
-        towards = 2 * math.pi * float(u[1])
-        scale = 1 + SHAKE_SCALE_GRADIENT * (2 * float(u[2]) - 1) * (row * math.cos(towards) + col * math.sin(towards))
-        rotation = SHAKE_ROTATION_GRADIENT * (2 * float(u[3]) - 1) * (row * math.sin(towards) - col * math.cos(towards))
-        # The largest PSF (scale 1 after this) spans `span` pixels, so its support fits the crop's margin.
-        scale = scale / float(scale.max())
-        reach = float(psf_lib.trajectory_samples(trajectory).norm(dim=1).max())
-        trajectory = trajectory * (span / (2 * max(reach, 1e-6)))
-        out = psf_lib.exact_trajectory_blur(big, trajectory, scale, rotation, padding="zeros")
-        return out, trajectory, scale, rotation
 
     def batch(self, size: int) -> dict:
         stream = self.streams[self.turn % len(self.streams)]
