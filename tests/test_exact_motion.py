@@ -323,6 +323,7 @@ def test_shake_maps_are_linear_ramps_and_refuse_a_vanishing_scale():
     assert torch.all(scale[:-1] > scale[1:]) and float(scale.mean()) == pytest.approx(1.0)
     torch.testing.assert_close(rotation[0], rotation[5])
     assert torch.all(rotation[:, :-1] > rotation[:, 1:])
-    torch.testing.assert_close(rotation[:, 0], torch.full((6,), 12.0 * 3.5 / 4, dtype=torch.float64), atol=1e-12, rtol=0)
+    left = torch.full((6,), 12.0 * 3.5 / 4, dtype=torch.float64)  # 12 degrees times -right, right = -3.5 / 4
+    torch.testing.assert_close(rotation[:, 0], left, atol=1e-12, rtol=0)
     with pytest.raises(ValueError, match=r"scale_change 0.9 makes the scale reach .* <= 0"):
         shake_maps((16, 16), 45.0, 0.9, 0.0)
