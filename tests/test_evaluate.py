@@ -144,3 +144,56 @@ def test_field_bank_option_gives_the_solvers_the_fine_bank_and_reports_both_mode
     from deblur_ops.apps.cli import build_parser
 
     assert build_parser().parse_args(["evaluate", "--nonuniform", "--field-bank", "fine"]).field_bank == "fine"
+
+
+class TestShakeField:
+    """``shakefield:SEED``: spatially varying camera shake made by the exact trajectory model."""
+
+    def test_spec_parses_and_bad_specs_are_named(self):
+        assert ev.is_shake_field("shakefield:3") and not ev.is_field("shakefield:3")
+        trajectory, scale, rotation = ev.make_shake_field("shakefield:3", (40, 50))
+        assert trajectory.shape == (ev.SHAKEFIELD_SAMPLES, 2) and scale.shape == rotation.shape == (40, 50)
+        # the same spec gives the same field; the path has the protocol's length
+        torch.testing.assert_close(ev.make_shake_field("shakefield:3", (40, 50))[1], scale, atol=0, rtol=0)
+        assert float((trajectory[1:] - trajectory[:-1]).norm(dim=1).sum()) == pytest.approx(ev.SHAKEFIELD_LENGTH)
+        assert float(scale.max() - scale.min()) > 0 or float(rotation.max() - rotation.min()) > 0
+        for bad in ("shakefield:x", "shakefield:", "shakefield:-1"):
+            with pytest.raises(ValueError, match="looks like shakefield:SEED"):
+                ev.make_shake_field(bad, (8, 8))
+
+    def test_observation_is_the_exact_trajectory_blur_and_methods_get_the_centre_psf(self):
+        from deblur_ops.psf import exact_trajectory_blur
+
+        size = 40
+        clean, observed = ev.degrade_shake_field("camera", "shakefield:2", 0.0, size, seed=0)
+        trajectory, _, _ = ev.make_shake_field("shakefield:2", (1, 1))
+        margin = ev._shake_reach(trajectory)
+        _, scale, rotation = ev.make_shake_field("shakefield:2", (size + 2 * margin,) * 2)
+        inner = (slice(margin, margin + size),) * 2
+        # Blurring the clean crop alone is exact away from its border (beyond the blur's reach); the finer
+        # time step differs from the observation's by the sampling error only.
+        expected = exact_trajectory_blur(torch.from_numpy(clean).double(), trajectory, scale[inner], rotation[inner],
+                                         padding="zeros", step=0.02).numpy()
+        r = margin
+        np.testing.assert_allclose(observed[r:-r, r:-r], expected[r:-r, r:-r], atol=1e-4)
+        # the centre PSF is the exact model's PSF where the maps are (1, 0): the trajectory as it is
+        k = ev.shake_field_centre_psf("shakefield:2")
+        assert k.shape[0] % 2 == 1 and float(k.sum()) == pytest.approx(1.0, abs=1e-5)
+        kr = k.shape[0] // 2
+        point = torch.zeros(k.shape, dtype=torch.float64)
+        point[kr, kr] = 1.0
+        torch.testing.assert_close(k.double(), exact_trajectory_blur(point, trajectory * 1.0, padding="zeros"),
+                                   atol=1e-6, rtol=0)
+
+    def test_evaluate_scores_methods_with_the_centre_psf(self):
+        report = ev.evaluate(["wiener", "nu_cg:iterations=2"], ["shakefield:1"], ["camera"], [0.01], size=48,
+                             repeats=1)
+        rows = {r["method"]: r for r in report["results"]}
+        assert set(rows) == {"blurred", "wiener", "nu_cg:iterations=2"}
+        assert all(np.isfinite(r["psnr"]) for r in rows.values())
+        # wiener's score is that of wiener given the centre PSF (the noise level it estimates itself)
+        from deblur_ops import deblur
+
+        clean, observed = ev.degrade_shake_field("camera", "shakefield:1", 0.01, 48, seed=0)
+        estimate = deblur(observed, ev.shake_field_centre_psf("shakefield:1").numpy(), method="wiener")
+        assert rows["wiener"]["psnr"] == pytest.approx(ev._scores(np.asarray(estimate), clean)[0], abs=1e-6)

@@ -245,3 +245,85 @@ class TestFineBank:
     def test_unknown_bank_is_named(self):
         with pytest.raises(ValueError, match=r"bank must be one of \('paper', 'fine'\).*got 'coarse'"):
             MotionField(torch.ones(4, 4), torch.zeros(4, 4), bank="coarse")
+
+
+class TestShakeTrainingData:
+    """SyntheticBlur("shake"): spatially varying camera shake made by exact_trajectory_blur."""
+
+    options = dict(patch=32, psf_size=15, max_length=15, seed=5)
+
+    def test_shapes_ranges_and_spans(self):
+        from deblur_ops.psf import trajectory_samples
+        from deblur_ops.train import SyntheticBlur
+
+        b = SyntheticBlur("shake", **self.options).batch(3)
+        assert b["sharp"].shape == b["blurry"].shape == (3, 1, 32, 32)
+        assert b["trajectory"].shape == (3, 200, 2) and b["trajectory"].dtype == torch.float64
+        assert b["scale"].shape == b["rotation"].shape == (3, 32, 32)
+        assert "psf" not in b and "length" not in b
+        assert float(b["scale"].min()) > 0 and float(b["scale"].max()) <= 1
+        assert float(b["rotation"].abs().max()) <= 30 * 2 ** 0.5
+        for i in range(3):
+            # the PSF at scale 1 spans at most max_length px, and the maps really vary
+            span = 2 * float(trajectory_samples(b["trajectory"][i]).norm(dim=1).max())
+            assert 1 - 1e-9 <= span <= 15 + 1e-9
+            assert float(b["scale"][i].max() - b["scale"][i].min()) > 0
+            assert float(b["rotation"][i].max() - b["rotation"][i].min()) > 0
+
+    def test_deterministic_per_seed(self):
+        from deblur_ops.train import SyntheticBlur
+
+        a, b = (SyntheticBlur("shake", **self.options).batch(2) for _ in range(2))
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], atol=0, rtol=0)
+        other = SyntheticBlur("shake", **{**self.options, "seed": 6}).batch(2)
+        assert not torch.equal(other["blurry"], a["blurry"])
+
+    def test_noise_free_sample_is_the_exact_trajectory_blur_of_the_sharp_one(self):
+        from deblur_ops.train import SyntheticBlur
+
+        b = SyntheticBlur("shake", noise=(0.0, 0.0), **self.options).batch(3)
+        r = 15 // 2 + 1  # the farthest reach of a 15 px span, tent included: beyond it, no border effect
+        for i in range(3):
+            # A finer time sampling than the data's (step 0.1 px at the crop's largest scale, which the
+            # patch may not hold): the two differ by the sampling error only, ~1e-5 here.
+            expected = exact_trajectory_blur(b["sharp"][i, 0].double(), b["trajectory"][i], b["scale"][i].double(),
+                                             b["rotation"][i].double(), padding="zeros", step=0.02)
+            blurry = b["blurry"][i, 0, r:-r, r:-r].double()
+            torch.testing.assert_close(blurry, expected[r:-r, r:-r], atol=1e-4, rtol=0)
+            assert float((blurry - b["sharp"][i, 0, r:-r, r:-r]).abs().max()) > 1e-2  # really blurred
+
+    def test_only_the_exact_model_is_offered(self):
+        from deblur_ops.train import SyntheticBlur
+
+        with pytest.raises(ValueError, match="psf='shake' has only the exact trajectory model.*forward='bank'"):
+            SyntheticBlur("shake", forward="bank", **self.options)
+
+    def test_blind_recipes_take_it_with_set_data_shake_and_keep_uniform_by_default(self):
+        from types import SimpleNamespace
+
+        from deblur_ops.train import autoencoder, madn
+        from deblur_ops.train._blind import blind_data
+
+        assert autoencoder.RECIPE_DEFAULTS["data"] == madn.RECIPE_DEFAULTS["data"] == "uniform"
+        options = SimpleNamespace(images=None, seed=0)
+        cfg = {"max_length": 9.0, "noise_low": 0.0, "noise_high": 0.0}
+        train, val, described = blind_data(options, 32, {**cfg, "data": "shake"})
+        assert train.kind == val.kind == "shake" and "exact trajectory" in described["kind"]
+        assert blind_data(options, 32, cfg)[0].kind == "uniform"
+        with pytest.raises(ValueError, match=r"data must be one of \('uniform', 'shake'\).*got 'field'"):
+            blind_data(options, 32, {**cfg, "data": "field"})
+
+
+def test_shake_maps_are_linear_ramps_and_refuse_a_vanishing_scale():
+    from deblur_ops.psf import shake_maps
+
+    scale, rotation = shake_maps((6, 8), 90.0, 0.4, 12.0)  # scale grows upwards, rotation to the left
+    torch.testing.assert_close(scale[:, 0], scale[:, 7])
+    assert torch.all(scale[:-1] > scale[1:]) and float(scale.mean()) == pytest.approx(1.0)
+    torch.testing.assert_close(rotation[0], rotation[5])
+    assert torch.all(rotation[:, :-1] > rotation[:, 1:])
+    left = torch.full((6,), 12.0 * 3.5 / 4, dtype=torch.float64)  # 12 degrees times -right, right = -3.5 / 4
+    torch.testing.assert_close(rotation[:, 0], left, atol=1e-12, rtol=0)
+    with pytest.raises(ValueError, match=r"scale_change 0.9 makes the scale reach .* <= 0"):
+        shake_maps((16, 16), 45.0, 0.9, 0.0)

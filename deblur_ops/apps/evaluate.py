@@ -11,6 +11,13 @@ A second protocol, modelled on paper 004 Table 3, uses spatially varying blur: k
 ``field:SEED`` are smooth motion fields of a camera that translates and rolls during the exposure
 (:meth:`deblur_ops.psf.MotionField.from_camera_motion`), scored for the methods that accept
 spatially varying PSFs (``nu_cg``, ``irc``).
+
+Kernel specs ``shakefield:SEED`` are spatially varying camera shake, made by the exact trajectory
+model (:func:`deblur_ops.psf.exact_trajectory_blur`): one Boracchi-Foi trajectory that every pixel
+follows, scaled and rotated by smooth ramps (:func:`deblur_ops.psf.shake_maps`). No line field
+describes it and there is no clean best-line approximation of a curved path, so every method that
+takes a PSF is given the same uniform PSF: the shake at the image centre (where the maps are the
+trajectory itself, scale 1, no rotation). The scores then say what ignoring the variation costs.
 """
 from __future__ import annotations
 
@@ -63,6 +70,12 @@ FIELD_FORWARD_MODELS = ("exact", "bank")
 # The bank the solvers' MotionField blurs through: paper 004's 511 filters, or 1 px / 2 degree steps
 # (psf.MotionField, bank="fine"), whose own model error lies well below the noise.
 FIELD_BANKS = psf_lib.MotionField.BANKS
+# shakefield:SEED: a Boracchi-Foi trajectory of this path length (px) and number of time samples, its
+# scale changing by up to this fraction and its rotation by up to this many degrees from the centre to the edge.
+SHAKEFIELD_LENGTH = 20.0
+SHAKEFIELD_SAMPLES = 200
+SHAKEFIELD_MAX_SCALE_CHANGE = 0.3
+SHAKEFIELD_MAX_ROTATION_CHANGE = 20.0
 
 
 def is_field(spec: str) -> bool:
@@ -84,6 +97,71 @@ def make_field(spec: str, shape) -> psf_lib.MotionField:
     shift = ((torch.rand(2, generator=gen, dtype=torch.float64) * 2 - 1) * FIELD_MAX_SHIFT).tolist()
     roll = float((torch.rand(1, generator=gen, dtype=torch.float64) * 2 - 1) * FIELD_MAX_ROLL)
     return psf_lib.MotionField.from_camera_motion(shape, shift, roll)
+
+
+def is_shake_field(spec: str) -> bool:
+    """Whether a kernel spec describes spatially varying camera shake (``shakefield:SEED``)."""
+    return str(spec).startswith("shakefield:")
+
+
+def make_shake_field(spec: str, shape) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The trajectory, scale and rotation maps of ``shakefield:SEED`` on an image of ``shape`` (H, W),
+    for :func:`deblur_ops.psf.exact_trajectory_blur`.
+
+    Example:
+        >>> trajectory, scale, rotation = make_shake_field("shakefield:1", (64, 64))
+        >>> tuple(trajectory.shape), tuple(scale.shape), tuple(rotation.shape)
+        ((200, 2), (64, 64), (64, 64))
+    """
+    name, _, seed = str(spec).partition(":")
+    if name != "shakefield" or not seed.isdigit():
+        raise ValueError(f"a camera-shake field spec looks like shakefield:SEED (SEED a non-negative integer), "
+                         f"got {spec!r}")
+    gen = torch.Generator().manual_seed(int(seed))
+    u = torch.rand(3, generator=gen, dtype=torch.float64).tolist()
+    trajectory = psf_lib.camera_shake_trajectory(SHAKEFIELD_SAMPLES, SHAKEFIELD_LENGTH, seed=int(seed))
+    scale, rotation = psf_lib.shake_maps(shape, 360 * u[0], SHAKEFIELD_MAX_SCALE_CHANGE * (2 * u[1] - 1),
+                                         SHAKEFIELD_MAX_ROTATION_CHANGE * (2 * u[2] - 1))
+    return trajectory, scale, rotation
+
+
+def _shake_reach(trajectory: torch.Tensor) -> int:
+    """A margin that holds every pixel's shake PSF of a ``shakefield`` (the largest scale of
+    :func:`psf.shake_maps` is 1 + sqrt(2) |change|; the 0.1 px covers the time sampling, the 1 px the tent)."""
+    largest = 1 + math.sqrt(2) * SHAKEFIELD_MAX_SCALE_CHANGE
+    return math.ceil(largest * (float(psf_lib.trajectory_samples(trajectory).norm(dim=1).max()) + 0.1)) + 1
+
+
+def shake_field_centre_psf(spec: str) -> torch.Tensor:
+    """The uniform PSF that methods get for ``shakefield:SEED``: the exact model's PSF at the image
+    centre (the trajectory unscaled and unrotated), float32, odd side.
+
+    Example:
+        >>> k = shake_field_centre_psf("shakefield:1")
+        >>> k.shape[0] % 2, round(float(k.sum()), 5)
+        (1, 1.0)
+    """
+    trajectory = make_shake_field(spec, (1, 1))[0]
+    r = _shake_reach(trajectory)
+    delta = torch.zeros(2 * r + 1, 2 * r + 1, dtype=torch.float64)
+    delta[r, r] = 1.0
+    return psf_lib.exact_trajectory_blur(delta, trajectory, padding="zeros").float()
+
+
+def degrade_shake_field(image_name: str, spec: str, noise: float, size: int, seed: int):
+    """Like :func:`degrade` for ``shakefield:SEED``: the maps are drawn on the larger crop, which is
+    blurred by :func:`deblur_ops.psf.exact_trajectory_blur` (scatter model) and cut to its interior;
+    returns clean and observed (NumPy float32)."""
+    margin = _shake_reach(make_shake_field(spec, (1, 1))[0])
+    full = size + 2 * margin
+    big = to_batch(_grey(sample_image(image_name, size=full)))
+    if min(big.shape[-2:]) < full:
+        raise ValueError(f"image {image_name!r} is smaller than size + shake margin = {full}")
+    trajectory, scale, rotation = make_shake_field(spec, (full, full))
+    inner = (..., slice(margin, margin + size), slice(margin, margin + size))
+    blurred = psf_lib.exact_trajectory_blur(big, trajectory, scale, rotation, padding="zeros")
+    observed = add_gaussian_noise(blurred[inner], noise, seed=seed)
+    return big[inner][0, 0].numpy(), observed[0, 0].numpy()
 
 
 def available_methods() -> list[str]:
@@ -263,7 +341,8 @@ def evaluate(method_specs: Sequence[str] = DEFAULT_METHODS, kernels: Sequence[st
     Args:
         method_specs: names from :func:`available_methods`, optionally with parameters as in
             :func:`parse_method` (``"admm_tv:iterations=100"``).
-        kernels: kernel specs for :func:`make_kernel`.
+        kernels: kernel specs for :func:`make_kernel`, ``field:SEED`` or ``shakefield:SEED`` (methods get
+            the shake's PSF at the image centre, :func:`shake_field_centre_psf`).
         images: names from :data:`deblur_ops.data.SAMPLES` (colour images are converted to grey).
         noise: noise standard deviations on the [0, 1] range.
         size: side of the central test crop.
@@ -306,7 +385,8 @@ def evaluate(method_specs: Sequence[str] = DEFAULT_METHODS, kernels: Sequence[st
     integer_at_least(repeats, "repeats", 1)
     if field_bank not in FIELD_BANKS:
         raise ValueError(f"field_bank must be one of {FIELD_BANKS}, got {field_bank!r}")
-    kernel_arrays = {spec: None if is_field(spec) else make_kernel(spec) for spec in kernels}
+    kernel_arrays = {spec: None if is_field(spec) else shake_field_centre_psf(spec) if is_shake_field(spec)
+                     else make_kernel(spec) for spec in kernels}
     uniform_only = [spec for spec, (name, _) in parsed.items()
                     if name in PEERS or (METHODS[name].needs_psf and not METHODS[name].spatially_varying)]
     if uniform_only and any(is_field(k) for k in kernels):
@@ -327,6 +407,8 @@ def evaluate(method_specs: Sequence[str] = DEFAULT_METHODS, kernels: Sequence[st
                     if (spec, image_name) not in model_error:
                         model_error[spec, image_name] = [field_model_error(image_name, spec, size, bank)
                                                          for bank in FIELD_BANKS]
+                elif is_shake_field(spec):
+                    clean, observed = degrade_shake_field(image_name, spec, sigma, size, item_seed)
                 else:
                     clean, observed = degrade(image_name, kernel, sigma, size, item_seed)
                 base = {"kernel": spec, "image": image_name, "noise": sigma}

@@ -19,7 +19,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["exact_motion_blur", "exact_trajectory_blur", "line_kernels", "trajectory_samples"]
+__all__ = ["exact_motion_blur", "exact_trajectory_blur", "line_kernels", "shake_maps", "trajectory_samples"]
 
 _TORCH_PAD = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate", "circular": "circular"}
 
@@ -270,3 +270,54 @@ def exact_trajectory_blur(image: torch.Tensor, trajectory, scale=1.0, rotation=0
     y = _scatter(x, torch.stack([scale_map, rotation_map]), r, padding, kernels, rows_per_chunk,
                  4 * 8 * 4 * path.shape[0])
     return y[0, 0] if image.dim() == 2 else y
+
+
+def shake_maps(shape, direction_deg: float, scale_change: float, rotation_change: float
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Smooth per-pixel scale and rotation maps for :func:`exact_trajectory_blur`.
+
+    The scale changes linearly along ``direction_deg`` (as the shake of a tilted scene, or of a
+    camera whose rotation is not about its optical axis, grows towards one side) and the rotation
+    linearly across it (as a roll during the shake turns it more far from the axis): with
+    ``t, n`` a pixel's coordinates along and across the direction in units of half the longer side
+    (-1 .. 1 from the centre to the outer edge of the pixels of a square), ``scale = 1 + scale_change t`` and
+    ``rotation = rotation_change n``.
+
+    Args:
+        shape: (H, W).
+        direction_deg: direction of the scale change, degrees counter-clockwise from +x as displayed.
+        scale_change: relative change of the scale from the centre to the edge; the scale must stay
+            > 0 over the image (``|scale_change| < 1 / sqrt(2)`` on a square).
+        rotation_change: change of the rotation from the centre to the edge, degrees.
+
+    Returns:
+        (scale, rotation), two (H, W) float64 maps.
+
+    Raises:
+        ValueError: a bad shape, non-finite numbers or a scale that reaches 0.
+
+    Examples:
+        >>> scale, rotation = shake_maps((5, 5), 0.0, 0.5, 10.0)
+        >>> scale[2].tolist(), rotation[:, 2].tolist()  # scale grows to the right, rotation upwards
+        ([0.6, 0.8, 1.0, 1.2, 1.4], [8.0, 4.0, 0.0, -4.0, -8.0])
+    """
+    try:
+        H, W = (int(n) for n in shape)
+        numbers = [float(direction_deg), float(scale_change), float(rotation_change)]
+    except (TypeError, ValueError):
+        raise ValueError(f"shape must be (H, W) and the changes numbers, got {shape!r}, {direction_deg!r}, "
+                         f"{scale_change!r}, {rotation_change!r}") from None
+    if min(H, W) < 1 or not all(math.isfinite(n) for n in numbers):
+        raise ValueError(f"shape must be positive and the changes finite, got {shape!r}, {numbers}")
+    half = max(H, W) / 2
+    up = ((H - 1) / 2 - torch.arange(H, dtype=torch.float64)) / half
+    right = (torch.arange(W, dtype=torch.float64) - (W - 1) / 2) / half
+    up, right = torch.meshgrid(up, right, indexing="ij")
+    theta = math.radians(numbers[0])
+    along = right * math.cos(theta) + up * math.sin(theta)
+    across = up * math.cos(theta) - right * math.sin(theta)
+    scale = 1 + numbers[1] * along
+    if float(scale.min()) <= 0:
+        raise ValueError(f"scale_change {numbers[1]} makes the scale reach {float(scale.min()):.3g} <= 0 on a "
+                         f"{H}x{W} image; keep |scale_change| below 1 / sqrt(2)")
+    return scale, numbers[2] * across

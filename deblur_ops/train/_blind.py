@@ -9,19 +9,27 @@ from .datasets import SyntheticBlur
 VALIDATION_PATCHES = 64
 
 
+BLIND_DATA = {"uniform": "uniform (linear motion, camera shake, Gaussian)",
+              "shake": "spatially varying camera shake (exact trajectory model)"}
+
+
 def blind_data(options, patch: int, cfg: dict):
     """Training and validation streams of the blind recipes, and their description for the weight info.
 
-    Uniform blur (:class:`~.datasets.SyntheticBlur` ``psf="uniform"``: linear motion,
-    camera shake, Gaussians) up to ``cfg["max_length"]`` pixels, Gaussian noise sigma in
-    [``noise_low``, ``noise_high``], grey patches.
+    ``cfg["data"]`` (``--set data=...``) picks the blur: ``"uniform"`` (default,
+    :class:`~.datasets.SyntheticBlur` ``psf="uniform"``: linear motion, camera shake, Gaussians) or
+    ``"shake"`` (spatially varying camera shake made by the exact trajectory model), up to
+    ``cfg["max_length"]`` pixels, Gaussian noise sigma in [``noise_low``, ``noise_high``], grey patches.
     """
+    data = cfg.get("data", "uniform")
+    if data not in BLIND_DATA:
+        raise ValueError(f"data must be one of {tuple(BLIND_DATA)} (--set data=uniform or shake), got {data!r}")
     longest = math.ceil(cfg["max_length"])
     psf_size = longest + 1 - longest % 2  # the smallest odd size that holds the longest motion
     common = dict(patch=patch, psf_size=psf_size, max_length=cfg["max_length"],
                   noise=(cfg["noise_low"], cfg["noise_high"]), images=options.images)
-    train, val = SyntheticBlur.splits("uniform", seed=options.seed, **common)
-    described = {"kind": "uniform (linear motion, camera shake, Gaussian)", "patch": patch,
+    train, val = SyntheticBlur.splits(data, seed=options.seed, **common)
+    described = {"kind": BLIND_DATA[data], "patch": patch,
                  "max_length": cfg["max_length"], "noise_sigma": [cfg["noise_low"], cfg["noise_high"]],
                  "channels": 1, "images": options.images or "built-in offline skimage images (training split)"}
     return train, val, described

@@ -12,7 +12,13 @@ images the user gives. Blur kinds:
   (paper 004 Table 3), as per-pixel length and angle maps; blurred by default with each pixel's
   own line (:func:`~deblur_ops.psf.exact_motion_blur`), not through the 511-filter bank that the
   solvers use, so that a model trained on it does not learn the bank's interpolation error (the
-  "inverse crime"); ``forward="bank"`` gives the old, bank-made fields.
+  "inverse crime"); ``forward="bank"`` gives the old, bank-made fields;
+- ``"shake"``: spatially varying camera shake, blurred by the exact trajectory model
+  (:func:`~deblur_ops.psf.exact_trajectory_blur`): one Boracchi & Foi trajectory per sample, which
+  every pixel follows scaled and rotated by smooth per-pixel maps (the scale grows linearly along
+  one random direction, the rotation along another, as a tilted scene and a camera roll make the
+  shake vary across the frame). There is no line per pixel, so the solvers' motion-field models
+  never match it exactly.
 
 Each sample is blurred on a crop larger than the patch and then cropped, so the blur near the patch
 border comes from real scene content (no padding artefacts), then gets Poisson noise (optional)
@@ -35,7 +41,11 @@ from ..psf.analytic import camera_shake_psfs, camera_shake_trajectory, gaussian_
 EVALUATION_IMAGES = ("camera", "astronaut", "coins", "chelsea", "rocket")
 VALIDATION_IMAGES = ("coffee", "immunohistochemistry")
 TRAIN_IMAGES = tuple(n for n in SAMPLES if n not in EVALUATION_IMAGES + VALIDATION_IMAGES)
-KINDS = ("uniform", "linear", "field")
+KINDS = ("uniform", "linear", "field", "shake")
+# Time samples of a "shake" trajectory: enough for a smooth path, few enough to keep the exact blur cheap.
+SHAKE_TRAJECTORY_SAMPLES = 200
+# Largest relative change of the shake's scale, and largest turn in degrees, from the crop's centre to its edge.
+SHAKE_SCALE_GRADIENT, SHAKE_ROTATION_GRADIENT = 0.5, 30.0
 FIELD_FORWARD_MODELS = ("exact", "bank")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
@@ -119,7 +129,7 @@ class SyntheticBlur:
     """Deterministic stream of (sharp, blurry) training batches.
 
     Args:
-        psf: blur kind, one of ``"uniform"``, ``"linear"``, ``"field"`` (see the module doc).
+        psf: blur kind, one of ``"uniform"``, ``"linear"``, ``"field"``, ``"shake"`` (see the module doc).
         patch: side of the square patches.
         psf_size: odd side of the returned PSFs (uniform kinds); >= ``max_length``.
         channels: 1 (grey) or 3 (RGB).
@@ -127,11 +137,13 @@ class SyntheticBlur:
         poisson: None, or a (low, high) range of peak photon counts for Poisson noise before the
             Gaussian noise.
         images: None (built-in split), sample names, or a folder (see :func:`load_images`).
-        max_length: longest motion in pixels.
+        max_length: longest motion in pixels (``"shake"``: the largest span of a pixel's PSF, twice
+            its farthest reach from its centre).
         seed: fixes the whole sequence.
         split: ``"train"`` or ``"val"`` (disjoint images).
         forward: how ``"field"`` samples are blurred: ``"exact"`` (each pixel's own line) or
-            ``"bank"`` (the bilinear blend of bank lines, paper 004 eq. 17: the solvers' model).
+            ``"bank"`` (the bilinear blend of bank lines, paper 004 eq. 17: the solvers' model);
+            ``"shake"`` has ``"exact"`` only.
 
     Example:
         >>> data = SyntheticBlur(patch=32, psf_size=15, max_length=9, seed=0)
@@ -147,6 +159,9 @@ class SyntheticBlur:
             raise ValueError(f"psf must be one of {KINDS}, got {psf!r}")
         if forward not in FIELD_FORWARD_MODELS:
             raise ValueError(f"forward must be one of {FIELD_FORWARD_MODELS}, got {forward!r}")
+        if psf == "shake" and forward != "exact":
+            raise ValueError(f"psf='shake' has only the exact trajectory model, got forward={forward!r}; "
+                             f"leave forward='exact' (forward='bank' is for psf='field')")
         if int(patch) != patch or patch < 8:
             raise ValueError(f"patch must be an integer >= 8, got {patch!r}")
         if int(psf_size) != psf_size or psf_size < 3 or psf_size % 2 == 0:
@@ -226,6 +241,23 @@ class SyntheticBlur:
             psf = gaussian_psf(0.5 + 2.5 * float(u[3]))
         return _fit(psf.float(), self.psf_size)
 
+    def _shake(self, big: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``big`` blurred by a random spatially varying camera shake (the exact trajectory model), with
+        the (N, 2) trajectory and the (S, S) scale and rotation maps that made it."""
+        u = self._uniform(4)
+        span = 1 + float(u[0]) * (self.max_length - 1)
+        seed = int(torch.randint(2**31 - 1, (1,), generator=self.generator))
+        trajectory = camera_shake_trajectory(SHAKE_TRAJECTORY_SAMPLES, max(span, 2.0), seed=seed)
+        scale, rotation = psf_lib.shake_maps(big.shape[-2:], 360 * float(u[1]),
+                                             SHAKE_SCALE_GRADIENT * (2 * float(u[2]) - 1),
+                                             SHAKE_ROTATION_GRADIENT * (2 * float(u[3]) - 1))
+        # The largest PSF (scale 1 after this) spans `span` pixels, so its support fits the crop's margin.
+        scale = scale / float(scale.max())
+        reach = float(psf_lib.trajectory_samples(trajectory).norm(dim=1).max())
+        trajectory = trajectory * (span / (2 * max(reach, 1e-6)))
+        out = psf_lib.exact_trajectory_blur(big, trajectory, scale, rotation, padding="zeros")
+        return out, trajectory, scale, rotation
+
     def batch(self, size: int) -> dict:
         """``size`` fresh samples.
 
@@ -233,15 +265,24 @@ class SyntheticBlur:
             dict with ``"sharp"`` and ``"blurry"`` (B, C, P, P) float32, ``"sigma"`` (B,) the
             Gaussian noise sigma, and by kind: ``"psf"`` (B, k, k) for ``uniform``/``linear``;
             ``"bank_index"`` (B,) into :attr:`bank` and ``"length"``/``"angle"`` (B, P, P) for
-            ``linear`` and ``field``.
+            ``linear`` and ``field``; for ``shake``, ``"trajectory"`` (B, N, 2) float64 and
+            ``"scale"``/``"rotation"`` (B, P, P), so that, away from the patch border by more than the
+            blur's reach, the noise-free ``blurry`` is ``exact_trajectory_blur(sharp, trajectory, scale,
+            rotation)``.
         """
         if int(size) != size or size < 1:
             raise ValueError(f"batch size must be a positive integer, got {size!r}")
         m, p = self.margin, self.patch
         sharp, blurry, psfs, index, lengths, angles = [], [], [], [], [], []
+        trajectories, scales, rotations = [], [], []
         for _ in range(int(size)):
             big = self._crop(p + 2 * m)[None]
-            if self.kind == "field":
+            if self.kind == "shake":
+                out, trajectory, scale, rotation = self._shake(big)
+                trajectories.append(trajectory)
+                scales.append(scale[m:m + p, m:m + p].float())
+                rotations.append(rotation[m:m + p, m:m + p].float())
+            elif self.kind == "field":
                 u = self._uniform(5)
                 shift = (float(u[0]) * 2 - 1, float(u[1]) * 2 - 1)
                 roll = (float(u[2]) * 2 - 1) * 3.0
@@ -291,6 +332,9 @@ class SyntheticBlur:
             out["bank_index"] = torch.tensor(index)
         if lengths:
             out["length"], out["angle"] = torch.stack(lengths), torch.stack(angles)
+        if trajectories:
+            out["trajectory"], out["scale"] = torch.stack(trajectories), torch.stack(scales)
+            out["rotation"] = torch.stack(rotations)
         return out
 
 
