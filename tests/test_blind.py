@@ -136,6 +136,25 @@ def test_deblur_run_blind_writes_the_kernel_beside_the_output(tmp_path):
     assert not (tmp_path / "other.tif").exists()
 
 
+def test_deblur_run_blind_with_nan_pixels(tmp_path):
+    true = _padded(linear_motion_kernel(9, 30), 13)
+    _, observed = degrade("shepp_logan_phantom", true, 0.005, 96, 0)
+    observed[10, 20] = np.nan
+    tifffile.imwrite(tmp_path / "dead.tif", observed.astype(np.float32))
+    refused = _deblur("run", "dead.tif", "out.tif", "--method", "blind", "--param", "psf_size=13", cwd=tmp_path)
+    assert refused.returncode != 0 and "1 NaN" in refused.stderr and "--nan" in refused.stderr
+    masked = _deblur("run", "dead.tif", "out.tif", "--method", "blind", "--param", "psf_size=13", "--nan", "mask",
+                     "--quiet", cwd=tmp_path)
+    assert masked.returncode == 0, masked.stderr
+    out = tifffile.imread(tmp_path / "out.tif")
+    assert np.isnan(out[10, 20]) and np.isfinite(np.delete(out.ravel(), 10 * 96 + 20)).all()
+    # The kernel estimated over the filled pixel is the kernel of the clean observation, up to noise.
+    filled = observed.copy()
+    filled[10, 20] = np.median(np.delete(observed.ravel(), 10 * 96 + 20))
+    kernel = tifffile.imread(tmp_path / "out_psf.tif")
+    assert _aligned_ncc(torch.from_numpy(kernel), torch.from_numpy(estimate_psf(filled, 13))) > 0.99
+
+
 def test_deblur_run_blind_refuses_psf_options_and_stacks(tmp_path):
     tifffile.imwrite(tmp_path / "stack.tif", np.random.rand(3, 48, 48).astype(np.float32))
     with_psf = _deblur("run", "stack.tif", "out.tif", "--method", "blind", "--psf-model", "gaussian", "--sigma", "2",

@@ -95,7 +95,7 @@ def run(input_path, output_path, psf, *, method: str = "wiener", loop_axes: Sequ
         # restoration is then the non-blind method with that kernel (what method "blind" does in memory).
         psf_path = estimated_psf_path(output_path)
         _check_output(input_path, psf_path, overwrite)
-        psf, method = _estimate(input_path, hdu, chunks, params)
+        psf, method = _estimate(input_path, hdu, chunks, nan, params)
         estimated = psf_path
     if psf is None:
         if get_method(method).needs_psf:
@@ -226,8 +226,10 @@ def estimated_psf_path(output_path) -> Path:
     return output_path.parent / f"{stem}_psf.tif"
 
 
-def _estimate(input_path: Path, hdu, chunks, params: dict) -> tuple[np.ndarray, str]:
-    """The kernel of a 2D (or colour) input, estimated blind; and the non-blind method to restore with it."""
+def _estimate(input_path: Path, hdu, chunks, nan, params: dict) -> tuple[np.ndarray, str]:
+    """The kernel of a 2D (or colour) input, estimated blind; and the non-blind method to restore with it.
+    With ``nan`` ("fill"/"mask") NaN/Inf pixels are estimated over as the median of the others, as the
+    restoration then fills them."""
     from ..models.methods import default_psf_size
     from ..psf.estimate import estimate_psf
 
@@ -241,8 +243,12 @@ def _estimate(input_path: Path, hdu, chunks, params: dict) -> tuple[np.ndarray, 
         raise ValueError(f"method 'blind' estimates one PSF from a 2D (or colour) image, got shape {data.shape}; "
                          f"for a stack, estimate the PSF of one plane with deblur_ops.estimate_psf and pass it "
                          f"with --psf")
-    if not np.isfinite(plane).all():
-        raise ValueError("the input has NaN or Inf pixels; method 'blind' needs finite pixels to estimate the PSF")
+    finite = np.isfinite(plane)
+    if not finite.all():
+        if nan is None or not finite.any():
+            raise ValueError(f"the input has {int((~finite).sum())} NaN or Inf pixel(s) (masked or dead pixels); "
+                             f"--nan fill or --nan mask lets method 'blind' estimate over them (median of the others)")
+        plane = np.where(finite, plane, np.median(plane[finite])).astype(np.float32)
     size = params.pop("psf_size", None) or default_psf_size(plane.shape)
     nonblind = params.pop("nonblind", "irc-net")
     if plane.max() == plane.min():  # a flat frame has no blur to estimate; the identity kernel keeps it as it is
