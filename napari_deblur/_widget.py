@@ -373,8 +373,8 @@ class DeconvolveWidget(RestoreRunner, QWidget):
                                           tooltip="an image layer holding the PSF (not the image itself)")
         self.psf_model = widgets.ComboBox(label="PSF model", choices=list(catalog.PSF_MODELS))
         self.psf_size = widgets.SpinBox(value=31, min=3, max=1001, step=2,
-                                        tooltip="side of the estimated kernel: the blur's extent in pixels, "
-                                                "plus a margin of a few pixels (odd)")
+                                        tooltip="largest side of the estimated kernel (odd): at least the blur's "
+                                                "extent in pixels; smaller supports down to 5 px are tried too")
         self.estimate_button = widgets.PushButton(text="Estimate PSF",
                                                   tooltip="estimate the blur kernel of the plane on screen "
                                                           "(blind, takes seconds) into a new layer, and use it "

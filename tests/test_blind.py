@@ -47,6 +47,22 @@ def test_estimate_recovers_the_kernel(kernel, noise):
     assert _aligned_ncc(torch.from_numpy(estimate), true) >= 0.8
 
 
+def test_adaptive_support_finds_a_small_blur_in_a_large_support():
+    """A generous ``size`` is safe: on a training photo ("horse", never an evaluation image) with
+    a compact shake kernel, the single large support spreads the estimate over itself while the
+    adaptive search keeps a support near the blur's extent."""
+    true = _padded(shake_kernel(9, 2), 25)
+    _, observed = degrade("horse", true, 0.01, 128, 0)
+    adaptive = estimate_psf(observed, 25)
+    fixed = estimate_psf(observed, 25, adaptive_support=False)
+    assert adaptive.shape == fixed.shape == (25, 25)
+    assert _aligned_ncc(torch.from_numpy(adaptive), true) >= 0.8
+    assert _aligned_ncc(torch.from_numpy(adaptive), true) > _aligned_ncc(torch.from_numpy(fixed), true)
+    # Zero outside the support it kept (at most 19 px here, the ladder's step below 25).
+    rows, cols = np.nonzero(adaptive)
+    assert max(np.ptp(rows), np.ptp(cols)) < 19
+
+
 def test_estimate_is_shift_invariant_up_to_centring():
     true = _padded(shake_kernel(11, 5), 13)
     _, observed = degrade("shepp_logan_phantom", true, 0.005, 140, 1)
@@ -75,6 +91,7 @@ def test_estimate_types_devices_and_colour():
     (np.random.rand(12, 40).astype(np.float32), 3, "at least 16x16"),
     (np.random.rand(48, 64).astype(np.float32), 17, "too large"),
     (np.random.rand(64, 64).astype(np.float32), 10, "odd integer"),
+    (np.random.rand(64, 64).astype(np.float32), 0, "odd integer"),
     (np.random.rand(4, 32, 32).astype(np.float32)[..., :5], 5, "shape"),
 ])
 def test_estimate_bad_input_says_what_to_do(image, size, message):
@@ -174,17 +191,31 @@ def test_shake_kernel_and_aligned_sse():
         assert torch.equal(k, shake_kernel(side, 7))
     with pytest.raises(ValueError, match="odd"):
         shake_kernel(12, 0)
+    # span: the same trajectory scaled to reach side // 2 - 1 px from its mean, so it spans the support.
+    for seed in range(5):
+        compact, spanning = shake_kernel(35, seed), shake_kernel(35, seed, span=True)
+        extent = lambda k: max(np.ptp(np.nonzero(k.numpy())[0]), np.ptp(np.nonzero(k.numpy())[1]))  # noqa: E731
+        assert 17 <= extent(spanning) <= 34 and extent(compact) <= extent(spanning)
+        assert abs(float(spanning.sum()) - 1) < 1e-6
     a = np.random.default_rng(0).random((30, 30))
     assert aligned_sse(np.roll(a, (1, -2), (0, 1)), a, 5) == 0.0
 
 
 def test_evaluate_blind_report():
-    report = evaluate_blind(["blind", "madn"], ["camera"], [11], size=64)
+    report = evaluate_blind(["blind", "blind:nonblind=irc-net", "madn"], ["camera"], [11], size=64, span=True)
+    assert report["protocol"]["name"] == "blind_span" and report["protocol"]["span"] is True
     methods = [s["method"] for s in report["summary"]]
-    assert methods == ["blurred", "irc-net (true kernel)", "blind", "madn"]
+    assert methods == ["blurred", "irc-net (true kernel)", "blind", "blind:nonblind=irc-net", "madn"]
     truth = next(s for s in report["summary"] if s["method"] == "irc-net (true kernel)")
     assert truth["median_ratio"] == 1.0
     for s in report["summary"][2:]:
         assert s["median_ratio"] > 0 and np.isfinite(s["psnr"])
     with pytest.raises(ValueError, match="not a blind method"):
         evaluate_blind(["wiener"], ["camera"], [11], size=64)
+    done = _deblur("evaluate", "--span-kernels", "--methods", "blind", cwd=".")
+    assert done.returncode != 0 and "add --blind" in done.stderr
+
+
+def test_estimate_checks_adaptive_support():
+    with pytest.raises(ValueError, match="adaptive_support must be True or False"):
+        estimate_psf(np.random.rand(48, 48).astype(np.float32), 5, adaptive_support="yes")

@@ -78,6 +78,8 @@ def _evaluate(args) -> int:
                 ("size", 256, evaluate.NONUNIFORM_SIZE)):
             if getattr(args, key) == (list(uniform) if isinstance(uniform, tuple) else uniform):
                 setattr(args, key, list(nonuniform) if isinstance(nonuniform, tuple) else nonuniform)
+    if args.span_kernels and not args.blind:
+        raise ValueError("--span-kernels belongs to the blind protocol: add --blind")
     if args.blind:
         from . import evaluate_blind as eb
 
@@ -88,7 +90,7 @@ def _evaluate(args) -> int:
         if noise is None:
             raise ValueError("--blind takes one --noise level")
         report = eb.evaluate_blind(specs, images, args.sides or eb.BLIND_SIDES, noise=noise, size=size,
-                                   seed=args.seed, device=args.device,
+                                   seed=args.seed, span=args.span_kernels, device=args.device,
                                    progress=lambda done, total: print(f"  {done}/{total} cases", file=sys.stderr))
         _emit(report, eb.blind_markdown, eb.save_blind, args)
         return 0
@@ -489,6 +491,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="blind protocol: held-out images, Boracchi-Foi camera-shake kernels 11-35 px, noise 1 %%; "
                         "blind methods vs irc-net with the true kernel, Levin's error ratio")
     p.add_argument("--sides", type=_int_list, help="kernel sides in px for --blind (default 11,15,...,35)")
+    p.add_argument("--span-kernels", action="store_true",
+                   help="--blind with shake kernels scaled to span their side (as recorded camera shake does); "
+                        "by default many are compact (3-23 px across)")
     p.add_argument("--protocol", choices=sorted(evaluate.PROTOCOL_METHODS),
                    help="real-data protocol: microscopy (3D Gibson-Lanni, anisotropic voxels, Poisson, camera "
                         "offset) or astronomy (varying Moffat seeing, sky, Poisson); --methods as NAME[:psf=...]")

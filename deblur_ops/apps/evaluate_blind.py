@@ -31,7 +31,7 @@ import torch
 from .. import psf as psf_lib
 from ..api import deblur
 from ..validation import integer_at_least
-from .evaluate import _scores, degrade, save_protocol
+from .evaluate import _scores, degrade, parse_method, save_protocol
 
 BLIND_SIDES = (11, 15, 19, 23, 27, 31, 35)
 BLIND_IMAGES = ("camera", "astronaut", "coins", "chelsea", "rocket")
@@ -42,25 +42,36 @@ BLIND_SIZE = 255
 MAX_SHIFT = 3
 
 
-def shake_kernel(side: int, seed: int) -> torch.Tensor:
+def shake_kernel(side: int, seed: int, *, span: bool = False) -> torch.Tensor:
     """A Boracchi–Foi camera-shake kernel on a ``side`` x ``side`` support.
 
     The trajectory (:func:`deblur_ops.psf.camera_shake_trajectory`, path length 1.5 ``side``) is
     shrunk, if needed, so that its larger extent is at most ``side - 3`` pixels, and rasterised for
-    the full exposure with its centre of mass at the centre.
+    the full exposure with its centre of mass at the centre. The model's pull back to the origin
+    keeps many of these kernels compact (3–23 px across on supports of 11–35 px). With ``span`` the
+    trajectory is instead scaled, up or down, so that its farthest sample lies ``side // 2 - 1`` px
+    from its mean: the kernel spans its support, as the recorded camera shake of Levin et al. (2009)
+    spans theirs.
 
     Example:
         >>> k = shake_kernel(15, 0)
         >>> tuple(k.shape), round(float(k.sum()), 6)
         ((15, 15), 1.0)
+        >>> rows, cols = np.nonzero(shake_kernel(15, 0, span=True).numpy())
+        >>> bool(max(np.ptp(rows), np.ptp(cols)) >= 7)
+        True
     """
     side = integer_at_least(side, "side", 5)
     if side % 2 == 0:
         raise ValueError(f"side must be odd, got {side}")
     trajectory = psf_lib.camera_shake_trajectory(1000, 1.5 * side, seed=seed)
-    extent = float((trajectory.max(0).values - trajectory.min(0).values).max())
-    if extent > side - 3:  # bilinear splatting needs one pixel of room on each side of the path
-        trajectory = trajectory * ((side - 3) / extent)
+    if span:
+        reach = float((trajectory - trajectory.mean(0)).abs().max())
+        trajectory = trajectory * ((side // 2 - 1) / reach)
+    else:
+        extent = float((trajectory.max(0).values - trajectory.min(0).values).max())
+        if extent > side - 3:  # bilinear splatting needs one pixel of room on each side of the path
+            trajectory = trajectory * ((side - 3) / extent)
     kernel = psf_lib.camera_shake_psfs(trajectory, side, (1.0,), center=False)[0].double()
     return (kernel / kernel.sum()).float()
 
@@ -100,16 +111,18 @@ def _aligned_scores(estimate: np.ndarray, clean: np.ndarray, border: int) -> dic
 
 def evaluate_blind(methods: Sequence[str] = BLIND_METHODS, images: Sequence[str] = BLIND_IMAGES,
                    sides: Sequence[int] = BLIND_SIDES, *, noise: float = BLIND_NOISE, size: int = BLIND_SIZE,
-                   seed: int = 0, device: str = "cpu", progress=None) -> dict:
+                   seed: int = 0, span: bool = False, device: str = "cpu", progress=None) -> dict:
     """Run the blind protocol (see the module docstring).
 
     Args:
-        methods: blind methods (``deblur_ops.methods()`` entries that need no PSF).
+        methods: blind methods (``deblur_ops.methods()`` entries that need no PSF), each optionally
+            with parameters as ``"name:key=value,..."`` (e.g. ``"blind:nonblind=irc-net"``).
         images: sample image names (the held-out evaluation images by default).
         sides: kernel sides in pixels (odd).
         noise: Gaussian noise sigma on [0, 1] images.
         size: side of the square test crops.
         seed: kernels use seeds ``seed * 1000 + case index``; the noise the same.
+        span: kernels that span their support (:func:`shake_kernel`'s ``span``).
         device: ``"cpu"``, ``"cuda"``, ``"auto"``.
         progress: optional ``progress(done, total)``.
 
@@ -120,16 +133,19 @@ def evaluate_blind(methods: Sequence[str] = BLIND_METHODS, images: Sequence[str]
     from ..restore import METHODS
     from .bench import device_name
 
-    for m in methods:
-        if m not in METHODS or METHODS[m].needs_psf:
-            raise ValueError(f"{m!r} is not a blind method; blind methods: "
-                             f"{sorted(n for n, spec in METHODS.items() if not spec.needs_psf)}")
+    parsed = {}
+    for spec in methods:
+        name, params = parse_method(spec)
+        if name not in METHODS or METHODS[name].needs_psf:
+            raise ValueError(f"{name!r} is not a blind method; blind methods: "
+                             f"{sorted(n for n, m in METHODS.items() if not m.needs_psf)}")
+        parsed[spec] = (name, params)
     size = integer_at_least(size, "size", 48)
     rows = []
     cases = [(image, side) for image in images for side in sides]
     for index, (image, side) in enumerate(cases):
         case_seed = seed * 1000 + index
-        kernel = shake_kernel(side, case_seed)
+        kernel = shake_kernel(side, case_seed, span=span)
         clean, observed = degrade(image, kernel, noise, size, case_seed)
         border = side
         start = time.perf_counter()
@@ -141,17 +157,17 @@ def evaluate_blind(methods: Sequence[str] = BLIND_METHODS, images: Sequence[str]
                      "error_ratio": None})
         rows.append({**base, "method": "irc-net (true kernel)", **_aligned_scores(reference, clean, border),
                      "seconds": elapsed, "error_ratio": 1.0})
-        for method in methods:
-            params = {"psf_size": side} if method == "blind" else {}
+        for method, (name, given) in parsed.items():
+            params = {"psf_size": side, **given} if name == "blind" else dict(given)
             start = time.perf_counter()
-            estimate = deblur(observed, None, method=method, device=device, **params)
+            estimate = deblur(observed, None, method=name, device=device, **params)
             elapsed = time.perf_counter() - start
             ratio = aligned_sse(np.clip(estimate, 0, 1), clean, border) / max(reference_sse, 1e-12)
             rows.append({**base, "method": method, **_aligned_scores(estimate, clean, border), "seconds": elapsed,
                          "error_ratio": ratio})
         if progress is not None:
             progress(index + 1, len(cases))
-    return {"protocol": {"name": "blind", "images": list(images), "sides": [int(s) for s in sides],
+    return {"protocol": {"name": "blind_span" if span else "blind", "images": list(images), "sides": [int(s) for s in sides], "span": bool(span),
                          "noise": float(noise), "size": size, "seed": seed, "methods": list(methods),
                          "device": device_name(torch.device(device if device != "auto" else "cpu")),
                          "threads": torch.get_num_threads(), "date": datetime.date.today().isoformat(),
@@ -181,7 +197,8 @@ def blind_markdown(report: dict) -> str:
     p = report["protocol"]
     lines = [f"# deblur evaluate --blind ({p['date']}, {p['device']}, {p['threads']} threads, torch {p['torch']})", "",
              f"Held-out images {', '.join(p['images'])} ({p['size']}x{p['size']}), Boracchi-Foi camera-shake kernels "
-             f"of sides {', '.join(map(str, p['sides']))} px, noise {p['noise']:g}, seed {p['seed']}. Scores on the "
+             f"of sides {', '.join(map(str, p['sides']))} px"
+             f"{' scaled to span their support' if p.get('span') else ''}, noise {p['noise']:g}, seed {p['seed']}. Scores on the "
              f"interior (a border of the kernel's side left out), each restoration at its best integer shift within "
              f"+-{MAX_SHIFT} px. Error ratio: SSE of the method over SSE of irc-net "
              f"with the true kernel, each at its best integer shift within +-{MAX_SHIFT} px.", "",
