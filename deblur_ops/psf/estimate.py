@@ -81,7 +81,7 @@ def estimate_psf(image, size: int = 31, *, adaptive_support: bool = True, iterat
             of the last) and keep the kernel whose total-variation restoration is sharpest (lowest
             normalised sparsity ||grad x||_1 / ||grad x||_2 on the interior, Krishnan et al. 2011).
             A support much larger than the blur lets the estimate spread over it (see the module
-            docstring). False: estimate on the ``size`` support only (about 3x faster).
+            docstring). False: estimate on the ``size`` support only (about 6x faster).
         iterations: alternations per pyramid level (>= 1).
         lam: weight of the L0 gradient prior at the coarsest level, for images in [0, 1]; it
             decreases by 1.1 per iteration through the whole pyramid, down to ``lam_min``.
