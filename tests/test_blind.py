@@ -219,3 +219,27 @@ def test_evaluate_blind_report():
 def test_estimate_checks_adaptive_support():
     with pytest.raises(ValueError, match="adaptive_support must be True or False"):
         estimate_psf(np.random.rand(48, 48).astype(np.float32), 5, adaptive_support="yes")
+
+
+def test_blind_restores_with_isotropic_admm_tv_by_default():
+    true = _padded(linear_motion_kernel(7, 45), 9)
+    _, observed = degrade("horse", true, 0.01, 64, 3)  # a training image
+    kernel = estimate_psf(observed, 9)
+    assert np.allclose(deblur_ops.deblur(observed, method="blind", psf_size=9),
+                       deblur_ops.deblur(observed, kernel, method="admm_tv", isotropic=True), atol=1e-5)
+    assert np.allclose(deblur_ops.deblur(observed, method="blind", psf_size=9, nonblind="irc-net"),
+                       deblur_ops.deblur(observed, kernel, method="irc-net"), atol=1e-5)
+
+
+def test_normalised_sparsity():
+    from deblur_ops.psf import normalised_sparsity
+
+    step = np.zeros((32, 32))
+    step[:, 16:] = 1
+    assert normalised_sparsity(step, 2) == pytest.approx(28 ** 0.5)  # 28 unit gradients: l1 / l2 = 28 / sqrt(28)
+    assert normalised_sparsity(step * 7 + 3, 2) == pytest.approx(normalised_sparsity(step, 2))
+    assert normalised_sparsity(np.ones((8, 8))) == float("inf")
+    with pytest.raises(ValueError, match="2D"):
+        normalised_sparsity(np.ones((2, 8, 8)))
+    with pytest.raises(ValueError, match="no interior"):
+        normalised_sparsity(np.ones((8, 8)), 4)

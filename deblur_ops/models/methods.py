@@ -165,9 +165,10 @@ def blind(image: torch.Tensor, psf=None, *, psf_size: int | None = None, nonblin
         psf_size: largest odd side of the estimated kernel in pixels (at least the blur's extent;
             smaller supports are tried too; at most a third of the image's shorter side); default
             31, or the largest allowed on smaller images.
-        nonblind: the method that restores with the estimated kernel: ``"admm_tv"`` (isotropic
-            TV; on the development images more robust to kernel errors than ``"irc-net"``), or any
-            method taking a uniform PSF, e.g. ``"irc-net"``, ``"richardson_lucy"``.
+        nonblind: the method that restores with the estimated kernel: ``"admm_tv"`` (isotropic TV;
+            on the development images more robust to kernel errors than irc-net), or any method
+            taking a uniform PSF, e.g. ``"irc-net"`` (better on strong linear motion),
+            ``"richardson_lucy"``.
         noise_sigma: noise level passed to ``admm_tv`` or ``irc-net`` (estimated when None).
 
     To see or keep the kernel, call :func:`deblur_ops.estimate_psf` yourself and pass it to
