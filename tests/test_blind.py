@@ -141,9 +141,15 @@ def test_deblur_run_blind_writes_the_kernel_beside_the_output(tmp_path):
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert summary["psf_estimated"] == "sharp_psf.tif" and summary["psf_size"] == 13
+    assert summary["method"] == "blind (estimated PSF, then admm_tv)"  # the in-memory method's default
     kernel = tifffile.imread(tmp_path / "sharp_psf.tif")
     assert kernel.shape == (13, 13) and abs(kernel.sum() - 1) < 1e-5
-    assert tifffile.imread(tmp_path / "sharp.tif").dtype == np.uint16
+    written = tifffile.imread(tmp_path / "sharp.tif")
+    assert written.dtype == np.uint16
+    # The same restoration as method "blind" of the picture in [0, 1]: the 16-bit units do not change it.
+    picture = tifffile.imread(tmp_path / "shaky.tif").astype(np.float32) / 65535
+    in_memory = np.clip(deblur_ops.deblur(picture, method="blind", psf_size=13), 0, 1)
+    assert np.abs(written / 65535 - in_memory).max() < 3e-3
     # A rerun replaces its own outputs; a foreign file in the kernel's place is kept.
     assert _deblur("run", "shaky.tif", "sharp.tif", "--method", "blind", "--param", "psf_size=13", "--quiet",
                    cwd=tmp_path).returncode == 0
@@ -225,10 +231,12 @@ def test_blind_restores_with_isotropic_admm_tv_by_default():
     true = _padded(linear_motion_kernel(7, 45), 9)
     _, observed = degrade("horse", true, 0.01, 64, 3)  # a training image
     kernel = estimate_psf(observed, 9)
+    lo, hi = np.quantile(observed.astype(np.float64), [0.001, 0.999])  # restored on the picture's range
+    scale = np.float32(hi - lo)
     assert np.allclose(deblur_ops.deblur(observed, method="blind", psf_size=9),
-                       deblur_ops.deblur(observed, kernel, method="admm_tv", isotropic=True), atol=1e-5)
+                       deblur_ops.deblur(observed / scale, kernel, method="admm_tv", isotropic=True) * scale, atol=1e-5)
     assert np.allclose(deblur_ops.deblur(observed, method="blind", psf_size=9, nonblind="irc-net"),
-                       deblur_ops.deblur(observed, kernel, method="irc-net"), atol=1e-5)
+                       deblur_ops.deblur(observed / scale, kernel, method="irc-net") * scale, atol=1e-5)
 
 
 def test_normalised_sparsity():
@@ -243,3 +251,15 @@ def test_normalised_sparsity():
         normalised_sparsity(np.ones((2, 8, 8)))
     with pytest.raises(ValueError, match="no interior"):
         normalised_sparsity(np.ones((8, 8)), 4)
+
+
+def test_blind_does_not_depend_on_the_units():
+    """A 16-bit file read as 0..65535 gets the restoration of the same picture in [0, 1] (the default
+    TV weight follows the data's units, so method "blind" restores on the picture's range)."""
+    true = _padded(linear_motion_kernel(7, 45), 9)
+    _, observed = degrade("horse", true, 0.01, 64, 3)  # a training image
+    unit = deblur_ops.deblur(observed, method="blind", psf_size=9)
+    counts = deblur_ops.deblur(observed * 65535, method="blind", psf_size=9) / 65535
+    assert np.abs(unit - counts).max() < 2e-3 and np.abs(unit - counts).mean() < 2e-4
+    noise = deblur_ops.deblur(observed * 65535, method="blind", psf_size=9, noise_sigma=0.01 * 65535) / 65535
+    assert np.abs(noise - deblur_ops.deblur(observed, method="blind", psf_size=9, noise_sigma=0.01)).max() < 2e-3

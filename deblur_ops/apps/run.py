@@ -90,12 +90,13 @@ def run(input_path, output_path, psf, *, method: str = "wiener", loop_axes: Sequ
     if output_dtype not in ("same", "float32"):
         raise ValueError(f"output_dtype must be 'same' or 'float32', got {output_dtype!r}")
     estimated = None
+    scale = 1.0  # method "blind" restores on the picture's range (models.methods.blind_scale)
     if psf is None and method == "blind":
         # One kernel for the image, estimated here so that it can be written next to the output; the
         # restoration is then the non-blind method with that kernel (what method "blind" does in memory).
         psf_path = estimated_psf_path(output_path)
         _check_output(input_path, psf_path, overwrite)
-        psf, method = _estimate(input_path, hdu, chunks, nan, params)
+        psf, method, scale = _estimate(input_path, hdu, chunks, nan, params)
         estimated = psf_path
     if psf is None:
         if get_method(method).needs_psf:
@@ -146,8 +147,11 @@ def run(input_path, output_path, psf, *, method: str = "wiener", loop_axes: Sequ
         total = block_count(data.shape, psf, rgb=source.rgb, loop_axes=loop_axes)
         bar = tqdm(total=total, desc="deblur", unit="slice", disable=not progress)
 
-        restored = deblur_stack(np.asarray(data), psf, method=method, loop_axes=loop_axes, rgb=source.rgb,
+        values = np.asarray(data) if scale == 1.0 else np.asarray(data, dtype=np.float32) / np.float32(scale)
+        restored = deblur_stack(values, psf, method=method, loop_axes=loop_axes, rgb=source.rgb,
                                 device=device, progress=lambda done, total: bar.update(1), **params)
+        if scale != 1.0:
+            restored = restored * np.float32(scale)
         bar.close()
         if missing is not None:
             restored = np.where(missing, np.nan, restored)
@@ -226,11 +230,12 @@ def estimated_psf_path(output_path) -> Path:
     return output_path.parent / f"{stem}_psf.tif"
 
 
-def _estimate(input_path: Path, hdu, chunks, nan, params: dict) -> tuple[np.ndarray, str]:
-    """The kernel of a 2D (or colour) input, estimated blind; and the non-blind method to restore with it.
+def _estimate(input_path: Path, hdu, chunks, nan, params: dict) -> tuple[np.ndarray, str, float]:
+    """The kernel of a 2D (or colour) input, estimated blind; the non-blind method to restore with it;
+    and the picture's range to restore on (as method "blind" does in memory).
     With ``nan`` ("fill"/"mask") NaN/Inf pixels are estimated over as the median of the others, as the
     restoration then fills them."""
-    from ..models.methods import default_psf_size
+    from ..models.methods import BLIND_NONBLIND, blind_nonblind_defaults, blind_scale, default_psf_size
     from ..psf.estimate import estimate_psf
 
     if chunks is not None or io.image_format(input_path) == "zarr":
@@ -250,12 +255,17 @@ def _estimate(input_path: Path, hdu, chunks, nan, params: dict) -> tuple[np.ndar
                              f"--nan fill or --nan mask lets method 'blind' estimate over them (median of the others)")
         plane = np.where(finite, plane, np.median(plane[finite])).astype(np.float32)
     size = params.pop("psf_size", None) or default_psf_size(plane.shape)
-    nonblind = params.pop("nonblind", "irc-net")
+    nonblind = params.pop("nonblind", BLIND_NONBLIND)
+    for key, value in blind_nonblind_defaults(nonblind).items():  # as method "blind" does in memory
+        params.setdefault(key, value)
     if plane.max() == plane.min():  # a flat frame has no blur to estimate; the identity kernel keeps it as it is
         kernel = np.zeros((1, 1), np.float32)
         kernel[0, 0] = 1
-        return kernel, nonblind
-    return estimate_psf(plane, size), nonblind
+        return kernel, nonblind, 1.0
+    scale = blind_scale(plane)
+    if "noise_sigma" in params:  # given in the file's units
+        params["noise_sigma"] = float(params["noise_sigma"]) / scale
+    return estimate_psf(plane, size), nonblind, scale
 
 
 @contextlib.contextmanager
