@@ -235,7 +235,7 @@ def _estimate(input_path: Path, hdu, chunks, nan, params: dict) -> tuple[np.ndar
     and the picture's range to restore on (as method "blind" does in memory).
     With ``nan`` ("fill"/"mask") NaN/Inf pixels are estimated over as the median of the others, as the
     restoration then fills them."""
-    from ..models.methods import BLIND_NONBLIND, blind_nonblind_defaults, blind_scale, default_psf_size
+    from ..models.methods import check_blind_nonblind, blind_nonblind, blind_nonblind_defaults, blind_scale, default_psf_size
     from ..psf.estimate import estimate_psf
 
     if chunks is not None or io.image_format(input_path) == "zarr":
@@ -255,17 +255,26 @@ def _estimate(input_path: Path, hdu, chunks, nan, params: dict) -> tuple[np.ndar
                              f"--nan fill or --nan mask lets method 'blind' estimate over them (median of the others)")
         plane = np.where(finite, plane, np.median(plane[finite])).astype(np.float32)
     size = params.pop("psf_size", None) or default_psf_size(plane.shape)
-    nonblind = params.pop("nonblind", BLIND_NONBLIND)
-    for key, value in blind_nonblind_defaults(nonblind).items():  # as method "blind" does in memory
-        params.setdefault(key, value)
+    nonblind = params.pop("nonblind", None)
+    source = params.pop("source", "auto")
+    if nonblind is not None:
+        check_blind_nonblind(nonblind, params.get("noise_sigma"))
     if plane.max() == plane.min():  # a flat frame has no blur to estimate; the identity kernel keeps it as it is
         kernel = np.zeros((1, 1), np.float32)
         kernel[0, 0] = 1
-        return kernel, nonblind, 1.0
+        params.pop("noise_sigma", None)
+        return kernel, blind_nonblind(nonblind, "edges"), 1.0
+    kernel, used = estimate_psf(plane, size, source=source, return_source=True)
+    nonblind = blind_nonblind(nonblind, used)
+    for key, value in blind_nonblind_defaults(nonblind).items():  # as method "blind" does in memory
+        params.setdefault(key, value)
     scale = blind_scale(plane)
     if "noise_sigma" in params:  # given in the file's units
-        params["noise_sigma"] = float(params["noise_sigma"]) / scale
-    return estimate_psf(plane, size), nonblind, scale
+        if nonblind in ("irc-net", "admm_tv"):
+            params["noise_sigma"] = float(params["noise_sigma"]) / scale
+        else:  # the point-source default, Richardson-Lucy, has no noise level
+            del params["noise_sigma"]
+    return kernel, nonblind, scale
 
 
 @contextlib.contextmanager

@@ -43,7 +43,15 @@ from ..boundary import next_fast_len
 from ..data.noise import estimate_noise_sigma
 from ..validation import MIN_IMAGE_SIDE, as_float_tensor, positive_float, require_finite, resolve_device
 
-__all__ = ["estimate_psf", "normalised_sparsity"]
+__all__ = ["ESTIMATE_SOURCES", "estimate_psf", "normalised_sparsity"]
+
+# What estimate_psf reads the blur from: "edges" (the MAP estimator above), "points" (isolated stars or
+# beads, averaged by psf.psf_from_points) or "auto" (points on a dark field that has enough of them).
+ESTIMATE_SOURCES = ("auto", "edges", "points")
+# "auto": a dark field has its median within this fraction of its range (0.1 / 99.9 percentiles) above
+# its 0.1 percentile (sky, or the space between beads); it needs this many usable point sources.
+_DARK_FIELD = 0.2
+_MIN_POINTS = 5
 
 # Largest step between pyramid levels (Pan et al.'s sqrt(2)) and the kernel side at the coarsest one.
 _LEVEL_RATIO = math.sqrt(2.0)
@@ -62,14 +70,18 @@ _TV_BETA_MAX = 1e4
 
 
 def estimate_psf(image, size: int = 31, *, adaptive_support: bool = True, iterations: int = 5, lam: float = 4e-3,
-                 lam_min: float = 1e-4, gamma: float = 10.0, edges: float = 20.0, device="auto",
-                 return_latent: bool = False):
+                 lam_min: float = 1e-4, gamma: float = 10.0, edges: float = 20.0, source: str = "auto",
+                 device="auto", return_latent: bool = False, return_source: bool = False):
     """Estimate the (uniform) blur kernel of a blurred image without knowing it (blind deconvolution).
 
-    Works best on photographs with edges (camera shake, defocus) and on star fields; the image
-    should be blurred uniformly (one kernel for the whole frame: crop a region if the blur varies).
-    Restore the image with the kernel through :func:`deblur_ops.deblur` (``method="blind"`` does
-    both steps).
+    Two estimators: on photographs with edges (camera shake, defocus) the coarse-to-fine L0 MAP
+    estimator of the module docstring; on star fields and bead images the average of the isolated
+    point sources it finds (:func:`deblur_ops.psf.find_point_sources`, then
+    :func:`deblur_ops.psf.psf_from_points`, which leaves out saturated stars, doublets and
+    galaxies), as astronomers measure a seeing PSF. The image should be blurred uniformly (one
+    kernel for the whole frame: crop a region if the blur varies; for a PSF varying across a star
+    field see :func:`deblur_ops.psf.psf_grid_from_points`). Restore the image with the kernel
+    through :func:`deblur_ops.deblur` (``method="blind"`` does both steps).
 
     Args:
         image: (H, W) grey or (H, W, C) colour (estimated on the channels' mean), NumPy array or
@@ -90,17 +102,27 @@ def estimate_psf(image, size: int = 31, *, adaptive_support: bool = True, iterat
             edges (larger: smoother, more compact kernels).
         edges: salient-edge selection: each of four gradient orientations keeps at least
             ``edges * size`` pixels (Pan et al.'s 20; 0 keeps every gradient).
+        source: ``"edges"`` (the MAP estimator), ``"points"`` (point sources; the crops are
+            ``size`` wide, so ``size`` should hold the PSF's visible wings), or ``"auto"``
+            (default): points when the frame is a dark field (its median within 20 % of its range
+            above its floor) with at least 5 usable point sources, else edges. ``"points"``
+            needs at least 3.
         device: ``"auto"`` (the tensor's device, else CUDA when available), ``"cpu"``, ``"cuda"``.
-        return_latent: also return the last latent image (grey, [0, 1] scale, input's H x W).
+        return_latent: also return the last latent image (grey, [0, 1] scale, input's H x W);
+            None when the kernel came from point sources.
+        return_source: also return what the kernel was read from, ``"edges"`` or ``"points"``
+            (last in the returned tuple).
 
     Returns:
         The kernel, (size, size) float32, non-negative, summing to 1, centre of mass at index
         ``size // 2`` (rounded), in the package's PSF convention (convolution); a NumPy array for
-        NumPy input, else a tensor on the input's device. With ``return_latent``, ``(kernel, latent)``.
+        NumPy input, else a tensor on the input's device. With ``return_latent``, ``(kernel, latent)``;
+        with ``return_source`` the source is appended (``(kernel, source)``, ``(kernel, latent, source)``).
 
     Raises:
         ValueError: an image that is not 2D/colour, smaller than 16 x 16, constant, or with
-            NaN/Inf; an even, too small or too large ``size``; non-positive weights.
+            NaN/Inf; an even, too small or too large ``size``; non-positive weights; with
+            ``source="points"``, no usable point source (the message says why each was rejected).
         TypeError: an unsupported image type.
 
     Example:
@@ -120,6 +142,8 @@ def estimate_psf(image, size: int = 31, *, adaptive_support: bool = True, iterat
         prior. CVPR 2014. S. Cho, S. Lee. Fast motion deblurring. SIGGRAPH Asia 2009. D. Krishnan, T. Tay,
         R. Fergus. Blind deconvolution using a normalized sparsity measure. CVPR 2011.
     """
+    if source not in ESTIMATE_SOURCES:
+        raise ValueError(f"source must be one of {ESTIMATE_SOURCES} (what the blur is read from), got {source!r}")
     target = resolve_device(device, image)
     x = as_float_tensor(image, "image", target)
     if x.dim() == 3 and x.shape[-1] <= 4:
@@ -156,6 +180,14 @@ def estimate_psf(image, size: int = 31, *, adaptive_support: bool = True, iterat
         raise ValueError("the image is constant: a flat frame carries no information about its blur")
     y = (grey - lo) / (hi - lo)
 
+    kernel = None
+    if source == "points" or (source == "auto" and float(y.median()) < _DARK_FIELD):
+        kernel = _from_point_sources(grey, size, required=source == "points")
+    if kernel is not None:
+        kernel = kernel.to(torch.float32)
+        kernel = kernel.numpy() if isinstance(image, np.ndarray) else kernel.to(image.device)
+        return _returned(kernel, None, "points", return_latent, return_source)
+
     settings = dict(iterations=iterations, lam=lam, lam_min=lam_min, gamma=gamma, edges=edges)
     sides = _support_ladder(size) if adaptive_support else [size]
     best = None
@@ -180,11 +212,32 @@ def estimate_psf(image, size: int = 31, *, adaptive_support: bool = True, iterat
         kernel = kernel.cpu().numpy()
     else:
         kernel = kernel.to(image.device)
-    if not return_latent:
-        return kernel
-    r = (latent.shape[0] - h) // 2
-    crop = latent[r:r + h, r:r + w].float()
-    return kernel, (crop.cpu().numpy() if isinstance(image, np.ndarray) else crop.to(image.device))
+    if return_latent:
+        r = (latent.shape[0] - h) // 2
+        latent = latent[r:r + h, r:r + w].float()
+        latent = latent.cpu().numpy() if isinstance(image, np.ndarray) else latent.to(image.device)
+    return _returned(kernel, latent, "edges", return_latent, return_source)
+
+
+def _returned(kernel, latent, source: str, return_latent: bool, return_source: bool):
+    out = (kernel,) + ((latent,) if return_latent else ()) + ((source,) if return_source else ())
+    return out if len(out) > 1 else kernel
+
+
+def _from_point_sources(grey: torch.Tensor, size: int, required: bool) -> torch.Tensor | None:
+    """The PSF of the image's isolated point sources (:func:`psf_from_point_sources`); when too few
+    are usable (:data:`_MIN_POINTS`, or 3 when ``required``: fewer leave no outlier test), None or
+    (``required``) its ValueError."""
+    from .points import psf_from_point_sources
+
+    try:
+        kernel, _, _ = psf_from_point_sources(grey.detach().cpu(), size, min_sources=3 if required else _MIN_POINTS)
+    except ValueError as exc:
+        if required:
+            raise ValueError(f"source='points': {exc}; use source='edges' for a picture without stars or beads, "
+                             f"or a smaller size") from None
+        return None
+    return kernel
 
 
 def _support_ladder(size: int) -> list[int]:

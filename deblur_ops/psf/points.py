@@ -1,6 +1,7 @@
 """A PSF measured from beads (microscopy) or stars (astronomy): registered, cleaned, averaged crops."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -8,7 +9,7 @@ import torch
 
 from .prepare import fourier_shift, prepare_psf
 
-__all__ = ["PointsReport", "psf_from_points"]
+__all__ = ["PointsReport", "find_point_sources", "psf_from_point_sources", "psf_from_points"]
 
 # A second local maximum this bright (relative to the crop's peak) and at least this far from it
 # makes a doublet: two beads or stars whose average is not the PSF.
@@ -17,6 +18,9 @@ DOUBLET_DISTANCE = 3
 # Voxels above this fraction of the peak define the centre used for registration: the centre of
 # mass of the whole crop would be pulled towards the crop's centre by the clipped noise.
 CORE_LEVEL = 0.05
+# find_point_sources: the Gaussian (sigma in voxels) that the image is smoothed with before its
+# peaks are looked for, so that a noise spike is no peak.
+DETECTION_SMOOTHING = 1.0
 
 
 @dataclass
@@ -243,6 +247,173 @@ def psf_from_points(image, points, size, *, subpixel: bool = True, background="a
         raise ValueError(f"no usable point for the PSF: {report.summary()}")
     mean = torch.stack([crops[i] for i in report.used]).mean(0)
     return prepare_psf(mean, crop_energy=None, warn_truncated=False), report
+
+
+def find_point_sources(image, size, *, threshold: float = 10.0, max_sources: int = 100) -> np.ndarray:
+    """Isolated point sources (stars, beads) of a 2D image or 3D stack, brightest first.
+
+    A voxel is a source when, in the image smoothed by a Gaussian of 1 voxel, it is the brightest
+    voxel of the ``size`` box around it (so no brighter source shares its crop), stands
+    ``threshold`` noise sigmas above the background, and its box lies inside the image. The
+    background is the image's median and the noise sigma the median absolute deviation around it
+    (x 1.4826), both dominated by the empty sky or the space between beads. The positions go to
+    :func:`psf_from_points`, which rejects the saturated ones, the doublets and the extended
+    objects (galaxies, cells) that do not look like the others.
+
+    Args:
+        image: (H, W) or (D, H, W) array or tensor.
+        size: odd side of the box (one, or one per axis), the crop size of the PSF to measure.
+        threshold: detection level in noise sigmas above the background (> 0).
+        max_sources: at most this many sources are returned (>= 1), the brightest.
+
+    Returns:
+        (n, 2) or (n, 3) int64 positions ((z,) row, col), brightest first; empty when none.
+
+    Example:
+        >>> yy, xx = np.mgrid[0:64, 0:64]
+        >>> stars = sum(a * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / 4.0) for a, y, x in [(1, 20, 20), (2, 44, 40)])
+        >>> find_point_sources(stars, 15).tolist()
+        [[44, 40], [20, 20]]
+    """
+    img = _as_image(image)
+    sizes = _sizes(size, img.dim())
+    if not (isinstance(threshold, (int, float)) and not isinstance(threshold, bool) and np.isfinite(threshold)
+            and threshold > 0):
+        raise ValueError(f"threshold must be a number > 0 (noise sigmas above the background), got {threshold!r}")
+    if isinstance(max_sources, bool) or not isinstance(max_sources, (int, np.integer)) or max_sources < 1:
+        raise ValueError(f"max_sources must be an integer >= 1, got {max_sources!r}")
+    if any(s > n for s, n in zip(sizes, img.shape)):
+        raise ValueError(f"size {sizes} is larger than the image {tuple(img.shape)}")
+    values = img.flatten()[:: max(1, img.numel() // 2_000_000)]
+    background = float(values.median())
+    noise = 1.4826 * float((values - background).abs().median())
+    spread = float(img.max()) - background
+    if not spread > 0:
+        return np.zeros((0, img.dim()), np.int64)
+    noise = max(noise, 1e-6 * spread)  # a noise-free (synthetic) image
+    smooth = _gaussian_smooth(img, DETECTION_SMOOTHING)
+    pool = torch.nn.functional.max_pool2d if img.dim() == 2 else torch.nn.functional.max_pool3d
+    peaks = smooth == pool(smooth[None, None], sizes, stride=1, padding=[s // 2 for s in sizes])[0, 0]
+    peaks &= img - background > threshold * noise
+    inside = torch.zeros_like(peaks)
+    inside[tuple(slice(s // 2, n - s // 2) for s, n in zip(sizes, img.shape))] = True
+    found = torch.nonzero(peaks & inside)
+    if len(found) == 0:
+        return np.zeros((0, img.dim()), np.int64)
+    order = torch.argsort(smooth[tuple(found.T)], descending=True)
+    return found[order[:int(max_sources)]].numpy().astype(np.int64)
+
+
+def psf_from_point_sources(image, size, *, threshold: float = 10.0, max_sources: int = 100,
+                           min_sources: int = 3, min_correlation: float = 0.85):
+    """The PSF of a star field or bead image, from point sources it finds itself (blind).
+
+    :func:`find_point_sources` gives the candidates; each is cropped, its local background
+    removed and registered to sub-voxel precision as in :func:`psf_from_points`; saturated ones
+    and those unlike the others (correlation with the median crop under ``min_correlation``:
+    galaxies, cells, close pairs) are left out, and the PSF is the voxel-wise **median** of the
+    remaining crops, so that a fainter neighbour inside one crop does not print into the PSF (in
+    a crowded field nearly every crop holds one, and :func:`psf_from_points`'s doublet test would
+    leave out most of the stars).
+
+    Args:
+        image: (H, W) or (D, H, W) array or tensor (background need not be subtracted).
+        size: odd crop size (one, or one per axis): larger than the PSF's visible wings.
+        threshold: detection level in noise sigmas (see :func:`find_point_sources`).
+        max_sources: at most this many candidates, the brightest.
+        min_sources: fewest usable sources for a PSF (>= 1).
+        min_correlation: threshold of the median-crop test.
+
+    Returns:
+        ``(psf, positions, report)``: the PSF (odd sizes, sum 1, float32 tensor), the candidates'
+        (n, nd) positions, and a :class:`PointsReport` on them (indices into ``positions``).
+
+    Raises:
+        ValueError: bad arguments, or fewer than ``min_sources`` usable sources (the message says why).
+
+    Example:
+        >>> yy, xx = np.mgrid[0:96, 0:96]
+        >>> spots = [(20, 20), (20, 70), (70, 25), (72, 74), (46, 47)]
+        >>> field = sum(np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / 8.0) for y, x in spots)
+        >>> psf, positions, report = psf_from_point_sources(field, 15)
+        >>> psf.shape, len(report.used)
+        (torch.Size([15, 15]), 5)
+    """
+    if isinstance(min_sources, bool) or not isinstance(min_sources, (int, np.integer)) or min_sources < 1:
+        raise ValueError(f"min_sources must be an integer >= 1, got {min_sources!r}")
+    img = _as_image(image)
+    sizes = _sizes(size, img.dim())
+    positions = find_point_sources(img, sizes, threshold=threshold, max_sources=max_sources)
+    report = PointsReport()
+    crops = {}
+    level = float(img.max())
+    halves = [n // 2 for n in sizes]
+    for index, position in enumerate(positions):
+        # The centre: the centroid of the 5-voxel box around the peak above the crop's background
+        # (psf_from_points' centroid of everything above 5 % of the peak would wander towards the
+        # neighbours that a crowded field puts into most crops).
+        box = tuple(slice(int(c) - h, int(c) + h + 1) for c, h in zip(position, halves))
+        background = float(img[box][~_interior_mask(img[box])].median())
+        near = tuple(slice(int(c) - min(2, h), int(c) + min(2, h) + 1) for c, h in zip(position, halves))
+        weights = (img[near] - background).clamp(min=0)
+        if not float(weights.sum()) > 0:
+            report.rejected[index] = "nothing above its local background"
+            continue
+        centre = [s.start + m for s, m in zip(near, _centre_of_mass(weights))]
+        if int((img[box] >= level - 1e-6 * abs(level)).sum()) >= 2:
+            report.rejected[index] = f"saturated: voxels at the image maximum {level:g} (a flat top)"
+            continue
+        nearest = [int(round(c)) for c in centre]
+        if any(c - h < 0 or c + h >= n for c, h, n in zip(nearest, halves, img.shape)):
+            report.rejected[index] = "its crop around the measured centre leaves the image"
+            continue
+        # Cut without clipping the noise at zero: clipped, the noise of a 31 x 31 crop adds a
+        # pedestal that outweighs a faint star's flux.
+        raw = img[tuple(slice(c - h, c + h + 1) for c, h in zip(nearest, halves))]
+        raw = raw - raw[~_interior_mask(raw)].median()
+        raw = fourier_shift(raw, [n - c for n, c in zip(nearest, centre)])
+        flux = float(raw.sum())
+        if not flux > 0:
+            report.rejected[index] = "no flux above its local background"
+            continue
+        crops[index] = raw / flux
+        report.centres[index] = centre
+    if len(crops) >= 3:
+        # Compared on the median crop's core (above 5 % of its peak), where the signal is: over the
+        # whole crop the noise of the empty border decides the correlation.
+        median = torch.stack(list(crops.values())).median(dim=0).values
+        core = median >= CORE_LEVEL * float(median.max())
+        for index in list(crops):
+            r = float(torch.corrcoef(torch.stack([crops[index][core], median[core]]))[0, 1])
+            if not (r >= min_correlation):
+                report.rejected[index] = (f"correlation {r:.2f} with the median crop's core is below "
+                                          f"{min_correlation} (a neighbour, a galaxy or a cosmic ray)")
+                del crops[index]
+    report.used = sorted(crops)
+    if len(report.used) < min_sources:
+        found = (f"{len(positions)} candidate(s) {threshold:g} noise sigmas above the background with a "
+                 f"{'x'.join(map(str, sizes))} crop inside the image")
+        raise ValueError(f"too few usable point sources for a PSF (need {min_sources}): {found}; "
+                         f"{report.summary()}")
+    median = torch.stack([crops[i] for i in report.used]).median(dim=0).values.clamp(min=0)
+    return prepare_psf(median, crop_energy=None, warn_truncated=False), positions, report
+
+
+def _gaussian_smooth(img: torch.Tensor, sigma: float) -> torch.Tensor:
+    """``img`` convolved along each axis with a Gaussian of ``sigma`` voxels (edges replicated)."""
+    radius = int(math.ceil(3 * sigma))
+    taps = torch.exp(-torch.arange(-radius, radius + 1, dtype=img.dtype) ** 2 / (2 * sigma ** 2))
+    taps = taps / taps.sum()
+    out = img
+    for axis in range(img.dim()):
+        if img.shape[axis] <= radius:
+            continue
+        moved = out.movedim(axis, -1)
+        shape = moved.shape
+        line = torch.nn.functional.pad(moved.reshape(1, -1, shape[-1]), (radius, radius), mode="replicate")
+        line = torch.nn.functional.conv1d(line.reshape(-1, 1, shape[-1] + 2 * radius), taps[None, None])
+        out = line.reshape(shape).movedim(-1, axis)
+    return out
 
 
 def inverse_distance_fill(positions: np.ndarray, values: torch.Tensor, target: np.ndarray,
