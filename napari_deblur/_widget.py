@@ -7,8 +7,9 @@ source returns goes to ``deblur`` unchanged. Blind methods (``needs_psf`` False)
 fields and get ``psf=None``. The defaults follow the chosen layer (:func:`data_kind`): a 3D stack
 opens on Richardson-Lucy in 3D with a Born-Wolf PSF at the layer's voxel size, a FITS image on
 Richardson-Lucy with a Moffat PSF, an RGB photo on IRC-Net with a motion PSF. "Estimate PSF"
-estimates the kernel of the plane on screen (:func:`deblur_ops.estimate_psf`, blind) into a new
-layer and makes it the PSF layer.
+estimates the kernel of the plane on screen (:func:`deblur_ops.estimate_psf`, blind; from edges,
+or from the stars or beads it finds, which then go into a Points layer) into a new layer and makes
+it the PSF layer.
 Running, cancelling and publishing (:class:`RestoreRunner`, :func:`publish_image`) are shared
 with the "Spatially varying PSF" and "Estimate motion" widgets.
 """
@@ -31,7 +32,7 @@ from deblur_ops.apps import catalog
 from deblur_ops.apps.io import cast_like
 from deblur_ops.restore import get_method
 from deblur_ops.apps.stack import block_at, block_count, iter_deblur_stack, loop_axes_for, psf_ndim, slicing_loop_axes
-from deblur_ops.psf import prepare_psf
+from deblur_ops.psf import prepare_psf, psf_from_point_sources
 
 from ._form import NumberEdit, field_for, format_number, values
 
@@ -382,6 +383,12 @@ class DeconvolveWidget(RestoreRunner, QWidget):
         self.estimate_row = widgets.Container(widgets=[self.psf_size, self.estimate_button], layout="horizontal",
                                               labels=False, label="PSF size (px)")
         self.estimate_row.margins = (0, 0, 0, 0)
+        self.estimate_from = widgets.ComboBox(
+            label="estimate from", value="auto",
+            choices=[("auto", "auto"), ("edges (photos)", "edges"), ("point sources (stars, beads)", "points")],
+            tooltip="what 'Estimate PSF' reads the blur from: edges (camera shake, defocus), isolated stars or "
+                    "beads (averaged; marked in a Points layer), or auto: point sources on a dark field with "
+                    "at least 5 usable ones, else edges. For point sources the size should hold the PSF's wings")
         for layer_box in (self.image, self.psf_layer):
             # Sized once, when first shown: a long layer name added later (an estimated PSF's) would
             # widen the form past the dock; long names are elided instead.
@@ -410,7 +417,7 @@ class DeconvolveWidget(RestoreRunner, QWidget):
 
         form = widgets.Container(widgets=[self.image, self.mode, self.slice_axis, self.method, self.description,
                                           self.method_params, self.voxel, self.psf_source, self.estimate_row,
-                                          self.psf_layer, self.psf_model, self.psf_params])
+                                          self.estimate_from, self.psf_layer, self.psf_model, self.psf_params])
         advanced = QCollapsible("Advanced")
         advanced.addWidget(widgets.Container(widgets=[self.device, self.roi, self.roi_button]).native)
         inner = QWidget()
@@ -625,7 +632,7 @@ class DeconvolveWidget(RestoreRunner, QWidget):
     def _show_psf_fields(self, _value=None):
         needed = self.needs_psf()
         generated = self.psf_source.value == GENERATED
-        self.psf_source.visible = self.estimate_row.visible = needed
+        self.psf_source.visible = self.estimate_row.visible = self.estimate_from.visible = needed
         self.psf_model.visible = self.psf_params.visible = needed and generated
         self.psf_layer.visible = needed and self.psf_source.value == LAYER
         self.preview.setVisible(needed)
@@ -758,24 +765,35 @@ class DeconvolveWidget(RestoreRunner, QWidget):
                      "axis_labels": tuple(layer.axis_labels[a] for a in plane_axes)}
         made = {"image": layer.name, "plane": {axis_name(layer, a): index[a] for a in loop_axes}, "size": size}
         worker = thread_worker(_estimate_psf, progress={"desc": "Estimate PSF"}, ignore_errors=True)
-        self.start_worker(worker(plane, size, device=self.device.value),
-                          lambda kernel: self._publish_psf(kernel, made, placement), title="Estimate PSF",
+        self.start_worker(worker(plane, size, source=self.estimate_from.value, device=self.device.value),
+                          lambda estimate: self._publish_psf(*estimate, made, placement), title="Estimate PSF",
                           status=f"estimating a {size} x {size} px PSF from {layer.name!r} (seconds to a "
                                  f"minute)...",
                           cancelling="cancelling: the estimate cannot stop midway; its kernel is discarded "
                                      "when it ends")
 
-    def _publish_psf(self, kernel: np.ndarray, made: dict, placement: dict):
-        """The estimated kernel into a new layer, chosen as the PSF layer."""
+    def _publish_psf(self, kernel: np.ndarray, source: str, sources, made: dict, placement: dict):
+        """The estimated kernel into a new layer, chosen as the PSF layer; the point sources it was
+        averaged from (``sources``, (n, 2) positions in the plane, or None) into a Points layer."""
         where = "".join(f", {axis} {i}" for axis, i in made["plane"].items())
-        history = f"deblur-ops estimate_psf (size={made['size']}) from {made['image']!r}{where}"
+        read = "edges" if sources is None else f"{len(sources)} point sources"
+        history = f"deblur-ops estimate_psf (size={made['size']}, from {read}) from {made['image']!r}{where}"
         name = unique_name(self.viewer, f"{made['image']} PSF (estimated, {made['size']} px)")
         layer = self.viewer.add_image(kernel, name=name, colormap="magma",
-                                      metadata={HISTORY_KEY: [history], "estimated_from": made}, **placement)
+                                      metadata={HISTORY_KEY: [history], "estimated_from": {**made, "source": source}},
+                                      **placement)
+        marked = ""
+        if sources is not None:
+            points = unique_name(self.viewer, f"{made['image']} PSF sources")
+            self.viewer.add_points(np.asarray(sources, dtype=float), name=points, size=made["size"], symbol="square",
+                                   face_color="transparent", border_color="cyan", border_width=0.05,
+                                   scale=placement["scale"], translate=placement["translate"],
+                                   metadata={HISTORY_KEY: [history]})
+            marked = f" (from the {len(sources)} point sources in {points!r})"
         self.psf_layer.value = layer
         self.psf_source.value = LAYER
-        self.status.value = f"wrote {name!r}, now the PSF layer" + ("" if self.needs_psf() else
-                                                                    f"; {self.method.value} does not use it")
+        self.status.value = f"wrote {name!r}{marked}, now the PSF layer" + ("" if self.needs_psf() else
+                                                                             f"; {self.method.value} does not use it")
 
     def _start(self, preview: bool, roi: bool = False):
         from napari.utils.notifications import show_error
@@ -825,15 +843,21 @@ class DeconvolveWidget(RestoreRunner, QWidget):
                     history=history, preview=preview)
 
 
-def _estimate_psf(plane: np.ndarray, size: int, *, device):
-    """Worker body: the blind kernel estimate of one plane. estimate_psf has no callback, so Cancel
-    cannot stop it midway; the yield after it lets a Cancel drop the kernel before it is published."""
+def _estimate_psf(plane: np.ndarray, size: int, *, source: str, device):
+    """Worker body: the blind kernel estimate of one plane, what it was read from ("edges" or "points")
+    and, for points, the (n, 2) positions of the sources averaged. estimate_psf has no callback, so
+    Cancel cannot stop it midway; the yield after it lets a Cancel drop the kernel before it is published."""
     try:
-        kernel = estimate_psf(plane, size, device=device)
+        kernel, used = estimate_psf(plane, size, source=source, device=device, return_source=True)
+        sources = None
+        if used == "points":  # the same (deterministic) measurement again, for the positions it used
+            grey = plane.mean(-1) if plane.ndim == 3 else plane
+            _, positions, report = psf_from_point_sources(grey, size, min_sources=1)
+            sources = positions[report.used]
     except Exception as exc:  # reported once by the widget (see RunFailed)
         raise RunFailed(str(exc)) from None
     yield
-    return kernel
+    return kernel, used, sources
 
 
 def _restore(data, psf, *, method, loop_axes, rgb, device, stop: threading.Event, per_iteration: bool, **params):

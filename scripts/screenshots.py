@@ -160,6 +160,29 @@ def estimate_psf_photo(out: Path):
     _save(viewer, out / "napari_estimate_psf_photo.png")
 
 
+def estimate_psf_astronomy(out: Path):
+    """The star field as if its seeing were unknown: Estimate PSF reads it from the stars it finds
+    (marked by a Points layer), then Deconvolve with Richardson-Lucy and that PSF."""
+    from napari_deblur._widget import DeconvolveWidget
+
+    viewer = _viewer("astronomy")
+    viewer.layers.remove("astronomy PSF grid")
+    widget = DeconvolveWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Deconvolve", area="right")
+    widget.image.value = viewer.layers["astronomy field"]
+    widget.estimate()
+    _wait_idle(widget, widget.run_button)
+    widget.run()
+    _wait_idle(widget, widget.run_button)
+    widget.last_result.contrast_limits = (-20, 400)
+    viewer.layers["astronomy field"].contrast_limits = (-20, 400)
+    viewer.canvas.grid.enabled = True
+    viewer.canvas.grid.stride = 3  # the field with its PSF and the marked stars, then the restoration
+    viewer.canvas.grid.shape = (1, 2)
+    viewer.reset_view()
+    _save(viewer, out / "napari_estimate_psf_astronomy.png")
+
+
 def motion_photo(out: Path):
     """Motion-Net's field over the photograph, then IRC-Net with that field."""
     from napari_deblur._motion_widget import MotionWidget
@@ -181,7 +204,7 @@ def motion_photo(out: Path):
 
 
 SHOTS = (deconvolve_widefield, deconvolve_astronomy, spatially_varying_astronomy, deconvolve_photo,
-         estimate_psf_photo, motion_photo)
+         estimate_psf_photo, estimate_psf_astronomy, motion_photo)
 
 
 def main():

@@ -48,11 +48,11 @@ def fake_estimate(monkeypatch):
 
     calls = []
 
-    def estimate(plane, size, **_kwargs):
+    def estimate(plane, size, return_source=False, **_kwargs):
         calls.append((plane, size))
         kernel = np.zeros((size, size), np.float32)
         kernel[size // 2, size // 2 - 1: size // 2 + 2] = 1 / 3
-        return kernel
+        return (kernel, "edges") if return_source else kernel
 
     monkeypatch.setattr(napari_deblur._widget, "estimate_psf", estimate)
     return calls
@@ -84,7 +84,7 @@ def test_estimated_kernel_becomes_the_psf_layer_and_deconvolve_uses_it(manifest,
     assert kernel.sum() == pytest.approx(1.0, abs=1e-5)
     np.testing.assert_array_equal(viewer.layers["brick"].data, blurred)
     assert tuple(psf.scale) == (0.5, 0.5)  # the image's pixel size: no resampling warning, no resampling
-    assert psf.metadata[HISTORY_KEY] == ["deblur-ops estimate_psf (size=15) from 'brick'"]
+    assert psf.metadata[HISTORY_KEY] == ["deblur-ops estimate_psf (size=15, from edges) from 'brick'"]
     assert widget.psf_source.value == LAYER and widget.psf_layer.value is psf
     assert widget.psf_layer.native.isVisibleTo(widget)
     assert widget.status.value == "wrote 'brick PSF (estimated, 15 px)', now the PSF layer"
@@ -119,7 +119,8 @@ def test_stacks_give_the_slice_on_screen_and_photos_their_colours(manifest, make
     assert size == 5
     psf = viewer.layers["stack PSF (estimated, 5 px)"]
     assert tuple(psf.scale) == (0.5, 0.25) and tuple(psf.translate) == (10, 20)
-    assert psf.metadata["estimated_from"] == {"image": "stack", "plane": {"axis 0": 2}, "size": 5}
+    assert psf.metadata["estimated_from"] == {"image": "stack", "plane": {"axis 0": 2}, "size": 5,
+                                               "source": "edges"}
     _estimate_to_end(widget, qtbot)  # a second estimate never replaces the first
     assert widget.psf_layer.value is viewer.layers["stack PSF (estimated, 5 px) (2)"]
 
@@ -181,3 +182,28 @@ def test_cancel_discards_the_kernel(manifest, make_napari_viewer, qtbot, monkeyp
     qtbot.waitUntil(lambda: widget.run_button.enabled, timeout=60_000)
     assert len(fake_estimate) == 1 and [layer.name for layer in viewer.layers] == ["picture"]
     assert widget.status.value == "cancelled; no layer written"
+
+
+def test_estimate_from_point_sources_marks_the_stars(manifest, make_napari_viewer, qtbot):
+    """A star field (real estimate, no stand-in): the PSF comes from its stars, which a Points layer marks."""
+    from deblur_ops.data.scenes import astronomy_field
+    from napari_deblur._widget import HISTORY_KEY
+
+    field = astronomy_field((128, 128), (1, 1), stars=40, galaxies=4, fwhm_range=(3.0, 3.0), seed=5)
+    viewer = make_napari_viewer()
+    viewer.add_image(field.blurred.astype(np.float32), name="sky", scale=(0.2, 0.2))
+    widget = _widget(viewer, "sky")
+    widget.psf_size.value = 21
+    assert widget.estimate_from.value == "auto" and widget.estimate_from.visible == widget.estimate_row.visible
+    widget.estimate_from.value = "points"
+    _estimate_to_end(widget, qtbot)
+    psf, marks = viewer.layers["sky PSF (estimated, 21 px)"], viewer.layers["sky PSF sources"]
+    assert psf.metadata["estimated_from"]["source"] == "points" and widget.psf_layer.value is psf
+    n = len(marks.data)
+    assert n >= 3 and psf.metadata[HISTORY_KEY][0].startswith(f"deblur-ops estimate_psf (size=21, from {n} point sources)")
+    np.testing.assert_allclose(marks.scale, (0.2, 0.2))
+    # Every mark sits on a star of the scene (its brightest pixel within 2 px).
+    stars = np.argwhere(field.clean > 1500)  # the scene's stars are single pixels of >= 2000 counts
+    assert all(np.abs(stars - p).max(1).min() <= 2 for p in marks.data)
+    assert widget.status.value.startswith("wrote 'sky PSF (estimated, 21 px)' (from the")
+    np.testing.assert_array_equal(viewer.layers["sky"].data, field.blurred.astype(np.float32))

@@ -596,7 +596,7 @@ PROTOCOL_METHODS = {
     "microscopy": ("richardson_lucy", "richardson_lucy:psf=born_wolf", "sv_richardson_lucy",
                    "skimage_richardson_lucy", "wiener", "nu_cg", "irc"),
     "astronomy": ("richardson_lucy", "sv_richardson_lucy", "skimage_richardson_lucy", "nu_cg", "irc",
-                  "irc:psf=central"),
+                  "irc:psf=central", "blind"),
 }
 PROTOCOL_SIZES = {"microscopy": (16, 64, 64), "astronomy": (96, 96)}
 # Microscopy set-up: oil objective imaging 6 um deep into a watery sample, anisotropic voxels.
@@ -659,8 +659,13 @@ def _astronomy_scene(shape, seed: int) -> dict:
 
 
 def _protocol_run(name: str, params: dict, scene: dict, protocol: str, device: str):
-    """Result array, the PSF used, or raises; the ``psf`` pseudo-parameter picks the PSF."""
+    """Result array, the PSF used, or raises; the ``psf`` pseudo-parameter picks the PSF. Blind
+    methods get none (their PSF column reads "estimated")."""
     choice = params.pop("psf", None)
+    if name in METHODS and not METHODS[name].needs_psf:
+        if choice is not None:
+            raise ValueError(f"{name} is blind: it takes no psf=")
+        return deblur(scene["observed"].astype(np.float32), None, method=name, device=device, **params), "estimated"
     spatially_varying = name in METHODS and METHODS[name].spatially_varying
     if choice is None:
         choice = "true" if protocol == "microscopy" else ("grid" if spatially_varying else "central")
