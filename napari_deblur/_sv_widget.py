@@ -1,7 +1,7 @@
 """The "Spatially varying PSF" widget: build a PSFGrid or MotionField, preview it, restore with it.
 
 The PSF description comes from :mod:`deblur_ops.psf` (``PSFGrid.from_stack``,
-``psf_grid_from_points``, ``MotionField.constant`` / ``linear``); this module only reads the form
+``psf_grid_from_points``, ``psf_grid_from_point_sources``, ``MotionField.constant`` / ``linear``); this module only reads the form
 and the layers. Restoration runs like the Deconvolve widget's (:class:`RestoreRunner`).
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from magicgui import widgets
 from qtpy.QtWidgets import QWidget
 
 from deblur_ops.apps import catalog
-from deblur_ops.psf import MotionField, PSFGrid, psf_grid_from_points
+from deblur_ops.psf import MotionField, PSFGrid, psf_grid_from_point_sources, psf_grid_from_points
 from deblur_ops.restore import METHODS
 
 from ._form import field_for, values
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 STACK = "PSF stack layer"
 POINTS = "stars / beads (Points layer)"
+FOUND = "stars / beads (found in the image)"
 MOTION = "motion field"
 CONSTANT = "constant"
 RAMP = "linear ramp"
@@ -43,9 +44,13 @@ class SpatiallyVaryingWidget(RestoreRunner, QWidget):
     def __init__(self, napari_viewer: napari.viewer.Viewer):
         super().__init__()
         self.filled_nodes: list = []  # grid nodes without a star, filled from the measured ones
+        self.found_sources = np.zeros((0, 2))  # the stars the grid was measured from (source FOUND)
         self.viewer = napari_viewer
         self.image = widgets.ComboBox(label="image", choices=lambda _w: _layers(self.viewer, "Image"))
-        self.source = widgets.ComboBox(label="PSF source", choices=[STACK, POINTS, MOTION])
+        self.source = widgets.ComboBox(label="PSF source", choices=[STACK, POINTS, FOUND, MOTION],
+                                       tooltip="found in the image: the isolated, unsaturated stars or beads of the "
+                                               "plane on screen, each node's PSF the median of those nearest to it "
+                                               "(marked in '<image> PSF sources' by Preview grid)")
         self.psf_layer = widgets.ComboBox(label="PSF stack", choices=lambda _w: _layers(self.viewer, "Image"),
                                           tooltip="(gy, gx, kh, kw), or (gy * gx, kh, kw) in row-major grid order")
         self.points = widgets.ComboBox(label="stars", choices=lambda _w: _layers(self.viewer, "Points"),
@@ -105,7 +110,8 @@ class SpatiallyVaryingWidget(RestoreRunner, QWidget):
     def _show_fields(self, _value=None):
         source, ramp = self.source.value, self.motion.value == RAMP
         self.psf_layer.visible = source == STACK
-        self.points.visible = self.crop.visible = source == POINTS
+        self.points.visible = source == POINTS
+        self.crop.visible = source in (POINTS, FOUND)
         self.motion.visible = self.length.visible = self.angle.visible = source == MOTION
         self.end_length.visible = self.end_angle.visible = self.ramp_axis.visible = source == MOTION and ramp
 
@@ -153,6 +159,16 @@ class SpatiallyVaryingWidget(RestoreRunner, QWidget):
                                  f"size") from None
             self.filled_nodes = list(filled)
             return grid
+        if self.source.value == FOUND:
+            try:
+                grid, positions, report, filled = psf_grid_from_point_sources(self._plane(layer), self.crop.value,
+                                                                              self.grid_shape())
+            except ValueError as exc:
+                raise ValueError(f"{exc}. Mark stars yourself (source {POINTS!r}), or use a smaller PSF size or "
+                                 f"fewer grid rows/columns") from None
+            self.filled_nodes = list(filled)
+            self.found_sources = positions[report.used]
+            return grid
         if self.motion.value == CONSTANT:
             return MotionField.constant((height, width), self.length.value, self.angle.value)
         return MotionField.linear((height, width), (self.length.value, self.angle.value),
@@ -187,7 +203,17 @@ class SpatiallyVaryingWidget(RestoreRunner, QWidget):
         existing = self.viewer.layers[name] if name in self.viewer.layers else None
         publish_image(self.viewer, grid.mosaic(), name, replace=existing, colormap="magma")
         self.status.value = f"{grid.grid_shape[0]} x {grid.grid_shape[1]} PSFs of {tuple(grid.psfs.shape[2:])}"
-        if self.source.value == POINTS and self.filled_nodes:
+        if self.source.value == FOUND:
+            layer = self.image.value
+            marks = f"{layer.name} PSF sources"
+            if marks in self.viewer.layers:
+                self.viewer.layers.remove(marks)
+            axes = slice(layer.ndim - 2, layer.ndim)
+            self.viewer.add_points(self.found_sources.astype(float), name=marks, size=self.crop.value, symbol="square",
+                                   face_color="transparent", border_color="cyan", border_width=0.05,
+                                   scale=np.asarray(layer.scale)[axes], translate=np.asarray(layer.translate)[axes])
+            self.status.value += f" from {len(self.found_sources)} stars (marked in {marks!r})"
+        if self.source.value in (POINTS, FOUND) and self.filled_nodes:
             from napari.utils.notifications import show_warning
 
             self.status.value += (f"; grid nodes {self.filled_nodes} have no usable star and were filled from "
@@ -211,4 +237,5 @@ class SpatiallyVaryingWidget(RestoreRunner, QWidget):
                     placement=placement, title="Spatially varying PSF", history=history)
 
     def _source_short(self) -> str:
-        return {STACK: "PSF grid", POINTS: "star PSFs", MOTION: "motion field"}[self.source.value]
+        return {STACK: "PSF grid", POINTS: "star PSFs", FOUND: "found stars' PSFs",
+                MOTION: "motion field"}[self.source.value]

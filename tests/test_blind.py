@@ -124,7 +124,7 @@ def test_blind_method_checks_its_arguments():
     with pytest.raises(ValueError, match="takes a PSF"):
         deblur_ops.deblur(np.random.rand(48, 48).astype(np.float32), method="blind", psf_size=5,
                           nonblind="autoencoder")
-    with pytest.raises(ValueError, match="noise_sigma is passed to nonblind 'admm_tv' or 'irc-net' only"):
+    with pytest.raises(ValueError, match="noise_sigma is passed to nonblind 'admm_tv', 'irc-net' or 'nu_cg' only"):
         deblur_ops.deblur(np.random.rand(48, 48).astype(np.float32), method="blind", psf_size=5,
                           nonblind="richardson_lucy", noise_sigma=0.01)
     flat = np.full((48, 48), 0.5, np.float32)

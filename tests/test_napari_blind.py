@@ -194,7 +194,7 @@ def test_estimate_from_point_sources_marks_the_stars(manifest, make_napari_viewe
     viewer.add_image(field.blurred.astype(np.float32), name="sky", scale=(0.2, 0.2))
     widget = _widget(viewer, "sky")
     widget.psf_size.value = 21
-    assert widget.estimate_from.value == "auto" and widget.estimate_from.visible == widget.estimate_row.visible
+    assert widget.estimate_from.value == "auto" and widget.estimate_from.native.isVisibleTo(widget)
     widget.estimate_from.value = "points"
     _estimate_to_end(widget, qtbot)
     psf, marks = viewer.layers["sky PSF (estimated, 21 px)"], viewer.layers["sky PSF sources"]

@@ -121,6 +121,42 @@ def test_restore_with_stars_picked_in_a_points_layer(make_napari_viewer, run_to_
     np.testing.assert_array_equal(viewer.layers["stars"].data, SAMPLE.blurred)
 
 
+def test_restore_with_stars_found_in_the_image(make_napari_viewer, run_to_end, manifest):
+    """No picking: the widget finds the stars, shows them, and restores with their PSF grid."""
+    from napari_deblur._sv_widget import FOUND
+
+    from deblur_ops.psf import psf_grid_from_point_sources
+
+    viewer = _viewer_with_sample(make_napari_viewer)
+    widget = _sv_widget(viewer, FOUND, method="sv_richardson_lucy", iterations=10)
+    assert widget.crop.native.isVisibleTo(widget) and not widget.points.native.isVisibleTo(widget)
+    widget.crop.value = 15
+    widget.grid_rows.value = widget.grid_cols.value = 2
+    reference, positions, report, _ = psf_grid_from_point_sources(SAMPLE.blurred, 15, (2, 2))
+    widget.preview_grid()
+    np.testing.assert_allclose(widget.psf().psfs.numpy(), reference.psfs.numpy())
+    marks = viewer.layers["stars PSF sources"]
+    np.testing.assert_array_equal(marks.data, positions[report.used])
+    np.testing.assert_allclose(marks.scale, (0.5, 0.5))
+    np.testing.assert_allclose(marks.translate, (3.0, 4.0))
+    assert f"from {len(report.used)} stars (marked in 'stars PSF sources')" in widget.status.value
+    stars = np.argwhere(SAMPLE.clean > 1500)
+    assert all(np.abs(stars - p).max(1).min() <= 2 for p in marks.data)  # every mark on a star
+    widget.preview_grid()  # again: the marks are replaced, not added
+    assert [layer.name for layer in viewer.layers].count("stars PSF sources") == 1
+    run_to_end(widget)
+    np.testing.assert_allclose(widget.last_result.data, deblur(SAMPLE.blurred, reference, method="sv_richardson_lucy",
+                                                               iterations=10), rtol=1e-4, atol=1e-2)
+    assert widget.last_result.data[PEAK] > 1.5 * SAMPLE.blurred[PEAK]
+    np.testing.assert_array_equal(viewer.layers["stars"].data, SAMPLE.blurred)
+    # A field without stars: the error says what to do instead.
+    viewer.add_image(np.ones((64, 64), np.float32), name="flat")
+    widget.image.value = viewer.layers["flat"]
+    assert widget.psf is not None
+    with pytest.raises(ValueError, match="Mark stars yourself"):
+        widget.psf()
+
+
 def test_motion_ramp_field_preview_and_restore(make_napari_viewer, run_to_end, manifest):
     from napari_deblur._sv_widget import MOTION, RAMP
 

@@ -119,12 +119,19 @@ def run(input_path, output_path, psf, *, method: str = "wiener", loop_axes: Sequ
         data, missing = _handle_nan(data, nan, dtype, False, summary)
         total = block_count(data.shape, psf, rgb=source.rgb, loop_axes=loop_axes)
         bar = tqdm(total=total, desc="deblur", unit="slice", disable=not progress)
-        restored = deblur_stack(data, psf, method=method, loop_axes=loop_axes, rgb=source.rgb, device=device,
+        values = data if scale == 1.0 else np.asarray(data, dtype=np.float32) / np.float32(scale)
+        restored = deblur_stack(values, psf, method=method, loop_axes=loop_axes, rgb=source.rgb, device=device,
                                 progress=lambda done, total: bar.update(1), **params)
+        if scale != 1.0:
+            restored = restored * np.float32(scale)
         bar.close()
         if missing is not None:
             restored = np.where(missing, np.nan, restored)
         summary.update(slices=total, clipped_pixels=io.clipped_count(restored, dtype))
+        if estimated is not None:  # a PSF grid measured from the stars: (gy, gx, k, k), as --psf reads it back
+            _write(estimated, "tiff", psf.psfs.numpy().astype(np.float32), io.ImageFile(None, "tiff"))
+            summary.update(method=f"blind (estimated PSF grid, then {method})", psf_estimated=str(estimated),
+                           psf_size=int(psf.psfs.shape[-1]), psf_grid=list(psf.grid_shape))
         _write(output_path, out_format, io.cast_like(restored, dtype), source)
         return summary
     psf = np.asarray(psf, dtype=np.float32)
@@ -235,8 +242,10 @@ def _estimate(input_path: Path, hdu, chunks, nan, params: dict) -> tuple[np.ndar
     and the picture's range to restore on (as method "blind" does in memory).
     With ``nan`` ("fill"/"mask") NaN/Inf pixels are estimated over as the median of the others, as the
     restoration then fills them."""
-    from ..models.methods import check_blind_nonblind, blind_nonblind, blind_nonblind_defaults, blind_scale, default_psf_size
+    from ..models.methods import (BLIND_NONBLIND_GRID, blind_grid_shape, blind_nonblind, blind_nonblind_defaults,
+                                  blind_scale, check_blind_nonblind, default_psf_size)
     from ..psf.estimate import estimate_psf
+    from ..psf.fields import psf_grid_from_point_sources
 
     if chunks is not None or io.image_format(input_path) == "zarr":
         raise ValueError("method 'blind' estimates one PSF from a whole 2D image: it cannot be used with --chunks or "
@@ -264,6 +273,20 @@ def _estimate(input_path: Path, hdu, chunks, nan, params: dict) -> tuple[np.ndar
         kernel[0, 0] = 1
         params.pop("noise_sigma", None)
         return kernel, blind_nonblind(nonblind, "edges"), 1.0
+    if "psf_grid" in params:  # a spatially varying PSF measured from the stars found near each node
+        grid_shape = blind_grid_shape(params.pop("psf_grid"))
+        if source == "edges":
+            raise ValueError("psf_grid is measured from point sources (stars, beads): drop source=edges or psf_grid")
+        if nonblind is not None:
+            check_blind_nonblind(nonblind, params.get("noise_sigma"), spatially_varying=True)
+        scale = blind_scale(plane)
+        nonblind = nonblind or BLIND_NONBLIND_GRID
+        if "noise_sigma" in params:
+            if nonblind in ("irc-net", "admm_tv", "nu_cg"):
+                params["noise_sigma"] = float(params["noise_sigma"]) / scale
+            else:
+                del params["noise_sigma"]
+        return psf_grid_from_point_sources(plane, size, grid_shape)[0], nonblind, scale
     kernel, used = estimate_psf(plane, size, source=source, return_source=True)
     nonblind = blind_nonblind(nonblind, used)
     for key, value in blind_nonblind_defaults(nonblind).items():  # as method "blind" does in memory

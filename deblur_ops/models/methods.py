@@ -137,6 +137,30 @@ def blind_irc(image: torch.Tensor, psf=None, *, noise_sigma=None, weights: str =
 # (Richardson-Lucy: non-negative, Poisson; on simulated star fields admm_tv lost 0.2-1.8 dB even with the true PSF).
 BLIND_NONBLIND = "admm_tv"
 BLIND_NONBLIND_POINTS = "richardson_lucy"
+# ... and with a PSF grid measured from the stars (psf_grid=), a spatially varying method.
+BLIND_NONBLIND_GRID = "sv_richardson_lucy"
+
+
+def blind_grid_shape(psf_grid) -> tuple[int, int]:
+    """The (rows, columns) of method "blind"'s ``psf_grid``: ``"3x3"``, ``(3, 3)``, ``[3, 3]`` or ``3``.
+
+    Example:
+        >>> blind_grid_shape("3x4"), blind_grid_shape([2, 2]), blind_grid_shape(3)
+        ((3, 4), (2, 2), (3, 3))
+    """
+    value = psf_grid
+    if isinstance(value, str):
+        parts = value.lower().replace(",", "x").split("x")
+        try:
+            value = [int(part) for part in parts]
+        except ValueError:
+            value = None
+    elif isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        value = [int(value)] * 2
+    if (not isinstance(value, (list, tuple)) or len(value) != 2
+            or not all(isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 1 for n in value)):
+        raise ValueError(f"psf_grid must be rows x columns of PSF nodes, e.g. '3x3' or (3, 3), got {psf_grid!r}")
+    return int(value[0]), int(value[1])
 
 
 def blind_nonblind(nonblind: str | None, source: str) -> str:
@@ -199,7 +223,7 @@ def default_psf_size(shape) -> int:
 @register("blind", "Blind: estimates one PSF (L0 MAP with adaptive support, or point sources on star fields), then "
           "ADMM-TV (Richardson-Lucy for point sources); +0.6 to +2.5 dB on camera shake", needs_psf=False)
 def blind(image: torch.Tensor, psf=None, *, psf_size: int | None = None, nonblind: str | None = None,
-          source: str = "auto", noise_sigma=None) -> torch.Tensor:
+          source: str = "auto", psf_grid=None, noise_sigma=None) -> torch.Tensor:
     """Blind deblurring of uniformly blurred images: :func:`deblur_ops.psf.estimate_psf`, then a non-blind method.
 
     On ``deblur evaluate --blind`` (held-out photos, Boracchi–Foi camera shake on 11-35 px supports,
@@ -222,6 +246,13 @@ def blind(image: torch.Tensor, psf=None, *, psf_size: int | None = None, nonblin
         source: what the kernel is read from (:func:`deblur_ops.estimate_psf`): ``"auto"``
             (point sources on a dark field with at least 5 usable ones, else edges), ``"edges"``,
             ``"points"`` (stars, beads: ``psf_size`` should then hold the PSF's visible wings).
+        psf_grid: rows x columns (``"3x3"``, ``(3, 3)``) of a spatially varying PSF measured from
+            the stars or beads found near each node
+            (:func:`deblur_ops.psf.psf_grid_from_point_sources`; point sources only), restored with
+            ``"sv_richardson_lucy"`` (or a spatially varying ``nonblind``). Worth it with a few
+            stars per node: on simulated 256² fields with 22-24 stars a 3 x 3 grid cut the
+            photometry error from 0.16 to 0.12 and 0.15 to 0.10; with 12 stars it did worse than
+            one PSF.
         noise_sigma: noise level in the image's units, for ``admm_tv`` or ``irc-net`` (estimated
             when None; not used by the point-source default, Richardson-Lucy). The restoration runs on the image divided by its range (0.1 / 99.9
             percentiles), so the result does not depend on the units (0..1 or 0..65535).
@@ -242,8 +273,12 @@ def blind(image: torch.Tensor, psf=None, *, psf_size: int | None = None, nonblin
                          "non-blind method such as 'irc-net')")
     if not isinstance(image, torch.Tensor) or image.dim() != 4:
         raise ValueError(f"method 'blind' takes 2D images (B, C, H, W), got shape {tuple(getattr(image, 'shape', ()))}")
+    grid_shape = None if psf_grid is None else blind_grid_shape(psf_grid)
+    if grid_shape is not None and source == "edges":
+        raise ValueError("psf_grid is measured from point sources (stars, beads): use source='points' or 'auto', "
+                         "or leave psf_grid out for one PSF from the edges")
     if nonblind is not None:
-        check_blind_nonblind(nonblind, noise_sigma)
+        check_blind_nonblind(nonblind, noise_sigma, spatially_varying=grid_shape is not None)
     if psf_size is None:
         psf_size = default_psf_size(image.shape[-2:])
     out = torch.empty_like(image)
@@ -252,12 +287,20 @@ def blind(image: torch.Tensor, psf=None, *, psf_size: int | None = None, nonblin
         if bool(plane.max() == plane.min()):  # a flat frame carries no blur to estimate: it is its own restoration
             out[b] = image[b]
             continue
+        scale = blind_scale(plane)
+        if grid_shape is not None:
+            from ..psf.fields import psf_grid_from_point_sources
+
+            grid = psf_grid_from_point_sources(plane.detach().cpu(), psf_size, grid_shape)[0]
+            name = nonblind or BLIND_NONBLIND_GRID
+            params = {"noise_sigma": noise_sigma / scale} if noise_sigma is not None and name in _NOISE_SIGMA_METHODS else {}
+            out[b:b + 1] = get_method(name).function(image[b:b + 1].contiguous() / scale, grid, **params) * scale
+            continue
         kernel, used = estimate_psf(plane, psf_size, source=source, device=image.device, return_source=True)
         name = blind_nonblind(nonblind, used)
         params = blind_nonblind_defaults(name)
         # Restored on the scale of the picture's range, as it was measured: the default TV weight follows
         # the data's units, so a 16-bit file read as 0..65535 would otherwise get a weaker prior.
-        scale = blind_scale(plane)
         if noise_sigma is not None and name in _NOISE_SIGMA_METHODS:
             params = {**params, "noise_sigma": noise_sigma / scale}
         restored = get_method(name).function(image[b:b + 1].contiguous() / scale, kernel.to(image.dtype), **params)
@@ -265,17 +308,22 @@ def blind(image: torch.Tensor, psf=None, *, psf_size: int | None = None, nonblin
     return out
 
 
-_NOISE_SIGMA_METHODS = ("irc-net", "admm_tv")
+_NOISE_SIGMA_METHODS = ("irc-net", "admm_tv", "nu_cg")
 
 
-def check_blind_nonblind(nonblind: str, noise_sigma) -> None:
-    """A non-blind step the caller chose: a method that takes a PSF, and noise_sigma only where it is used."""
+def check_blind_nonblind(nonblind: str, noise_sigma, spatially_varying: bool = False) -> None:
+    """A non-blind step the caller chose: a method that takes a PSF (a PSF grid with
+    ``spatially_varying``), and noise_sigma only where it is used."""
     from ..restore.registry import get_method
 
-    if not get_method(nonblind).needs_psf:
+    method = get_method(nonblind)
+    if not method.needs_psf:
         raise ValueError(f"nonblind must be a method that takes a PSF, got {nonblind!r} (itself blind)")
+    if spatially_varying and not method.spatially_varying:
+        raise ValueError(f"with psf_grid, nonblind must take a PSF grid (e.g. {BLIND_NONBLIND_GRID!r}, 'nu_cg', "
+                         f"'irc'), got {nonblind!r}")
     if noise_sigma is not None and nonblind not in _NOISE_SIGMA_METHODS:
-        raise ValueError(f"noise_sigma is passed to nonblind 'admm_tv' or 'irc-net' only, not to {nonblind!r}")
+        raise ValueError(f"noise_sigma is passed to nonblind 'admm_tv', 'irc-net' or 'nu_cg' only, not to {nonblind!r}")
 
 
 def estimate_motion(image, *, device="auto", weights: str = "motion-net") -> psf_lib.MotionField:

@@ -11,7 +11,7 @@ from ..ops.nu_conv import nu_conv
 from .exact import line_kernels
 from .motion import linear_motion_kernel, motion_bank, motion_grid, motion_weights
 
-__all__ = ["MotionField", "PSFGrid", "grid_weights", "psf_grid_from_points"]
+__all__ = ["MotionField", "PSFGrid", "grid_weights", "psf_grid_from_point_sources", "psf_grid_from_points"]
 
 # Threshold of the per-node outlier test of psf_grid_from_points (stars against their node's median).
 NODE_MIN_CORRELATION = 0.85
@@ -437,6 +437,92 @@ class PSFGrid:
         return _blur_with(self, image, padding)
 
 
+def _node_members(report, shape, grid_shape) -> dict[tuple[int, int], list[int]]:
+    """The used points of ``report`` by their nearest grid node (node (i, j) at row i (H-1)/(gy-1),
+    column j (W-1)/(gx-1), as in :func:`grid_weights`)."""
+    (H, W), (gy, gx) = shape, grid_shape
+    members: dict[tuple[int, int], list[int]] = {}
+    for index in report.used:
+        row, col = report.centres[index]
+        node = (min(max(round(row * (gy - 1) / (H - 1)), 0), gy - 1) if gy > 1 and H > 1 else 0,
+                min(max(round(col * (gx - 1) / (W - 1)), 0), gx - 1) if gx > 1 and W > 1 else 0)
+        members.setdefault(node, []).append(index)
+    return members
+
+
+def psf_grid_from_point_sources(image, size: int, grid_shape, *, threshold: float = 10.0, max_sources: int = 300,
+                                min_sources: int = 3, min_correlation: float = 0.85):
+    """A :class:`PSFGrid` of a star field from the stars it finds itself (blind, spatially varying).
+
+    The sources of :func:`deblur_ops.psf.find_point_sources` are measured as in
+    :func:`deblur_ops.psf.psf_from_point_sources` (robust centre, unclipped registered crops,
+    saturated ones left out); each belongs to its nearest grid node, is compared with its node's
+    median crop (the PSF varies across the field, so not with all stars') and the node's PSF is
+    the median of its crops (the mean for one or two). A node without a usable star gets the
+    inverse-distance-weighted (power 2) average of all of them.
+
+    Args:
+        image: (H, W) array or tensor (background need not be subtracted).
+        size: odd side of the PSFs, larger than their visible wings.
+        grid_shape: (gy, gx) nodes.
+        threshold, max_sources: detection (see :func:`deblur_ops.psf.find_point_sources`).
+        min_sources: fewest usable stars in all (>= 1).
+        min_correlation: threshold of each node's median-crop test.
+
+    Returns:
+        ``(grid, positions, report, filled)``: the PSFGrid (gy, gx, size, size), the candidates'
+        positions, a :class:`deblur_ops.psf.PointsReport` on them, and the nodes filled from the others.
+
+    Raises:
+        ValueError: bad arguments, or fewer than ``min_sources`` usable stars (the message says why).
+
+    Example:
+        >>> yy, xx = np.mgrid[0:96, 0:96]
+        >>> spots = [(20, 20), (20, 75), (75, 20), (75, 75), (48, 48)]
+        >>> field = sum(np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / 8.0) for y, x in spots)
+        >>> grid, positions, report, filled = psf_grid_from_point_sources(field, 15, (2, 2))
+        >>> grid.grid_shape, len(report.used), filled
+        ((2, 2), 5, [])
+    """
+    from .points import PointsReport, find_point_sources, inverse_distance_fill, reject_unlike_core, source_crops
+
+    img = _as_float64(image, "image", 2, "(H, W)")
+    if isinstance(size, bool) or int(size) != size or size < 3 or size % 2 == 0:
+        raise ValueError(f"size must be an odd integer >= 3 (the PSF is centred at size // 2), got {size!r}")
+    if isinstance(min_sources, bool) or not isinstance(min_sources, (int, np.integer)) or min_sources < 1:
+        raise ValueError(f"min_sources must be an integer >= 1, got {min_sources!r}")
+    size = int(size)
+    gy, gx = _grid_shape(grid_shape)
+    positions = find_point_sources(img, size, threshold=threshold, max_sources=max_sources)
+    report = PointsReport()
+    crops = source_crops(img, positions, (size, size), report)
+    report.used = sorted(crops)
+    for group in _node_members(report, img.shape, (gy, gx)).values():
+        reject_unlike_core(crops, group, report, float(min_correlation))
+    report.used = sorted(crops)
+    if len(report.used) < min_sources:
+        raise ValueError(f"too few usable stars for a PSF grid (need {min_sources}): {len(positions)} candidate(s) "
+                         f"{threshold:g} noise sigmas above the background with a {size}x{size} crop inside the "
+                         f"image; {report.summary()}")
+    nodes = _node_members(report, img.shape, (gy, gx))
+    positions_used = np.array([report.centres[i] for i in report.used])
+    stack = torch.stack([crops[i] for i in report.used])
+    H, W = img.shape
+    grid, filled = [], []
+    for i in range(gy):
+        for j in range(gx):
+            members = [crops[k] for k in nodes.get((i, j), [])]
+            if members:
+                together = torch.stack(members)
+                grid.append(together.median(dim=0).values if len(members) >= 3 else together.mean(0))
+                continue
+            where = np.array([i * (H - 1) / max(gy - 1, 1), j * (W - 1) / max(gx - 1, 1)])
+            grid.append(inverse_distance_fill(positions_used, stack, where))
+            filled.append((i, j))
+    psfs = torch.stack(grid).clamp(min=0).reshape(gy, gx, size, size)
+    return PSFGrid(psfs / psfs.sum((-2, -1), keepdim=True)), positions, report, filled
+
+
 def psf_grid_from_points(image, points, size: int, grid_shape, *, subpixel: bool = True, background="auto",
                          reject: bool = True, return_report: bool = False):
     """Measure a :class:`PSFGrid` from isolated stars or beads picked in an image.
@@ -487,12 +573,7 @@ def psf_grid_from_points(image, points, size: int, grid_shape, *, subpixel: bool
     # The PSF varies across the field, so stars are compared with the median of their own node only.
     crops, report = measure_points(img, points, int(size), subpixel=subpixel, background=background, reject=reject,
                                    min_correlation=None)
-    members: dict[tuple[int, int], list[int]] = {}
-    for index in report.used:
-        row, col = report.centres[index]
-        node = (min(max(round(row * (gy - 1) / (H - 1)), 0), gy - 1) if gy > 1 and H > 1 else 0,
-                min(max(round(col * (gx - 1) / (W - 1)), 0), gx - 1) if gx > 1 and W > 1 else 0)
-        members.setdefault(node, []).append(index)
+    members = _node_members(report, (H, W), (gy, gx))
     if reject:
         for group in members.values():
             reject_unlike(crops, group, report, NODE_MIN_CORRELATION)

@@ -304,6 +304,65 @@ def find_point_sources(image, size, *, threshold: float = 10.0, max_sources: int
     return found[order[:int(max_sources)]].numpy().astype(np.int64)
 
 
+def source_crops(img: torch.Tensor, positions: np.ndarray, sizes: tuple[int, ...], report: PointsReport) -> dict:
+    """Registered crops (sum 1) of detected point sources, index -> tensor; the left-out ones go to
+    ``report.rejected`` with the reason, the measured centres to ``report.centres``.
+
+    Each source is centred on the centroid of the 5-voxel box around its peak above the crop's
+    background (the centroid of everything above 5 % of the peak, as :func:`psf_from_points`
+    re-centres a click, wanders towards the neighbours that a crowded field puts into most crops);
+    the crop is cut there without clipping the noise at zero (clipped, the noise of a 31 x 31 crop
+    adds a pedestal that outweighs a faint star's flux), its border median subtracted, shifted to
+    sub-voxel precision and divided by its flux. Saturated sources (two or more voxels at the image
+    maximum) are left out.
+    """
+    crops = {}
+    level = float(img.max())
+    halves = [n // 2 for n in sizes]
+    for index, position in enumerate(positions):
+        box = tuple(slice(int(c) - h, int(c) + h + 1) for c, h in zip(position, halves))
+        background = float(img[box][~_interior_mask(img[box])].median())
+        near = tuple(slice(int(c) - min(2, h), int(c) + min(2, h) + 1) for c, h in zip(position, halves))
+        weights = (img[near] - background).clamp(min=0)
+        if not float(weights.sum()) > 0:
+            report.rejected[index] = "nothing above its local background"
+            continue
+        centre = [axis.start + m for axis, m in zip(near, _centre_of_mass(weights))]
+        if int((img[box] >= level - 1e-6 * abs(level)).sum()) >= 2:
+            report.rejected[index] = f"saturated: voxels at the image maximum {level:g} (a flat top)"
+            continue
+        nearest = [int(round(c)) for c in centre]
+        if any(c - h < 0 or c + h >= n for c, h, n in zip(nearest, halves, img.shape)):
+            report.rejected[index] = "its crop around the measured centre leaves the image"
+            continue
+        raw = img[tuple(slice(c - h, c + h + 1) for c, h in zip(nearest, halves))]
+        raw = raw - raw[~_interior_mask(raw)].median()
+        raw = fourier_shift(raw, [n - c for n, c in zip(nearest, centre)])
+        flux = float(raw.sum())
+        if not flux > 0:
+            report.rejected[index] = "no flux above its local background"
+            continue
+        crops[index] = raw / flux
+        report.centres[index] = tuple(centre)
+    return crops
+
+
+def reject_unlike_core(crops: dict, group: list[int], report: PointsReport, min_correlation: float) -> None:
+    """Drop from ``crops`` the members of ``group`` (>= 3 of them) whose core correlates with the
+    group's median crop under ``min_correlation``. The core is where the median crop exceeds 5 %
+    of its peak: over the whole crop the noise of the empty border decides the correlation."""
+    if len(group) < 3:
+        return
+    median = torch.stack([crops[i] for i in group]).median(dim=0).values
+    core = median >= CORE_LEVEL * float(median.max())
+    for index in group:
+        r = float(torch.corrcoef(torch.stack([crops[index][core], median[core]]))[0, 1])
+        if not (r >= min_correlation):
+            report.rejected[index] = (f"correlation {r:.2f} with the median crop's core is below "
+                                      f"{min_correlation} (a neighbour, a galaxy or a cosmic ray)")
+            del crops[index]
+
+
 def psf_from_point_sources(image, size, *, threshold: float = 10.0, max_sources: int = 100,
                            min_sources: int = 3, min_correlation: float = 0.85):
     """The PSF of a star field or bead image, from point sources it finds itself (blind).
@@ -345,50 +404,8 @@ def psf_from_point_sources(image, size, *, threshold: float = 10.0, max_sources:
     sizes = _sizes(size, img.dim())
     positions = find_point_sources(img, sizes, threshold=threshold, max_sources=max_sources)
     report = PointsReport()
-    crops = {}
-    level = float(img.max())
-    halves = [n // 2 for n in sizes]
-    for index, position in enumerate(positions):
-        # The centre: the centroid of the 5-voxel box around the peak above the crop's background
-        # (psf_from_points' centroid of everything above 5 % of the peak would wander towards the
-        # neighbours that a crowded field puts into most crops).
-        box = tuple(slice(int(c) - h, int(c) + h + 1) for c, h in zip(position, halves))
-        background = float(img[box][~_interior_mask(img[box])].median())
-        near = tuple(slice(int(c) - min(2, h), int(c) + min(2, h) + 1) for c, h in zip(position, halves))
-        weights = (img[near] - background).clamp(min=0)
-        if not float(weights.sum()) > 0:
-            report.rejected[index] = "nothing above its local background"
-            continue
-        centre = [s.start + m for s, m in zip(near, _centre_of_mass(weights))]
-        if int((img[box] >= level - 1e-6 * abs(level)).sum()) >= 2:
-            report.rejected[index] = f"saturated: voxels at the image maximum {level:g} (a flat top)"
-            continue
-        nearest = [int(round(c)) for c in centre]
-        if any(c - h < 0 or c + h >= n for c, h, n in zip(nearest, halves, img.shape)):
-            report.rejected[index] = "its crop around the measured centre leaves the image"
-            continue
-        # Cut without clipping the noise at zero: clipped, the noise of a 31 x 31 crop adds a
-        # pedestal that outweighs a faint star's flux.
-        raw = img[tuple(slice(c - h, c + h + 1) for c, h in zip(nearest, halves))]
-        raw = raw - raw[~_interior_mask(raw)].median()
-        raw = fourier_shift(raw, [n - c for n, c in zip(nearest, centre)])
-        flux = float(raw.sum())
-        if not flux > 0:
-            report.rejected[index] = "no flux above its local background"
-            continue
-        crops[index] = raw / flux
-        report.centres[index] = centre
-    if len(crops) >= 3:
-        # Compared on the median crop's core (above 5 % of its peak), where the signal is: over the
-        # whole crop the noise of the empty border decides the correlation.
-        median = torch.stack(list(crops.values())).median(dim=0).values
-        core = median >= CORE_LEVEL * float(median.max())
-        for index in list(crops):
-            r = float(torch.corrcoef(torch.stack([crops[index][core], median[core]]))[0, 1])
-            if not (r >= min_correlation):
-                report.rejected[index] = (f"correlation {r:.2f} with the median crop's core is below "
-                                          f"{min_correlation} (a neighbour, a galaxy or a cosmic ray)")
-                del crops[index]
+    crops = source_crops(img, positions, sizes, report)
+    reject_unlike_core(crops, list(crops), report, float(min_correlation))
     report.used = sorted(crops)
     if len(report.used) < min_sources:
         found = (f"{len(positions)} candidate(s) {threshold:g} noise sigmas above the background with a "
