@@ -387,7 +387,7 @@ class DeconvolveWidget(RestoreRunner, QWidget):
             label="estimate from", value="auto",
             choices=[("auto", "auto"), ("edges (photos)", "edges"), ("point sources (stars, beads)", "points")],
             tooltip="what 'Estimate PSF' reads the blur from: edges (camera shake, defocus), isolated stars or "
-                    "beads (averaged; marked in a Points layer), or auto: point sources on a dark field with "
+                    "beads (averaged; marked in a Points layer), or auto: point sources on mostly empty sky with "
                     "at least 5 usable ones, else edges. For point sources the size should hold the PSF's wings")
         for layer_box in (self.image, self.psf_layer):
             # Sized once, when first shown: a long layer name added later (an estimated PSF's) would

@@ -266,3 +266,13 @@ def test_blind_does_not_depend_on_the_units():
     assert np.abs(unit - counts).max() < 2e-3 and np.abs(unit - counts).mean() < 2e-4
     noise = deblur_ops.deblur(observed * 65535, method="blind", psf_size=9, noise_sigma=0.01 * 65535) / 65535
     assert np.abs(noise - deblur_ops.deblur(observed, method="blind", psf_size=9, noise_sigma=0.01)).max() < 2e-3
+
+
+def test_shake_kernel_fits_its_support_for_every_seed():
+    """A lopsided path, rasterised about its centre of mass, used to leave the support (side 23,
+    seed 536 raised); it is shrunk to fit now."""
+    for side in (11, 23, 35):
+        for seed in range(0, 600, 7):
+            kernel = shake_kernel(side, seed)
+            assert kernel.shape == (side, side) and abs(float(kernel.sum()) - 1) < 1e-5
+    assert shake_kernel(23, 536).shape == (23, 23)

@@ -92,6 +92,25 @@ def test_estimate_psf_reads_a_star_field_from_its_stars(star_field):
     assert latent is None and source == "points" and isinstance(k, torch.Tensor)
 
 
+def test_auto_reads_a_textured_photo_from_its_edges():
+    """A shake-blurred brick wall is darkish (median 14 % of its range) and its texture has look-alike
+    local maxima; read from them, its restoration lost 13 dB. It is no star field: most of it is no sky."""
+    from deblur_ops.apps.evaluate import degrade
+    from deblur_ops.apps.evaluate_blind import shake_kernel
+    from deblur_ops.psf.estimate import _is_star_field
+
+    _, observed = degrade("brick", shake_kernel(15, 543), 0.01, 255, 8)
+    y = torch.from_numpy(observed).double()
+    lo, hi = torch.quantile(y.flatten(), torch.tensor([0.001, 0.999], dtype=y.dtype)).tolist()
+    y = (y - lo) / (hi - lo)
+    assert float(y.median()) < 0.2  # dark enough for the first, median-only rule
+    assert not _is_star_field(y)
+    field = astronomy_field((128, 128), (1, 1), stars=40, galaxies=4, fwhm_range=(3.0, 3.0), seed=5).blurred
+    f = torch.from_numpy(field).double()
+    lo, hi = torch.quantile(f.flatten(), torch.tensor([0.001, 0.999], dtype=f.dtype)).tolist()
+    assert _is_star_field((f - lo) / (hi - lo))
+
+
 def test_estimate_psf_source_on_a_photograph():
     picture = sample_image("camera", size=64)
     kernel, source = estimate_psf(picture, 9, adaptive_support=False, return_source=True)

@@ -72,6 +72,11 @@ def shake_kernel(side: int, seed: int, *, span: bool = False) -> torch.Tensor:
         extent = float((trajectory.max(0).values - trajectory.min(0).values).max())
         if extent > side - 3:  # bilinear splatting needs one pixel of room on each side of the path
             trajectory = trajectory * ((side - 3) / extent)
+        # Rasterised about its centre of mass, a lopsided path can still reach past the support's
+        # edge: shrunk to fit (the kernels that fitted before are unchanged).
+        reach = float((trajectory - trajectory.mean(0)).abs().max())
+        if reach > side // 2:
+            trajectory = trajectory * ((side // 2) * (1 - 1e-9) / reach)
     kernel = psf_lib.camera_shake_psfs(trajectory, side, (1.0,), center=False)[0].double()
     return (kernel / kernel.sum()).float()
 

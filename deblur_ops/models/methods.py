@@ -244,7 +244,7 @@ def blind(image: torch.Tensor, psf=None, *, psf_size: int | None = None, nonblin
             sources; or any method taking a uniform PSF, e.g. ``"irc-net"`` (better on strong
             linear motion).
         source: what the kernel is read from (:func:`deblur_ops.estimate_psf`): ``"auto"``
-            (point sources on a dark field with at least 5 usable ones, else edges), ``"edges"``,
+            (point sources on a frame of mostly empty sky with at least 5 usable ones, else edges), ``"edges"``,
             ``"points"`` (stars, beads: ``psf_size`` should then hold the PSF's visible wings).
         psf_grid: rows x columns (``"3x3"``, ``(3, 3)``) of a spatially varying PSF measured from
             the stars or beads found near each node
