@@ -139,19 +139,26 @@ def deconvolve_photo(out: Path):
     _save(viewer, out / "napari_deconvolve_photo.png")
 
 
-def estimate_psf_photo(out: Path):
-    """The photograph as if its blur were unknown: Estimate PSF, then Deconvolve with the estimated kernel."""
+def _estimate_then_deconvolve(viewer, image: str):
+    """Deconvolve docked on ``image``: Estimate PSF, then Deconvolve with it; the widget."""
     from napari_deblur._widget import DeconvolveWidget
 
-    viewer = _viewer("photo")
-    viewer.layers.remove("motion kernel")  # the blind case: no known kernel
     widget = DeconvolveWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Deconvolve", area="right")
-    widget.image.value = viewer.layers["motion-blurred photo"]
+    widget.image.value = viewer.layers[image]
     widget.estimate()
     _wait_idle(widget, widget.run_button)
     widget.run()
     _wait_idle(widget, widget.run_button)
+    return widget
+
+
+def estimate_psf_photo(out: Path):
+    """The photograph as if its blur were unknown: Estimate PSF, then Deconvolve with the estimated kernel."""
+
+    viewer = _viewer("photo")
+    viewer.layers.remove("motion kernel")  # the blind case: no known kernel
+    _estimate_then_deconvolve(viewer, "motion-blurred photo")
     # Two viewboxes: the photo with the estimated kernel over its corner, and the restoration.
     viewer.canvas.grid.enabled = True
     viewer.canvas.grid.stride = 2
@@ -163,17 +170,9 @@ def estimate_psf_photo(out: Path):
 def estimate_psf_astronomy(out: Path):
     """The star field as if its seeing were unknown: Estimate PSF reads it from the stars it finds
     (marked by a Points layer), then Deconvolve with Richardson-Lucy and that PSF."""
-    from napari_deblur._widget import DeconvolveWidget
-
     viewer = _viewer("astronomy")
     viewer.layers.remove("astronomy PSF grid")
-    widget = DeconvolveWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Deconvolve", area="right")
-    widget.image.value = viewer.layers["astronomy field"]
-    widget.estimate()
-    _wait_idle(widget, widget.run_button)
-    widget.run()
-    _wait_idle(widget, widget.run_button)
+    widget = _estimate_then_deconvolve(viewer, "astronomy field")
     widget.last_result.contrast_limits = (-20, 400)
     viewer.layers["astronomy field"].contrast_limits = (-20, 400)
     viewer.canvas.grid.enabled = True
