@@ -279,25 +279,28 @@ def _estimate(input_path: Path, hdu, chunks, nan, params: dict) -> tuple[np.ndar
             raise ValueError("psf_grid is measured from point sources (stars, beads): drop source=edges or psf_grid")
         if nonblind is not None:
             check_blind_nonblind(nonblind, params.get("noise_sigma"), spatially_varying=True)
-        scale = blind_scale(plane)
-        nonblind = nonblind or BLIND_NONBLIND_GRID
-        if "noise_sigma" in params:
-            if nonblind in ("irc-net", "admm_tv", "nu_cg"):
-                params["noise_sigma"] = float(params["noise_sigma"]) / scale
-            else:
-                del params["noise_sigma"]
+        nonblind, scale = nonblind or BLIND_NONBLIND_GRID, blind_scale(plane)
+        _noise_in_range_units(params, nonblind, scale)
         return psf_grid_from_point_sources(plane, size, grid_shape)[0], nonblind, scale
     kernel, used = estimate_psf(plane, size, source=source, return_source=True)
     nonblind = blind_nonblind(nonblind, used)
     for key, value in blind_nonblind_defaults(nonblind).items():  # as method "blind" does in memory
         params.setdefault(key, value)
     scale = blind_scale(plane)
-    if "noise_sigma" in params:  # given in the file's units
-        if nonblind in ("irc-net", "admm_tv"):
-            params["noise_sigma"] = float(params["noise_sigma"]) / scale
-        else:  # the point-source default, Richardson-Lucy, has no noise level
-            del params["noise_sigma"]
+    _noise_in_range_units(params, nonblind, scale)
     return kernel, nonblind, scale
+
+
+def _noise_in_range_units(params: dict, nonblind: str, scale: float) -> None:
+    """noise_sigma, given in the file's units, on the scale blind restores on; dropped for a default
+    non-blind step without a noise level (Richardson-Lucy for point sources), as method "blind" does."""
+    from ..models.methods import NOISE_SIGMA_METHODS
+
+    if "noise_sigma" in params:
+        if nonblind in NOISE_SIGMA_METHODS:
+            params["noise_sigma"] = float(params["noise_sigma"]) / scale
+        else:
+            del params["noise_sigma"]
 
 
 @contextlib.contextmanager

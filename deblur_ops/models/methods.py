@@ -293,7 +293,7 @@ def blind(image: torch.Tensor, psf=None, *, psf_size: int | None = None, nonblin
 
             grid = psf_grid_from_point_sources(plane.detach().cpu(), psf_size, grid_shape)[0]
             name = nonblind or BLIND_NONBLIND_GRID
-            params = {"noise_sigma": noise_sigma / scale} if noise_sigma is not None and name in _NOISE_SIGMA_METHODS else {}
+            params = {"noise_sigma": noise_sigma / scale} if noise_sigma is not None and name in NOISE_SIGMA_METHODS else {}
             out[b:b + 1] = get_method(name).function(image[b:b + 1].contiguous() / scale, grid, **params) * scale
             continue
         kernel, used = estimate_psf(plane, psf_size, source=source, device=image.device, return_source=True)
@@ -301,14 +301,15 @@ def blind(image: torch.Tensor, psf=None, *, psf_size: int | None = None, nonblin
         params = blind_nonblind_defaults(name)
         # Restored on the scale of the picture's range, as it was measured: the default TV weight follows
         # the data's units, so a 16-bit file read as 0..65535 would otherwise get a weaker prior.
-        if noise_sigma is not None and name in _NOISE_SIGMA_METHODS:
+        if noise_sigma is not None and name in NOISE_SIGMA_METHODS:
             params = {**params, "noise_sigma": noise_sigma / scale}
         restored = get_method(name).function(image[b:b + 1].contiguous() / scale, kernel.to(image.dtype), **params)
         out[b:b + 1] = restored * scale
     return out
 
 
-_NOISE_SIGMA_METHODS = ("irc-net", "admm_tv", "nu_cg")
+# The non-blind steps of method "blind" that take a noise level (noise_sigma).
+NOISE_SIGMA_METHODS = ("irc-net", "admm_tv", "nu_cg")
 
 
 def check_blind_nonblind(nonblind: str, noise_sigma, spatially_varying: bool = False) -> None:
@@ -322,7 +323,7 @@ def check_blind_nonblind(nonblind: str, noise_sigma, spatially_varying: bool = F
     if spatially_varying and not method.spatially_varying:
         raise ValueError(f"with psf_grid, nonblind must take a PSF grid (e.g. {BLIND_NONBLIND_GRID!r}, 'nu_cg', "
                          f"'irc'), got {nonblind!r}")
-    if noise_sigma is not None and nonblind not in _NOISE_SIGMA_METHODS:
+    if noise_sigma is not None and nonblind not in NOISE_SIGMA_METHODS:
         raise ValueError(f"noise_sigma is passed to nonblind 'admm_tv', 'irc-net' or 'nu_cg' only, not to {nonblind!r}")
 
 

@@ -46,7 +46,7 @@ from ..validation import MIN_IMAGE_SIDE, as_float_tensor, positive_float, requir
 __all__ = ["ESTIMATE_SOURCES", "estimate_psf", "normalised_sparsity"]
 
 # What estimate_psf reads the blur from: "edges" (the MAP estimator above), "points" (isolated stars or
-# beads, averaged by psf.psf_from_points) or "auto" (points on a frame of mostly empty sky that has enough of them).
+# beads, their median by psf.psf_from_point_sources) or "auto" (points on a frame of mostly empty sky that has enough of them).
 ESTIMATE_SOURCES = ("auto", "edges", "points")
 # "auto": a star field or bead image has its median within this fraction of its range (0.1 / 99.9
 # percentiles) above its 0.1 percentile, and at least this fraction of its pixels within 3 noise sigmas
@@ -80,12 +80,12 @@ def estimate_psf(image, size: int = 31, *, adaptive_support: bool = True, iterat
     """Estimate the (uniform) blur kernel of a blurred image without knowing it (blind deconvolution).
 
     Two estimators: on photographs with edges (camera shake, defocus) the coarse-to-fine L0 MAP
-    estimator of the module docstring; on star fields and bead images the average of the isolated
-    point sources it finds (:func:`deblur_ops.psf.find_point_sources`, then
-    :func:`deblur_ops.psf.psf_from_points`, which leaves out saturated stars, doublets and
-    galaxies), as astronomers measure a seeing PSF. The image should be blurred uniformly (one
-    kernel for the whole frame: crop a region if the blur varies; for a PSF varying across a star
-    field see :func:`deblur_ops.psf.psf_grid_from_points`). Restore the image with the kernel
+    estimator of the module docstring; on star fields and bead images the median of the isolated
+    point sources it finds (:func:`deblur_ops.psf.psf_from_point_sources`, which leaves out
+    saturated stars and those unlike the others: galaxies, close pairs), as astronomers measure a
+    seeing PSF. The image should be blurred uniformly (one kernel for the whole frame: crop a
+    region if the blur varies; for a PSF varying across a star field see
+    :func:`deblur_ops.psf.psf_grid_from_point_sources`). Restore the image with the kernel
     through :func:`deblur_ops.deblur` (``method="blind"`` does both steps).
 
     Args:

@@ -257,8 +257,8 @@ def find_point_sources(image, size, *, threshold: float = 10.0, max_sources: int
     ``threshold`` noise sigmas above the background, and its box lies inside the image. The
     background is the image's median and the noise sigma the median absolute deviation around it
     (x 1.4826), both dominated by the empty sky or the space between beads. The positions go to
-    :func:`psf_from_points`, which rejects the saturated ones, the doublets and the extended
-    objects (galaxies, cells) that do not look like the others.
+    :func:`psf_from_point_sources` (or :func:`psf_from_points`), which leave out the saturated
+    ones and the extended objects (galaxies, cells) that do not look like the others.
 
     Args:
         image: (H, W) or (D, H, W) array or tensor.
