@@ -315,6 +315,72 @@ class TestShakeTrainingData:
             blind_data(options, 32, {**cfg, "data": "field"})
 
 
+class TestPooledBlur:
+    """PooledBlur: shake pairs made once (they are slow to make), served turned, flipped, freshly noised."""
+
+    options = dict(patch=32, psf_size=15, max_length=15, seed=5, noise=(0.0, 0.0))
+
+    def test_draws_are_turned_or_flipped_pool_pairs_with_fresh_noise_in_range(self):
+        from deblur_ops.train import SyntheticBlur
+        from deblur_ops.train.datasets import PooledBlur
+
+        pool = PooledBlur(SyntheticBlur("shake", **self.options), 5, noise=(0.01, 0.02), seed=1)
+        assert len(pool) == 5
+        b = pool.batch(12)
+        assert b["sharp"].shape == b["blurry"].shape == (12, 1, 32, 32)
+        assert float(b["sigma"].min()) >= 0.01 and float(b["sigma"].max()) <= 0.02
+        for i in range(12):
+            # each draw's sharp patch is one of the 8 turns/flips of a pool pair, and its blurry one the same
+            # transform of that pair's blurry patch, plus noise of its sigma
+            found = False
+            for j in range(5):
+                for flip in (False, True):
+                    for k in range(4):
+                        def t(x):
+                            return torch.rot90(x.flip(-1) if flip else x, k, (-2, -1))
+                        if torch.equal(t(pool.sharp[j]), b["sharp"][i]):
+                            residual = b["blurry"][i] - t(pool.blurry[j])
+                            assert float(residual.std()) == pytest.approx(float(b["sigma"][i]), rel=0.25)
+                            found = True
+            assert found
+        again = PooledBlur(SyntheticBlur("shake", **self.options), 5, noise=(0.01, 0.02), seed=1)
+        torch.testing.assert_close(again.batch(12)["blurry"], b["blurry"], atol=0, rtol=0)
+
+    def test_resumes_the_same_sequence(self):
+        from deblur_ops.train import SyntheticBlur
+        from deblur_ops.train.datasets import PooledBlur
+
+        pool = PooledBlur(SyntheticBlur("uniform", **self.options), 4, seed=0)
+        state = pool.state_dict()
+        first = pool.batch(3)
+        pool.load_state_dict(state)
+        torch.testing.assert_close(pool.batch(3)["blurry"], first["blurry"], atol=0, rtol=0)
+
+    def test_refuses_a_noisy_stream_and_bad_sizes(self):
+        from deblur_ops.train import SyntheticBlur
+        from deblur_ops.train.datasets import PooledBlur
+
+        with pytest.raises(ValueError, match=r"must be noise-free \(noise=\(0, 0\)"):
+            PooledBlur(SyntheticBlur("uniform", **{**self.options, "noise": (0.01, 0.01)}), 4)
+        with pytest.raises(ValueError, match="pool size must be a positive integer, got 0"):
+            PooledBlur(SyntheticBlur("uniform", **self.options), 0)
+
+    def test_blind_recipes_pool_with_set_pool(self):
+        from types import SimpleNamespace
+
+        from deblur_ops.train import autoencoder, madn
+        from deblur_ops.train._blind import blind_data
+        from deblur_ops.train.datasets import PooledBlur
+
+        assert autoencoder.RECIPE_DEFAULTS["pool"] == madn.RECIPE_DEFAULTS["pool"] == 0
+        options = SimpleNamespace(images=None, seed=0)
+        cfg = {"max_length": 9.0, "noise_low": 0.005, "noise_high": 0.01, "data": "shake"}
+        train, val, described = blind_data(options, 32, {**cfg, "pool": 3})
+        assert isinstance(train, PooledBlur) and len(train) == 3 and train.noise == (0.005, 0.01)
+        assert val.kind == "shake" and val.noise == (0.005, 0.01) and described["pool"] == 3
+        with pytest.raises(ValueError, match="pool must be 0 .* got -1"):
+            blind_data(options, 32, {**cfg, "pool": -1})
+
 def test_shake_maps_are_linear_ramps_and_refuse_a_vanishing_scale():
     from deblur_ops.psf import shake_maps
 

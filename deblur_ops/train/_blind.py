@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from .datasets import SyntheticBlur
+from .datasets import PooledBlur, SyntheticBlur
 
 # Patches in the fixed validation set of the blind recipes (drawn once from the validation images).
 VALIDATION_PATCHES = 64
@@ -20,6 +20,9 @@ def blind_data(options, patch: int, cfg: dict):
     :class:`~.datasets.SyntheticBlur` ``psf="uniform"``: linear motion, camera shake, Gaussians) or
     ``"shake"`` (spatially varying camera shake made by the exact trajectory model), up to
     ``cfg["max_length"]`` pixels, Gaussian noise sigma in [``noise_low``, ``noise_high``], grey patches.
+    ``cfg["pool"]`` (``--set pool=N``, default 0: every pair made fresh) makes N training pairs once
+    and serves them turned, flipped and with fresh noise (:class:`~.datasets.PooledBlur`): the
+    affordable way to train long on ``data=shake``, whose pairs are slow to make.
     """
     data = cfg.get("data", "uniform")
     if data not in BLIND_DATA:
@@ -28,10 +31,18 @@ def blind_data(options, patch: int, cfg: dict):
     psf_size = longest + 1 - longest % 2  # the smallest odd size that holds the longest motion
     common = dict(patch=patch, psf_size=psf_size, max_length=cfg["max_length"],
                   noise=(cfg["noise_low"], cfg["noise_high"]), images=options.images)
-    train, val = SyntheticBlur.splits(data, seed=options.seed, **common)
+    pool = int(cfg.get("pool", 0))
+    if pool < 0:
+        raise ValueError(f"pool must be 0 (pairs made fresh) or the number of pairs made once, got {pool}")
+    if pool:
+        stream = SyntheticBlur(data, seed=options.seed, split="train", **{**common, "noise": (0.0, 0.0)})
+        train = PooledBlur(stream, pool, noise=common["noise"], seed=options.seed)
+        val = SyntheticBlur(data, seed=options.seed, split="val", **common)
+    else:
+        train, val = SyntheticBlur.splits(data, seed=options.seed, **common)
     described = {"kind": BLIND_DATA[data], "patch": patch,
                  "max_length": cfg["max_length"], "noise_sigma": [cfg["noise_low"], cfg["noise_high"]],
-                 "channels": 1, "images": options.images or "built-in offline skimage images (training split)"}
+                 "pool": pool or None, "channels": 1, "images": options.images or "built-in offline skimage images (training split)"}
     return train, val, described
 
 

@@ -13,7 +13,7 @@ from .recipes import TrainOptions, training_info
 
 RECIPE_DEFAULTS = {"filters": "32,64,128", "latent_channels": 64, "kernel_size": 3, "residual": True,
                    "max_length": 21.0, "noise_low": 0.003, "noise_high": 0.015, "plateau_factor": 0.1 ** 0.5,
-                   "plateau_patience": 2, "half": False, "data": "uniform"}
+                   "plateau_patience": 2, "half": False, "data": "uniform", "pool": 0}
 
 
 def train_autoencoder(options: TrainOptions) -> dict:
@@ -21,7 +21,7 @@ def train_autoencoder(options: TrainOptions) -> dict:
 
     ``--set`` options: ``filters`` ("32,64,128"), ``latent_channels``, ``kernel_size``,
     ``residual``, ``max_length``, ``noise_low``/``noise_high``, ``data`` (``uniform`` or ``shake``: spatially
-    varying camera shake by the exact trajectory model), ``plateau_factor``,
+    varying camera shake by the exact trajectory model), ``pool`` (pairs made once and reused, for ``data=shake``), ``plateau_factor``,
     ``plateau_patience`` (in validations), ``half`` (store float16).
     """
     cfg = options.pop_extra(dict(RECIPE_DEFAULTS))

@@ -181,7 +181,7 @@ def madn_train_step(gan: MADN, batch: dict, generator_optimizer, discriminator_o
 RECIPE_DEFAULTS = {"width": 16, "res_blocks": 2, "residual": True, "discriminator_widths": "16,16,32,64,128",
                    "discriminator_head": "1,1", "dense": 256, "adversarial": True, "max_grad_norm": 2.0,
                    "decay_power": 1.0, "max_length": 21.0, "noise_low": 0.003, "noise_high": 0.015, "half": True,
-                   "data": "uniform"}
+                   "data": "uniform", "pool": 0}
 
 
 def train_madn(options: TrainOptions) -> dict:
@@ -195,7 +195,7 @@ def train_madn(options: TrainOptions) -> dict:
     ``--set`` options: ``width``, ``res_blocks``, ``residual``, ``discriminator_widths`` ("64,64,128,256,512"
     is Table 1), ``discriminator_head``, ``dense``, ``adversarial``, ``max_grad_norm``, ``decay_power``,
     ``max_length``, ``noise_low``/``noise_high``, ``data`` (``uniform`` or ``shake``: spatially varying camera
-    shake by the exact trajectory model), ``half`` (store float16).
+    shake by the exact trajectory model), ``pool`` (pairs made once and reused, for ``data=shake``), ``half`` (store float16).
     """
     cfg = options.pop_extra(dict(RECIPE_DEFAULTS))
     torch.manual_seed(options.seed)
