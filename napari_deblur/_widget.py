@@ -28,6 +28,7 @@ from qtpy.QtGui import QImage, QPixmap
 from qtpy.QtWidgets import QComboBox, QFrame, QLabel, QScrollArea, QSizePolicy, QVBoxLayout, QWidget
 
 from deblur_ops import estimate_psf, methods
+from deblur_ops.psf.estimate import estimate_steps
 from deblur_ops.apps import catalog
 from deblur_ops.apps.io import cast_like
 from deblur_ops.restore import get_method
@@ -764,13 +765,15 @@ class DeconvolveWidget(RestoreRunner, QWidget):
                      "units": tuple(layer.units[a] for a in plane_axes),
                      "axis_labels": tuple(layer.axis_labels[a] for a in plane_axes)}
         made = {"image": layer.name, "plane": {axis_name(layer, a): index[a] for a in loop_axes}, "size": size}
-        worker = thread_worker(_estimate_psf, progress={"desc": "Estimate PSF"}, ignore_errors=True)
-        self.start_worker(worker(plane, size, source=self.estimate_from.value, device=self.device.value),
-                          lambda estimate: self._publish_psf(*estimate, made, placement), title="Estimate PSF",
+        self._stop = threading.Event()
+        steps = estimate_steps(plane.shape[:2], size)
+        worker = thread_worker(_estimate_psf, progress={"total": steps, "desc": "Estimate PSF"}, ignore_errors=True)
+        worker = worker(plane, size, source=self.estimate_from.value, device=self.device.value, stop=self._stop)
+        worker.aborted.connect(self._stop.set)
+        self.start_worker(worker, lambda estimate: self._publish_psf(*estimate, made, placement),
+                          title="Estimate PSF",
                           status=f"estimating a {size} x {size} px PSF from {layer.name!r} (seconds to a "
-                                 f"minute)...",
-                          cancelling="cancelling: the estimate cannot stop midway; its kernel is discarded "
-                                     "when it ends")
+                                 f"minute)...")
 
     def _publish_psf(self, kernel: np.ndarray, source: str, sources, made: dict, placement: dict):
         """The estimated kernel into a new layer, chosen as the PSF layer; the point sources it was
@@ -843,77 +846,96 @@ class DeconvolveWidget(RestoreRunner, QWidget):
                     history=history, preview=preview)
 
 
-def _estimate_psf(plane: np.ndarray, size: int, *, source: str, device):
-    """Worker body: the blind kernel estimate of one plane, what it was read from ("edges" or "points")
-    and, for points, the (n, 2) positions of the sources averaged. estimate_psf has no callback, so
-    Cancel cannot stop it midway; the yield after it lets a Cancel drop the kernel before it is published."""
-    try:
-        kernel, used = estimate_psf(plane, size, source=source, device=device, return_source=True)
-        sources = None
-        if used == "points":  # the same (deterministic) measurement again, for the positions it used
-            grey = plane.mean(-1) if plane.ndim == 3 else plane
-            _, positions, report = psf_from_point_sources(grey, size, min_sources=1)
-            sources = positions[report.used]
-    except Exception as exc:  # reported once by the widget (see RunFailed)
-        raise RunFailed(str(exc)) from None
-    yield
-    return kernel, used, sources
+def _stepped(run, stop: threading.Event, name: str):
+    """Worker body helper: ``run(step)`` in a helper thread, yielding here each time it calls
+    ``step()`` (napari advances the progress bar at every yield and can stop there); returns
+    ``run``'s result, or None once Cancel stopped it.
 
-
-def _restore(data, psf, *, method, loop_axes, rgb, device, stop: threading.Event, per_iteration: bool, **params):
-    """Worker body: yields after each iteration (``per_iteration``) or each block; napari advances the
-    progress bar at every yield and can stop there.
-
-    The blocks are restored in a helper thread so that the method's ``callback`` (called inside it
-    after every iteration) can both report progress here and stop the method when ``stop`` is set:
-    the callback raises :class:`Cancelled`, so a volume stops within one iteration, not at its end.
-    """
+    ``step()`` raises :class:`Cancelled` when ``stop`` is set, so a method or estimator that calls it
+    from its own callback stops within one iteration, not at its end. Errors come back as
+    :class:`RunFailed` (one message for the user)."""
     events: queue.SimpleQueue = queue.SimpleQueue()
 
-    def callback(_iteration, _estimate):
+    def step():
         if stop.is_set():
             raise Cancelled
-        if per_iteration:
-            events.put(("step", None))
+        events.put(("step", None))
 
-    if "callback" in inspect.signature(get_method(method).function).parameters:
-        params = {**params, "callback": callback}
-
-    def restore_blocks():
+    def body():
         try:
-            for index, block in iter_deblur_stack(data, psf, method=method, loop_axes=loop_axes, rgb=rgb,
-                                                  device=device, **params):
-                events.put(("block", (index, block)))
-                if stop.is_set():
-                    raise Cancelled
-            events.put(("done", None))
+            events.put(("done", run(step)))
         except Cancelled:
             events.put(("cancelled", None))
         except Exception as exc:  # handed to the worker, which reports it (errored signal)
             events.put(("error", exc))
 
-    helper = threading.Thread(target=restore_blocks, name=f"deblur {method}", daemon=True)
+    helper = threading.Thread(target=body, name=name, daemon=True)
     helper.start()
-    out = np.empty(data.shape, np.float32)
     try:
         while True:
             kind, value = events.get()
             if kind == "step":
                 yield
-            elif kind == "block":
-                out[value[0]] = value[1]
-                if not per_iteration:
-                    yield
             elif kind == "cancelled":
                 yield  # the worker sees its abort request here and stops without a result
                 return None
             elif kind == "error":
                 raise RunFailed(str(value)) from None
             else:
-                break
+                return value
     finally:
         stop.set()
         helper.join()
+
+
+def _estimate_psf(plane: np.ndarray, size: int, *, source: str, device, stop: threading.Event):
+    """Worker body: the blind kernel estimate of one plane, what it was read from ("edges" or "points")
+    and, for points, the (n, 2) positions of the sources averaged. It yields after every pyramid
+    level of the estimator (its callback), where Cancel stops it."""
+    def run(step):
+        kernel, used = estimate_psf(plane, size, source=source, device=device, return_source=True,
+                                    callback=lambda _done, _total: step())
+        sources = None
+        if used == "points":  # the same (deterministic) measurement again, for the positions it used
+            grey = plane.mean(-1) if plane.ndim == 3 else plane
+            _, positions, report = psf_from_point_sources(grey, size, min_sources=1)
+            sources = positions[report.used]
+        return kernel, used, sources
+
+    return (yield from _stepped(run, stop, "estimate PSF"))
+
+
+def _restore(data, psf, *, method, loop_axes, rgb, device, stop: threading.Event, per_iteration: bool, **params):
+    """Worker body: yields after each iteration (``per_iteration``) or each block; napari advances the
+    progress bar at every yield and can stop there.
+
+    The blocks are restored in a helper thread (:func:`_stepped`) so that the method's ``callback``
+    (called inside it after every iteration) can both report progress here and stop the method when
+    ``stop`` is set: a volume stops within one iteration, not at its end.
+    """
+    out = np.empty(data.shape, np.float32)
+
+    def run(step):
+        if "callback" in inspect.signature(get_method(method).function).parameters:
+            def callback(_iteration, _estimate):
+                if per_iteration:
+                    step()
+                elif stop.is_set():
+                    raise Cancelled
+            kwargs = {**params, "callback": callback}
+        else:
+            kwargs = params
+        for index, block in iter_deblur_stack(data, psf, method=method, loop_axes=loop_axes, rgb=rgb,
+                                              device=device, **kwargs):
+            out[index] = block
+            if not per_iteration:
+                step()
+            elif stop.is_set():
+                raise Cancelled
+        return out
+
+    if (yield from _stepped(run, stop, f"deblur {method}")) is None:
+        return None
     if rgb and np.issubdtype(data.dtype, np.integer):
         # napari reads integer RGB as 0..dtype max and float RGB as 0..1: keep the input's scale.
         return cast_like(out, data.dtype)

@@ -111,6 +111,33 @@ def test_large_images_are_estimated_on_their_richest_window():
             estimate_psf(canvas, 13, window=bad)
 
 
+def test_estimate_reports_each_pyramid_level_and_stops_when_the_callback_raises():
+    from deblur_ops.psf.estimate import estimate_steps
+
+    true = _padded(linear_motion_kernel(7, 0), 11)
+    _, observed = degrade("shepp_logan_phantom", true, 0.005, 96, 2)
+    calls = []
+    kernel = estimate_psf(observed, 11, callback=lambda done, total: calls.append((done, total)))
+    total = estimate_steps(observed.shape, 11)
+    assert calls == [(i, total) for i in range(1, total + 1)]
+    np.testing.assert_array_equal(kernel, estimate_psf(observed, 11))  # reporting changes nothing
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_3(done, _total):
+        calls.append(done)
+        if done == 3:
+            raise Stop
+
+    calls.clear()
+    with pytest.raises(Stop):
+        estimate_psf(observed, 11, callback=stop_at_3)
+    assert calls == [1, 2, 3]
+    with pytest.raises(TypeError, match="callback must be a function callback.done, total., got int"):
+        estimate_psf(observed, 11, callback=3)
+
+
 @pytest.mark.parametrize("image,size,message", [
     (np.full((64, 64), 0.3, np.float32), 11, "constant"),
     (np.random.rand(12, 40).astype(np.float32), 3, "at least 16x16"),

@@ -160,27 +160,39 @@ def test_bad_input_is_reported_once_and_writes_nothing(manifest, make_napari_vie
     assert widget.worker is finished and len(viewer.layers) == 2  # no worker started
 
 
-def test_cancel_discards_the_kernel(manifest, make_napari_viewer, qtbot, monkeypatch, fake_estimate):
-    """Cancel is pressed once the estimate has started, and the estimate waits for it: it lands mid-run."""
+def test_cancel_stops_the_estimate_midway(manifest, make_napari_viewer, qtbot, monkeypatch):
+    """The real estimator, held after its first pyramid level until Cancel is pressed: it stops at
+    its next level (its callback raises), long before its last, and no layer is written."""
     import napari_deblur._widget
+    from deblur_ops.psf.estimate import estimate_steps
 
-    started, pressed = threading.Event(), threading.Event()
-    recorder = napari_deblur._widget.estimate_psf
-    monkeypatch.setattr(napari_deblur._widget, "estimate_psf",
-                        lambda *args, **kwargs: (started.set(), pressed.wait(30), recorder(*args, **kwargs))[2])
-    picture = np.random.default_rng(1).random((40, 40), dtype=np.float32)
+    started, pressed, seen = threading.Event(), threading.Event(), []
+    real = napari_deblur._widget.estimate_psf
+
+    def held(*args, callback, **kwargs):
+        def wrapped(done, total):
+            seen.append((done, total))
+            if done == 1:
+                started.set()
+                pressed.wait(30)
+            callback(done, total)
+        return real(*args, callback=wrapped, **kwargs)
+
+    monkeypatch.setattr(napari_deblur._widget, "estimate_psf", held)
+    picture = np.random.default_rng(1).random((96, 96), dtype=np.float32)
     viewer = make_napari_viewer()
     viewer.add_image(picture, name="picture")
     widget = _widget(viewer, "picture")
-    widget.psf_size.value = 5
+    widget.psf_size.value = 15
     widget.estimate()
     qtbot.waitUntil(started.is_set, timeout=60_000)
     with qtbot.waitSignal(widget.worker.aborted, timeout=60_000):
         widget.cancel()
-        assert widget.status.value.startswith("cancelling: the estimate cannot stop midway")
         pressed.set()
     qtbot.waitUntil(lambda: widget.run_button.enabled, timeout=60_000)
-    assert len(fake_estimate) == 1 and [layer.name for layer in viewer.layers] == ["picture"]
+    total = estimate_steps((96, 96), 15)
+    assert total > 5 and seen[0] == (1, total) and len(seen) <= 2
+    assert [layer.name for layer in viewer.layers] == ["picture"]
     assert widget.status.value == "cancelled; no layer written"
 
 

@@ -96,7 +96,7 @@ def run(input_path, output_path, psf, *, method: str = "wiener", loop_axes: Sequ
         # restoration is then the non-blind method with that kernel (what method "blind" does in memory).
         psf_path = estimated_psf_path(output_path)
         _check_output(input_path, psf_path, overwrite)
-        psf, method, scale = _estimate(input_path, hdu, chunks, nan, params)
+        psf, method, scale = _estimate(input_path, hdu, chunks, nan, params, progress)
         estimated = psf_path
     if psf is None:
         if get_method(method).needs_psf:
@@ -237,9 +237,10 @@ def estimated_psf_path(output_path) -> Path:
     return output_path.parent / f"{stem}_psf.tif"
 
 
-def _estimate(input_path: Path, hdu, chunks, nan, params: dict) -> tuple[np.ndarray, str, float]:
+def _estimate(input_path: Path, hdu, chunks, nan, params: dict, progress: bool = False) -> tuple[np.ndarray, str, float]:
     """The kernel of a 2D (or colour) input, estimated blind; the non-blind method to restore with it;
-    and the picture's range to restore on (as method "blind" does in memory).
+    and the picture's range to restore on (as method "blind" does in memory). ``progress``: a tqdm
+    bar over the estimator's pyramid levels.
     With ``nan`` ("fill"/"mask") NaN/Inf pixels are estimated over as the median of the others, as the
     restoration then fills them."""
     from ..models.methods import (BLIND_NONBLIND_GRID, blind_grid_shape, blind_nonblind, blind_nonblind_defaults,
@@ -282,7 +283,14 @@ def _estimate(input_path: Path, hdu, chunks, nan, params: dict) -> tuple[np.ndar
         nonblind, scale = nonblind or BLIND_NONBLIND_GRID, blind_scale(plane)
         _noise_in_range_units(params, nonblind, scale)
         return psf_grid_from_point_sources(plane, size, grid_shape)[0], nonblind, scale
-    kernel, used = estimate_psf(plane, size, source=source, return_source=True)
+    from tqdm import tqdm
+
+    with tqdm(desc="estimate PSF", unit="level", disable=not progress) as bar:
+        def advance(done, total):
+            bar.total = total
+            bar.update(done - bar.n)
+
+        kernel, used = estimate_psf(plane, size, source=source, return_source=True, callback=advance)
     nonblind = blind_nonblind(nonblind, used)
     for key, value in blind_nonblind_defaults(nonblind).items():  # as method "blind" does in memory
         params.setdefault(key, value)

@@ -43,7 +43,7 @@ from ..boundary import next_fast_len
 from ..data.noise import estimate_noise_sigma
 from ..validation import MIN_IMAGE_SIDE, as_float_tensor, positive_float, require_finite, resolve_device
 
-__all__ = ["ESTIMATE_SOURCES", "ESTIMATE_WINDOW", "estimate_psf", "normalised_sparsity"]
+__all__ = ["ESTIMATE_SOURCES", "ESTIMATE_WINDOW", "estimate_psf", "estimate_steps", "normalised_sparsity"]
 
 # What estimate_psf reads the blur from: "edges" (the MAP estimator above), "points" (isolated stars or
 # beads, their median by psf.psf_from_point_sources) or "auto" (points on a frame of mostly empty sky that has enough of them).
@@ -79,7 +79,7 @@ _TV_BETA_MAX = 1e4
 def estimate_psf(image, size: int = 31, *, adaptive_support: bool = True, iterations: int = 5, lam: float = 4e-3,
                  lam_min: float = 1e-4, gamma: float = 10.0, edges: float = 20.0, source: str = "auto",
                  window: int | None = ESTIMATE_WINDOW, device="auto", return_latent: bool = False,
-                 return_source: bool = False):
+                 return_source: bool = False, callback=None):
     """Estimate the (uniform) blur kernel of a blurred image without knowing it (blind deconvolution).
 
     Two estimators: on photographs with edges (camera shake, defocus) the coarse-to-fine L0 MAP
@@ -128,6 +128,9 @@ def estimate_psf(image, size: int = 31, *, adaptive_support: bool = True, iterat
             the window's when one was used); None when the kernel came from point sources.
         return_source: also return what the kernel was read from, ``"edges"`` or ``"points"``
             (last in the returned tuple).
+        callback: optional ``callback(done, total)``, called after each pyramid level of each
+            support (``total`` of them; once, ``(1, 1)``, for point sources): for a progress bar,
+            and to stop the estimate midway by raising (the exception propagates).
 
     Returns:
         The kernel, (size, size) float32, non-negative, summing to 1, centre of mass at index
@@ -188,6 +191,8 @@ def estimate_psf(image, size: int = 31, *, adaptive_support: bool = True, iterat
     edges = float(edges)
     if not math.isfinite(edges) or edges < 0:
         raise ValueError(f"edges must be a finite number >= 0, got {edges!r}")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be a function callback(done, total), got {type(callback).__name__}")
     if window is not None and (isinstance(window, bool) or not isinstance(window, (int, np.integer))
                                or window < MIN_IMAGE_SIDE):
         raise ValueError(f"window must be None (the whole image) or an integer >= {MIN_IMAGE_SIDE} (the side in "
@@ -204,6 +209,8 @@ def estimate_psf(image, size: int = 31, *, adaptive_support: bool = True, iterat
     if source == "points" or (source == "auto" and _is_star_field(y)):
         kernel = _from_point_sources(grey, size, required=source == "points")
     if kernel is not None:
+        if callback is not None:
+            callback(1, 1)
         kernel = kernel.to(torch.float32)
         kernel = kernel.numpy() if isinstance(image, np.ndarray) else kernel.to(image.device)
         return _returned(kernel, None, "points", return_latent, return_source)
@@ -220,8 +227,17 @@ def estimate_psf(image, size: int = 31, *, adaptive_support: bool = True, iterat
         # default weight for its 1/2-scaled data term.
         sigma = float(estimate_noise_sigma(y[None, None]).reshape(-1)[0])
         tv_weight = _TV_WEIGHT_PER_ROOT_NOISE * math.sqrt(max(sigma, _SIGMA_FLOOR))
+    total = _steps(sides, (h, w))
+    done = 0
+
+    def level_done():
+        nonlocal done
+        done += 1
+        if callback is not None:
+            callback(done, total)
+
     for side in sides:
-        kernel, latent = _estimate_on_support(y, side, **settings)
+        kernel, latent = _estimate_on_support(y, side, level_done=level_done, **settings)
         if len(sides) > 1:
             score = _tv_sparsity(y, kernel, tv_weight, margin=size)
             if best is not None and not score < best[0]:
@@ -278,6 +294,26 @@ def _best_window(y: torch.Tensor, window: int, size: int) -> tuple[int, int, int
     return where[0], where[1], wh, ww
 
 
+def estimate_steps(shape, size: int, *, adaptive_support: bool = True, window: int | None = ESTIMATE_WINDOW) -> int:
+    """How many times :func:`estimate_psf` calls its ``callback`` when it reads the kernel from edges
+    (once for point sources): its pyramid levels over all the supports it tries, for an image of
+    ``shape`` (H, W) -- the total of a progress bar.
+
+    Example:
+        >>> estimate_steps((256, 256), 31), estimate_steps((256, 256), 31, adaptive_support=False)
+        (40, 8)
+    """
+    h, w = (int(n) for n in shape[:2])
+    if window is not None:
+        side = max(int(window), 3 * size)
+        h, w = min(h, side), min(w, side)
+    return _steps(_support_ladder(size) if adaptive_support else [size], (h, w))
+
+
+def _steps(sides, shape) -> int:
+    return sum(len(_pyramid(side, shape)) for side in sides)
+
+
 def _returned(kernel, latent, source: str, return_latent: bool, return_source: bool):
     out = (kernel,) + ((latent,) if return_latent else ()) + ((source,) if return_source else ())
     return out if len(out) > 1 else kernel
@@ -325,8 +361,9 @@ def _support_ladder(size: int) -> list[int]:
 
 
 def _estimate_on_support(y: torch.Tensor, size: int, *, iterations: int, lam: float, lam_min: float, gamma: float,
-                         edges: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """The coarse-to-fine estimate on one ``size`` support: (centred kernel, last latent grown by size // 2)."""
+                         edges: float, level_done=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The coarse-to-fine estimate on one ``size`` support: (centred kernel, last latent grown by
+    size // 2); ``level_done()`` is called after each pyramid level."""
     h, w = y.shape
     kernel = None
     latent = None
@@ -344,6 +381,8 @@ def _estimate_on_support(y: torch.Tensor, size: int, *, iterations: int, lam: fl
             latent = _latent(level, kernel, weight, "l0")
             kernel = _kernel_step(level, latent, kernel.shape[-1], gamma, edges)
             weight = max(weight / 1.1, lam_min)
+        if level_done is not None:
+            level_done()
     return _centre(kernel), latent
 
 
