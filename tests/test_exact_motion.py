@@ -350,7 +350,9 @@ class TestPooledBlur:
         from deblur_ops.train import SyntheticBlur
         from deblur_ops.train.datasets import PooledBlur
 
-        pool = PooledBlur(SyntheticBlur("uniform", **self.options), 4, seed=0)
+        made = []
+        pool = PooledBlur(SyntheticBlur("uniform", **self.options), 4, seed=0, progress=lambda d, t: made.append((d, t)))
+        assert made == [(4, 4)]  # one chunk of up to 16 pairs
         state = pool.state_dict()
         first = pool.batch(3)
         pool.load_state_dict(state)

@@ -36,7 +36,11 @@ def blind_data(options, patch: int, cfg: dict):
         raise ValueError(f"pool must be 0 (pairs made fresh) or the number of pairs made once, got {pool}")
     if pool:
         stream = SyntheticBlur(data, seed=options.seed, split="train", **{**common, "noise": (0.0, 0.0)})
-        train = PooledBlur(stream, pool, noise=common["noise"], seed=options.seed)
+        from tqdm import tqdm
+
+        with tqdm(total=pool, desc="shake pool", unit="pair", disable=not getattr(options, "progress", False)) as bar:
+            train = PooledBlur(stream, pool, noise=common["noise"], seed=options.seed,
+                               progress=lambda done, _total: bar.update(done - bar.n))
         val = SyntheticBlur(data, seed=options.seed, split="val", **common)
     else:
         train, val = SyntheticBlur.splits(data, seed=options.seed, **common)

@@ -374,8 +374,8 @@ class PooledBlur:
     """A fixed pool of noise-free (sharp, blurry) pairs drawn once from a :class:`SyntheticBlur`
     stream, served in random order with a fresh flip / quarter turn and fresh Gaussian noise per draw.
 
-    For blur that is slow to make (``"shake"``, the exact trajectory model: about 0.15 s per 64 px
-    patch, 15x the cost of a training step of the autoencoder) the pool is made once and reused, so a
+    For blur that is slow to make (``"shake"``, the exact trajectory model: about 0.18 s per 64 px
+    patch, more than 10x the cost of a training step of the autoencoder) the pool is made once and reused, so a
     long training costs its steps, not its blur. A turned or flipped pair is still an exact pair (of
     the turned blur). Resumable: the pool is remade from its seed.
 
