@@ -63,6 +63,26 @@ def test_adaptive_support_finds_a_small_blur_in_a_large_support():
     assert max(np.ptp(rows), np.ptp(cols)) < 19
 
 
+@pytest.mark.parametrize("image,seed", [("horse", 2), ("clock", 4)])
+def test_kernel_sparsity_prior_concentrates_a_compact_blur(image, seed):
+    """On one large support (no adaptive search) a compact shake kernel estimated from a training
+    photo spreads over the support; the sparsity prior sum |k|^0.5 keeps it concentrated and
+    closer to the true one (measured: 24 against 222 and 161 taps, correlation 0.68 / 0.42
+    against 0.47 / 0.08)."""
+    true = _padded(shake_kernel(9, seed), 25)
+    _, observed = degrade(image, true, 0.01, 128, 0)
+    sparse = estimate_psf(observed, 25, adaptive_support=False)
+    dense = estimate_psf(observed, 25, adaptive_support=False, sparsity=0)
+    assert (sparse > 0).sum() * 3 < (dense > 0).sum()
+    assert _aligned_ncc(torch.from_numpy(sparse), true) > _aligned_ncc(torch.from_numpy(dense), true) + 0.1
+
+
+@pytest.mark.parametrize("sparsity", [-0.1, float("nan"), "much", True])
+def test_estimate_checks_sparsity(sparsity):
+    with pytest.raises(ValueError, match="sparsity must be a finite number >= 0"):
+        estimate_psf(np.random.rand(48, 48).astype(np.float32), 5, sparsity=sparsity)
+
+
 def test_estimate_is_shift_invariant_up_to_centring():
     true = _padded(shake_kernel(11, 5), 13)
     _, observed = degrade("shepp_logan_phantom", true, 0.005, 140, 1)

@@ -12,6 +12,10 @@ image pyramid it alternates
    latent pixels that really reach the observed ones; a band of the kernel's side along the border,
    where the latent rings, is left out), using only the latent's salient edges (Cho & Lee 2009; in
    each of four orientations at least 20 times the kernel side of pixels are kept, as Pan et al.);
+   at the finest level with a sparsity prior ``sparsity * sum |k|^0.5`` on the kernel too (sparse
+   kernel priors as Shan et al. 2008, Xu & Jia 2010; the exponent is under 1 because the L1 norm
+   of a non-negative kernel summing to 1 is constant), by two reweighted least-squares solves: it
+   concentrates kernels that the edges alone leave spread (near-sharp pictures lost most to those);
 3. the constraints: negatives and values under 5 % of the maximum removed, isolated fragments
    carrying under 10 % of the mass removed, sum 1;
 
@@ -65,6 +69,11 @@ _COARSEST_SIDE = 3
 _BETA_MAX = 1e5
 # Kernel values under this fraction of its maximum are set to zero after every kernel step.
 _CUT = 0.05
+# The kernel's sparsity prior sum |k|^p (estimate_psf's ``sparsity``): its exponent and the floor of the
+# reweighting (taps of the sum-1 kernel under it weigh as much as it).
+_KERNEL_P = 0.5
+_KERNEL_FLOOR = 1e-4
+_REWEIGHTINGS = 2
 # The adaptive support: the smallest side tried; the selection's total-variation restoration
 # (weight per square root of the noise sigma on [0, 1] data; sigma floored) and its splitting schedule.
 _SMALLEST_SUPPORT = 5
@@ -77,7 +86,8 @@ _TV_BETA_MAX = 1e4
 
 
 def estimate_psf(image, size: int = 31, *, adaptive_support: bool = True, iterations: int = 5, lam: float = 4e-3,
-                 lam_min: float = 1e-4, gamma: float = 10.0, edges: float = 20.0, source: str = "auto",
+                 lam_min: float = 1e-4, gamma: float = 10.0, edges: float = 20.0, sparsity: float = 0.3,
+                 source: str = "auto",
                  window: int | None = ESTIMATE_WINDOW, device="auto", return_latent: bool = False,
                  return_source: bool = False, callback=None):
     """Estimate the (uniform) blur kernel of a blurred image without knowing it (blind deconvolution).
@@ -110,6 +120,11 @@ def estimate_psf(image, size: int = 31, *, adaptive_support: bool = True, iterat
             edges (larger: smoother, more compact kernels).
         edges: salient-edge selection: each of four gradient orientations keeps at least
             ``edges * size`` pixels (Pan et al.'s 20; 0 keeps every gradient).
+        sparsity: weight of the kernel's sparsity prior ``sum |k|^0.5`` at the finest level,
+            relative to the selected edges' energy like ``gamma`` (0 turns it off). On development
+            images (72 camera-shake cases, 1 % noise) 0.3 gained +0.63 dB on compact kernels
+            (3-12 px in 11-27 px supports) and +0.03 dB on kernels spanning their support, for
+            about 50 % more time.
         source: ``"edges"`` (the MAP estimator), ``"points"`` (point sources; the crops are
             ``size`` wide, so ``size`` should hold the PSF's visible wings), or ``"auto"``
             (default): points when the frame is mostly empty sky (its median within 10 % of its
@@ -159,7 +174,9 @@ def estimate_psf(image, size: int = 31, *, adaptive_support: bool = True, iterat
         L. Xu, S. Zheng, J. Jia. Unnatural L0 sparse representation for natural image deblurring. CVPR 2013.
         J. Pan, Z. Hu, Z. Su, M.-H. Yang. Deblurring text images via L0-regularized intensity and gradient
         prior. CVPR 2014. S. Cho, S. Lee. Fast motion deblurring. SIGGRAPH Asia 2009. D. Krishnan, T. Tay,
-        R. Fergus. Blind deconvolution using a normalized sparsity measure. CVPR 2011.
+        R. Fergus. Blind deconvolution using a normalized sparsity measure. CVPR 2011. Q. Shan, J. Jia,
+        A. Agarwala. High-quality motion deblurring from a single image. SIGGRAPH 2008. L. Xu, J. Jia.
+        Two-phase kernel estimation for robust motion deblurring. ECCV 2010.
     """
     if source not in ESTIMATE_SOURCES:
         raise ValueError(f"source must be one of {ESTIMATE_SOURCES} (what the blur is read from), got {source!r}")
@@ -191,6 +208,11 @@ def estimate_psf(image, size: int = 31, *, adaptive_support: bool = True, iterat
     edges = float(edges)
     if not math.isfinite(edges) or edges < 0:
         raise ValueError(f"edges must be a finite number >= 0, got {edges!r}")
+    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float, np.floating, np.integer)) \
+            or not math.isfinite(float(sparsity)) or sparsity < 0:
+        raise ValueError(f"sparsity must be a finite number >= 0 (the weight of the kernel's sum |k|^0.5 prior; "
+                         f"0 turns it off), got {sparsity!r}")
+    sparsity = float(sparsity)
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be a function callback(done, total), got {type(callback).__name__}")
     if window is not None and (isinstance(window, bool) or not isinstance(window, (int, np.integer))
@@ -219,7 +241,7 @@ def estimate_psf(image, size: int = 31, *, adaptive_support: bool = True, iterat
         top, left, wh, ww = _best_window(y, max(int(window), 3 * size), size)
         y = y[top:top + wh, left:left + ww]
         h, w = y.shape
-    settings = dict(iterations=iterations, lam=lam, lam_min=lam_min, gamma=gamma, edges=edges)
+    settings = dict(iterations=iterations, lam=lam, lam_min=lam_min, gamma=gamma, edges=edges, sparsity=sparsity)
     sides = _support_ladder(size) if adaptive_support else [size]
     best = None
     if len(sides) > 1:
@@ -361,7 +383,7 @@ def _support_ladder(size: int) -> list[int]:
 
 
 def _estimate_on_support(y: torch.Tensor, size: int, *, iterations: int, lam: float, lam_min: float, gamma: float,
-                         edges: float, level_done=None) -> tuple[torch.Tensor, torch.Tensor]:
+                         edges: float, sparsity: float = 0.0, level_done=None) -> tuple[torch.Tensor, torch.Tensor]:
     """The coarse-to-fine estimate on one ``size`` support: (centred kernel, last latent grown by
     size // 2); ``level_done()`` is called after each pyramid level."""
     h, w = y.shape
@@ -379,7 +401,9 @@ def _estimate_on_support(y: torch.Tensor, size: int, *, iterations: int, lam: fl
         previous = shape
         for _ in range(iterations):
             latent = _latent(level, kernel, weight, "l0")
-            kernel = _kernel_step(level, latent, kernel.shape[-1], gamma, edges)
+            # The kernel's sparsity prior at the finest level only (measured: the same gain on compact
+            # shake as at every level, without its loss on kernels that span their support).
+            kernel = _kernel_step(level, latent, kernel.shape[-1], gamma, edges, sparsity if shape == (h, w) else 0.0)
             weight = max(weight / 1.1, lam_min)
         if level_done is not None:
             level_done()
@@ -554,8 +578,15 @@ def _salient(gx: torch.Tensor, gy: torch.Tensor, size: int, edges: float) -> tup
     return gx * keep, gy * keep
 
 
-def _kernel_step(y: torch.Tensor, latent: torch.Tensor, side: int, gamma: float, edges: float) -> torch.Tensor:
+def _kernel_step(y: torch.Tensor, latent: torch.Tensor, side: int, gamma: float, edges: float,
+                 sparsity: float = 0.0) -> torch.Tensor:
     """Least-squares kernel in the gradient domain with the "valid" convolution, by conjugate gradients.
+
+    With ``sparsity`` > 0 the hyper-Laplacian prior ``sparsity * sum |k|^p`` (p =
+    :data:`_KERNEL_P`, relative to the edges' energy like ``gamma``) is added by
+    :data:`_REWEIGHTINGS` reweighted least-squares solves (weight ``p |k|^(p-2)`` per tap about
+    the last solution, floored at :data:`_KERNEL_FLOOR`): taps the data leave weak are pushed to
+    zero and the kernel concentrates.
 
     The latent's outer band (the periodic extension and the border where it rings) is left out:
     only observed pixels at least ``side`` from the border are fitted, so that every latent pixel
@@ -581,18 +612,30 @@ def _kernel_step(y: torch.Tensor, latent: torch.Tensor, side: int, gamma: float,
     # gamma is relative to the mean eigenvalue of the normal matrix (the selected edges' energy).
     energy = sum(float(g.square().sum()) for g, _ in pairs)
     reg = gamma * 1e-3 * max(energy, 1e-12)
+    k = _conjugate_gradients(lambda v: reg * v + _normal(spectra, v, side), rhs, torch.zeros_like(rhs))
+    for _ in range(_REWEIGHTINGS if sparsity > 0 else 0):
+        # sum |k|^p by iteratively reweighted least squares about the last solution (in units of its sum).
+        total = float(k.clamp(min=0).sum()) or 1.0
+        weights = (sparsity * 1e-3 * max(energy, 1e-12) * _KERNEL_P / total ** 2
+                   * (k.abs() / total).clamp(min=_KERNEL_FLOOR).pow(_KERNEL_P - 2))
+        k = _conjugate_gradients(lambda v: (reg + weights) * v + _normal(spectra, v, side), rhs, k)
+    return _constrain(k)
 
-    def normal(k: torch.Tensor) -> torch.Tensor:
-        out = reg * k
-        for g_hat, shape, obs_shape in spectra:
-            out = out + _adjoint(g_hat, _forward(g_hat, k, shape, obs_shape), shape, side)
-        return out
 
-    k = torch.zeros_like(rhs)
+def _normal(spectra, k: torch.Tensor, side: int) -> torch.Tensor:
+    """The data term's normal operator on a kernel: sum over the gradient pairs of adjoint(forward(k))."""
+    out = torch.zeros_like(k)
+    for g_hat, shape, obs_shape in spectra:
+        out = out + _adjoint(g_hat, _forward(g_hat, k, shape, obs_shape), shape, side)
+    return out
+
+
+def _conjugate_gradients(normal, rhs: torch.Tensor, k: torch.Tensor, iterations: int = 25) -> torch.Tensor:
+    """``iterations`` conjugate-gradient steps on ``normal(k) = rhs`` from ``k``."""
     residual = rhs - normal(k)
     direction = residual.clone()
     rs = float(residual.square().sum())
-    for _ in range(25):
+    for _ in range(iterations):
         if rs <= 1e-20:
             break
         q = normal(direction)
@@ -602,7 +645,7 @@ def _kernel_step(y: torch.Tensor, latent: torch.Tensor, side: int, gamma: float,
         rs_new = float(residual.square().sum())
         direction = residual + (rs_new / rs) * direction
         rs = rs_new
-    return _constrain(k)
+    return k
 
 
 def _salient_pair(lx: torch.Tensor, ly: torch.Tensor, side: int, edges: float):
