@@ -221,14 +221,14 @@ def default_psf_size(shape) -> int:
 
 
 @register("blind", "Blind: estimates one PSF (L0 MAP with adaptive support, or point sources on star fields), then "
-          "ADMM-TV (Richardson-Lucy for point sources); +0.6 to +2.5 dB on camera shake", needs_psf=False)
+          "ADMM-TV (Richardson-Lucy for point sources); +0.9 to +2.2 dB on camera shake", needs_psf=False)
 def blind(image: torch.Tensor, psf=None, *, psf_size: int | None = None, nonblind: str | None = None,
           source: str = "auto", psf_grid=None, noise_sigma=None) -> torch.Tensor:
     """Blind deblurring of uniformly blurred images: :func:`deblur_ops.psf.estimate_psf`, then a non-blind method.
 
     On ``deblur evaluate --blind`` (held-out photos, Boracchi–Foi camera shake on 11-35 px supports,
-    1 % noise) it gains +0.65 dB over the blurred input with 89 % of Levin error ratios under 3, and
-    +2.55 dB (97 %) when the kernels span their supports (``--span-kernels``; the true kernel gives
+    1 % noise) it gains +0.95 dB over the blurred input with 91 % of Levin error ratios under 3, and
+    +2.22 dB (91 %) when the kernels span their supports (``--span-kernels``; the true kernel gives
     +5.2 dB). Near-sharp and strongly textured pictures can get worse: check the kernel
     (``deblur run`` writes it) before trusting the result.
 

@@ -12,7 +12,8 @@ image pyramid it alternates
    latent pixels that really reach the observed ones; a band of the kernel's side along the border,
    where the latent rings, is left out), using only the latent's salient edges (Cho & Lee 2009; in
    each of four orientations at least 20 times the kernel side of pixels are kept, as Pan et al.);
-   at the finest level with a sparsity prior ``sparsity * sum |k|^0.5`` on the kernel too (sparse
+   at the finest level with a sparsity prior ``sparsity * sum |k|^0.5`` on the kernel too (weaker
+   on supports over 15 px; sparse
    kernel priors as Shan et al. 2008, Xu & Jia 2010; the exponent is under 1 because the L1 norm
    of a non-negative kernel summing to 1 is constant), by two reweighted least-squares solves: it
    concentrates kernels that the edges alone leave spread (near-sharp pictures lost most to those);
@@ -74,6 +75,8 @@ _CUT = 0.05
 _KERNEL_P = 0.5
 _KERNEL_FLOOR = 1e-4
 _REWEIGHTINGS = 2
+# Supports wider than this have the prior weakened by (this / side)^1.5 (see _support_sparsity).
+_SPARSITY_SIDE = 15
 # The adaptive support: the smallest side tried; the selection's total-variation restoration
 # (weight per square root of the noise sigma on [0, 1] data; sigma floored) and its splitting schedule.
 _SMALLEST_SUPPORT = 5
@@ -121,10 +124,11 @@ def estimate_psf(image, size: int = 31, *, adaptive_support: bool = True, iterat
         edges: salient-edge selection: each of four gradient orientations keeps at least
             ``edges * size`` pixels (Pan et al.'s 20; 0 keeps every gradient).
         sparsity: weight of the kernel's sparsity prior ``sum |k|^0.5`` at the finest level,
-            relative to the selected edges' energy like ``gamma`` (0 turns it off). On development
-            images (72 camera-shake cases, 1 % noise) 0.3 gained +0.63 dB on compact kernels
-            (3-12 px in 11-27 px supports) and +0.03 dB on kernels spanning their support, for
-            about 50 % more time.
+            relative to the selected edges' energy like ``gamma``, weakened on supports wider
+            than 15 px by (15 / side)^1.5 (0 turns it off). On development images (72
+            camera-shake cases, 1 % noise) 0.3 gained +0.58 dB on compact kernels (3-12 px in
+            11-27 px supports) and +0.19 dB on kernels spanning their support, for about 60 %
+            more time.
         source: ``"edges"`` (the MAP estimator), ``"points"`` (point sources; the crops are
             ``size`` wide, so ``size`` should hold the PSF's visible wings), or ``"auto"``
             (default): points when the frame is mostly empty sky (its median within 10 % of its
@@ -403,11 +407,27 @@ def _estimate_on_support(y: torch.Tensor, size: int, *, iterations: int, lam: fl
             latent = _latent(level, kernel, weight, "l0")
             # The kernel's sparsity prior at the finest level only (measured: the same gain on compact
             # shake as at every level, without its loss on kernels that span their support).
-            kernel = _kernel_step(level, latent, kernel.shape[-1], gamma, edges, sparsity if shape == (h, w) else 0.0)
+            kernel = _kernel_step(level, latent, kernel.shape[-1], gamma, edges,
+                                  _support_sparsity(sparsity, side) if shape == (h, w) else 0.0)
             weight = max(weight / 1.1, lam_min)
         if level_done is not None:
             level_done()
     return _centre(kernel), latent
+
+
+def _support_sparsity(sparsity: float, side: int) -> float:
+    """The sparsity weight on a ``side`` support: ``sparsity`` up to :data:`_SPARSITY_SIDE` px,
+    then ``sparsity * (_SPARSITY_SIDE / side)^1.5``. A kernel spread along a path of ``n`` taps
+    has values ~1/n, where the prior's reweighted curvature grows as n^1.5 against the data's:
+    at one weight for every support, long spanning kernels were broken up (held-out 27-35 px
+    spanning shake lost 2-4.5 dB; on development images this scaling gained +0.15 dB on spanning
+    kernels and kept the compact ones' gain).
+
+    Example:
+        >>> _support_sparsity(0.3, 11), round(_support_sparsity(0.3, 31), 3)
+        (0.3, 0.101)
+    """
+    return sparsity * min(1.0, (_SPARSITY_SIDE / side) ** 1.5)
 
 
 def normalised_sparsity(image, margin: int = 0) -> float:
