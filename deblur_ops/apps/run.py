@@ -245,7 +245,7 @@ def _estimate(input_path: Path, hdu, chunks, nan, params: dict, progress: bool =
     restoration then fills them."""
     from ..models.methods import (BLIND_NONBLIND_GRID, blind_grid_shape, blind_nonblind, blind_nonblind_defaults,
                                   blind_scale, check_blind_nonblind, default_psf_size)
-    from ..psf.estimate import estimate_psf
+    from ..psf.estimate import KERNEL_SPARSITY, estimate_psf
     from ..psf.fields import psf_grid_from_point_sources
 
     if chunks is not None or io.image_format(input_path) == "zarr":
@@ -267,6 +267,7 @@ def _estimate(input_path: Path, hdu, chunks, nan, params: dict, progress: bool =
     size = params.pop("psf_size", None) or default_psf_size(plane.shape)
     nonblind = params.pop("nonblind", None)
     source = params.pop("source", "auto")
+    sparsity = params.pop("sparsity", KERNEL_SPARSITY)
     if nonblind is not None:
         check_blind_nonblind(nonblind, params.get("noise_sigma"))
     if plane.max() == plane.min():  # a flat frame has no blur to estimate; the identity kernel keeps it as it is
@@ -290,7 +291,8 @@ def _estimate(input_path: Path, hdu, chunks, nan, params: dict, progress: bool =
             bar.total = total
             bar.update(done - bar.n)
 
-        kernel, used = estimate_psf(plane, size, source=source, return_source=True, callback=advance)
+        kernel, used = estimate_psf(plane, size, source=source, sparsity=sparsity, return_source=True,
+                                    callback=advance)
     nonblind = blind_nonblind(nonblind, used)
     for key, value in blind_nonblind_defaults(nonblind).items():  # as method "blind" does in memory
         params.setdefault(key, value)

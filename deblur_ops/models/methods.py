@@ -11,6 +11,7 @@ import torch
 
 from .. import psf as psf_lib
 from ..data.noise import noise_sigma_per_item
+from ..psf.estimate import KERNEL_SPARSITY
 from ..restore.registry import register
 from ..validation import MIN_IMAGE_SIDE, as_float_tensor, check_positive, resolve_device
 from .pretrained import load_pretrained
@@ -223,7 +224,8 @@ def default_psf_size(shape) -> int:
 @register("blind", "Blind: estimates one PSF (L0 MAP with adaptive support, or point sources on star fields), then "
           "ADMM-TV (Richardson-Lucy for point sources); +0.9 to +2.2 dB on camera shake", needs_psf=False)
 def blind(image: torch.Tensor, psf=None, *, psf_size: int | None = None, nonblind: str | None = None,
-          source: str = "auto", psf_grid=None, noise_sigma=None) -> torch.Tensor:
+          source: str = "auto", psf_grid=None, noise_sigma=None,
+          sparsity: float = KERNEL_SPARSITY) -> torch.Tensor:
     """Blind deblurring of uniformly blurred images: :func:`deblur_ops.psf.estimate_psf`, then a non-blind method.
 
     On ``deblur evaluate --blind`` (held-out photos, Boracchi–Foi camera shake on 11-35 px supports,
@@ -256,6 +258,9 @@ def blind(image: torch.Tensor, psf=None, *, psf_size: int | None = None, nonblin
         noise_sigma: noise level in the image's units, for ``admm_tv`` or ``irc-net`` (estimated
             when None; not used by the point-source default, Richardson-Lucy). The restoration runs on the image divided by its range (0.1 / 99.9
             percentiles), so the result does not depend on the units (0..1 or 0..65535).
+        sparsity: weight of the estimated kernel's sparsity prior (:func:`deblur_ops.estimate_psf`'s
+            ``sparsity``, default :data:`deblur_ops.psf.estimate.KERNEL_SPARSITY`); 0 for the estimator
+            without it, better on long camera shake spanning 27-35 px supports.
 
     To see or keep the kernel, call :func:`deblur_ops.estimate_psf` yourself and pass it to
     :func:`deblur_ops.deblur`; ``deblur run --method blind`` writes it next to its output.
@@ -296,7 +301,8 @@ def blind(image: torch.Tensor, psf=None, *, psf_size: int | None = None, nonblin
             params = {"noise_sigma": noise_sigma / scale} if noise_sigma is not None and name in NOISE_SIGMA_METHODS else {}
             out[b:b + 1] = get_method(name).function(image[b:b + 1].contiguous() / scale, grid, **params) * scale
             continue
-        kernel, used = estimate_psf(plane, psf_size, source=source, device=image.device, return_source=True)
+        kernel, used = estimate_psf(plane, psf_size, source=source, sparsity=sparsity, device=image.device,
+                                    return_source=True)
         name = blind_nonblind(nonblind, used)
         params = blind_nonblind_defaults(name)
         # Restored on the scale of the picture's range, as it was measured: the default TV weight follows

@@ -13,10 +13,10 @@ image pyramid it alternates
    where the latent rings, is left out), using only the latent's salient edges (Cho & Lee 2009; in
    each of four orientations at least 20 times the kernel side of pixels are kept, as Pan et al.);
    at the finest level with a sparsity prior ``sparsity * sum |k|^0.5`` on the kernel too (weaker
-   on supports over 15 px; sparse
-   kernel priors as Shan et al. 2008, Xu & Jia 2010; the exponent is under 1 because the L1 norm
-   of a non-negative kernel summing to 1 is constant), by two reweighted least-squares solves: it
-   concentrates kernels that the edges alone leave spread (near-sharp pictures lost most to those);
+   on supports over 15 px; sparse kernel priors as Shan et al. 2008, Xu & Jia 2010; the exponent
+   is under 1 because the L1 norm of a non-negative kernel summing to 1 is constant), by two
+   reweighted least-squares solves: it concentrates kernels that the edges alone leave spread
+   (near-sharp pictures lost most to those);
 3. the constraints: negatives and values under 5 % of the maximum removed, isolated fragments
    carrying under 10 % of the mass removed, sum 1;
 
@@ -48,7 +48,7 @@ from ..boundary import next_fast_len
 from ..data.noise import estimate_noise_sigma
 from ..validation import MIN_IMAGE_SIDE, as_float_tensor, positive_float, require_finite, resolve_device
 
-__all__ = ["ESTIMATE_SOURCES", "ESTIMATE_WINDOW", "estimate_psf", "estimate_steps", "normalised_sparsity"]
+__all__ = ["ESTIMATE_SOURCES", "ESTIMATE_WINDOW", "KERNEL_SPARSITY", "estimate_psf", "estimate_steps", "normalised_sparsity"]
 
 # What estimate_psf reads the blur from: "edges" (the MAP estimator above), "points" (isolated stars or
 # beads, their median by psf.psf_from_point_sources) or "auto" (points on a frame of mostly empty sky that has enough of them).
@@ -72,6 +72,7 @@ _BETA_MAX = 1e5
 _CUT = 0.05
 # The kernel's sparsity prior sum |k|^p (estimate_psf's ``sparsity``): its exponent and the floor of the
 # reweighting (taps of the sum-1 kernel under it weigh as much as it).
+KERNEL_SPARSITY = 0.3  # the default weight (estimate_psf's, method "blind"'s, deblur run's)
 _KERNEL_P = 0.5
 _KERNEL_FLOOR = 1e-4
 _REWEIGHTINGS = 2
@@ -89,7 +90,7 @@ _TV_BETA_MAX = 1e4
 
 
 def estimate_psf(image, size: int = 31, *, adaptive_support: bool = True, iterations: int = 5, lam: float = 4e-3,
-                 lam_min: float = 1e-4, gamma: float = 10.0, edges: float = 20.0, sparsity: float = 0.3,
+                 lam_min: float = 1e-4, gamma: float = 10.0, edges: float = 20.0, sparsity: float = KERNEL_SPARSITY,
                  source: str = "auto",
                  window: int | None = ESTIMATE_WINDOW, device="auto", return_latent: bool = False,
                  return_source: bool = False, callback=None):
@@ -405,8 +406,8 @@ def _estimate_on_support(y: torch.Tensor, size: int, *, iterations: int, lam: fl
         previous = shape
         for _ in range(iterations):
             latent = _latent(level, kernel, weight, "l0")
-            # The kernel's sparsity prior at the finest level only (measured: the same gain on compact
-            # shake as at every level, without its loss on kernels that span their support).
+            # The kernel's sparsity prior at the finest level only (measured: most of its gain on compact
+            # shake at every level, without the loss that brought on kernels that span their support).
             kernel = _kernel_step(level, latent, kernel.shape[-1], gamma, edges,
                                   _support_sparsity(sparsity, side) if shape == (h, w) else 0.0)
             weight = max(weight / 1.1, lam_min)
@@ -420,8 +421,8 @@ def _support_sparsity(sparsity: float, side: int) -> float:
     then ``sparsity * (_SPARSITY_SIDE / side)^1.5``. A kernel spread along a path of ``n`` taps
     has values ~1/n, where the prior's reweighted curvature grows as n^1.5 against the data's:
     at one weight for every support, long spanning kernels were broken up (held-out 27-35 px
-    spanning shake lost 2-4.5 dB; on development images this scaling gained +0.15 dB on spanning
-    kernels and kept the compact ones' gain).
+    spanning shake lost 2-4.5 dB; on development images this scaling gained +0.16 dB on spanning
+    kernels over one weight, and kept the compact ones' gain within 0.05 dB).
 
     Example:
         >>> _support_sparsity(0.3, 11), round(_support_sparsity(0.3, 31), 3)
