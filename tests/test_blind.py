@@ -245,7 +245,7 @@ def test_kernel_sparsity_reaches_method_blind_and_deblur_run(tmp_path):
     plain = estimate_psf(observed, 13, sparsity=0)
     assert not np.allclose(plain, estimate_psf(observed, 13))  # the prior changes this estimate
     scale = blind_scale(observed)
-    expected = deblur_ops.deblur(observed / scale, plain, method="admm_tv", isotropic=True) * scale
+    expected = deblur_ops.deblur(observed / scale, plain, method="tv-irc") * scale
     restored = deblur_ops.deblur(observed, method="blind", psf_size=13, sparsity=0)
     assert np.abs(restored - expected).max() < 1e-5
     tifffile.imwrite(tmp_path / "shaky.tif", observed)
@@ -327,13 +327,15 @@ def test_estimate_checks_adaptive_support():
         estimate_psf(np.random.rand(48, 48).astype(np.float32), 5, adaptive_support="yes")
 
 
-def test_blind_restores_with_isotropic_admm_tv_by_default():
+def test_blind_restores_with_tv_irc_by_default():
     true = _padded(linear_motion_kernel(7, 45), 9)
     _, observed = degrade("horse", true, 0.01, 64, 3)  # a training image
     kernel = estimate_psf(observed, 9)
     lo, hi = np.quantile(observed.astype(np.float64), [0.001, 0.999])  # restored on the picture's range
     scale = np.float32(hi - lo)
     assert np.allclose(deblur_ops.deblur(observed, method="blind", psf_size=9),
+                       deblur_ops.deblur(observed / scale, kernel, method="tv-irc") * scale, atol=1e-5)
+    assert np.allclose(deblur_ops.deblur(observed, method="blind", psf_size=9, nonblind="admm_tv"),
                        deblur_ops.deblur(observed / scale, kernel, method="admm_tv", isotropic=True) * scale, atol=1e-5)
     assert np.allclose(deblur_ops.deblur(observed, method="blind", psf_size=9, nonblind="irc-net"),
                        deblur_ops.deblur(observed / scale, kernel, method="irc-net") * scale, atol=1e-5)
@@ -373,3 +375,21 @@ def test_shake_kernel_fits_its_support_for_every_seed():
             kernel = shake_kernel(side, seed)
             assert kernel.shape == (side, side) and abs(float(kernel.sum()) - 1) < 1e-5
     assert shake_kernel(23, 536).shape == (23, 23)
+
+
+def test_tv_irc_is_the_mean_of_tv_and_irc_net_at_three_times_the_noise():
+    from deblur_ops.data.noise import noise_sigma_per_item
+
+    true = _padded(linear_motion_kernel(7, 30), 9)
+    _, observed = degrade("horse", true, 0.01, 64, 5)  # a training image
+    observed = observed.astype(np.float32)
+    kernel = true.numpy()
+    mean = deblur_ops.deblur(observed, kernel, method="tv-irc", noise_sigma=0.02)
+    tv = deblur_ops.deblur(observed, kernel, method="admm_tv", isotropic=True, noise_sigma=0.02)
+    irc = deblur_ops.deblur(observed, kernel, method="irc-net", noise_sigma=0.06)
+    assert np.abs(mean - 0.5 * (tv + irc)).max() < 1e-5
+    sigma = float(noise_sigma_per_item(torch.from_numpy(observed)[None, None], None)[0])
+    estimated = deblur_ops.deblur(observed, kernel, method="tv-irc")
+    assert np.abs(estimated - deblur_ops.deblur(observed, kernel, method="tv-irc", noise_sigma=sigma)).max() < 1e-5
+    with pytest.raises(ValueError, match="2D images"):
+        deblur_ops.deblur(np.random.rand(8, 32, 32).astype(np.float32), np.ones((3, 3, 3)) / 27, method="tv-irc")

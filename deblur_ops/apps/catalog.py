@@ -366,6 +366,7 @@ METHOD_SUITS = {
     "gradient-descent": (),
     "wiener-bilateral": ("photo",),
     "irc-net": ("photo",),
+    "tv-irc": ("photo",),
     "blind-irc": ("photo",),
     "autoencoder": ("photo",),
     "madn": ("photo",),
@@ -375,4 +376,4 @@ METHOD_SUITS = {
 
 # Networks whose weights were trained on photographs: on microscopy or astronomy data they
 # restore what photos look like, so forms flag them.
-TRAINED_ON_PHOTOS = frozenset({"irc-net", "blind-irc", "autoencoder", "madn", "rgdm", "wiener-stack-net"})
+TRAINED_ON_PHOTOS = frozenset({"irc-net", "tv-irc", "blind-irc", "autoencoder", "madn", "rgdm", "wiener-stack-net"})
