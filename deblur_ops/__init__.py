@@ -14,7 +14,7 @@ from .api import deblur, methods
 from .ops import LearnableShrink, learnable_shrink, nu_conv, wiener_stack
 
 from . import models  # noqa: E402  (registers the learned restoration methods)
-from .models.methods import estimate_motion  # noqa: E402
+from .models.methods import estimate_motion, estimate_psf_motion_net  # noqa: E402
 from .psf.estimate import estimate_psf  # noqa: E402
 
 try:  # one source of truth: the version in pyproject.toml, as installed
@@ -29,6 +29,7 @@ __all__ = [
     "deblur",
     "estimate_motion",
     "estimate_psf",
+    "estimate_psf_motion_net",
     "learnable_shrink",
     "methods",
     "models",

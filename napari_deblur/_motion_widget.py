@@ -201,7 +201,7 @@ class MotionWidget(RestoreRunner, QWidget):
             self.report_error("Deblur (blind)", exc)
             return
         history = (f"deblur-ops {method} with the motion field estimated by Motion-Net" if self.use_field.value
-                   else "deblur-ops blind-irc (Motion-Net estimate + IRC-Net)")
+                   else "deblur-ops blind-irc (Motion-Net's blur length, a kernel fitted to the picture, IRC-Net)")
         self.launch(data, psf, method=method, loop_axes=run_axes, rgb=layer.rgb, device=self.device.value,
                     params={}, source=layer, name=f"{layer.name} [{what}]", placement=placement,
                     title="Deblur (blind)", history=history)

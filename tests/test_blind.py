@@ -196,7 +196,7 @@ def test_blind_method_checks_its_arguments():
     with pytest.raises(ValueError, match="takes a PSF"):
         deblur_ops.deblur(np.random.rand(48, 48).astype(np.float32), method="blind", psf_size=5,
                           nonblind="autoencoder")
-    with pytest.raises(ValueError, match="noise_sigma is passed to nonblind 'admm_tv', 'irc-net' or 'nu_cg' only"):
+    with pytest.raises(ValueError, match="noise_sigma is passed to nonblind 'tv-irc', 'irc-net', 'admm_tv', 'nu_cg' only"):
         deblur_ops.deblur(np.random.rand(48, 48).astype(np.float32), method="blind", psf_size=5,
                           nonblind="richardson_lucy", noise_sigma=0.01)
     flat = np.full((48, 48), 0.5, np.float32)
@@ -216,7 +216,7 @@ def test_deblur_run_blind_writes_the_kernel_beside_the_output(tmp_path):
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert summary["psf_estimated"] == "sharp_psf.tif" and summary["psf_size"] == 13
-    assert summary["method"] == "blind (estimated PSF, then admm_tv)"  # the in-memory method's default
+    assert summary["method"] == "blind (estimated PSF, then tv-irc)"  # the in-memory method's default
     kernel = tifffile.imread(tmp_path / "sharp_psf.tif")
     assert kernel.shape == (13, 13) and abs(kernel.sum() - 1) < 1e-5
     written = tifffile.imread(tmp_path / "sharp.tif")

@@ -161,7 +161,8 @@ def test_blind_method_without_psf_restores_every_plane(small_models, rgb):
     volume = rng.random(shape, dtype=np.float32)
     assert stack.loop_axes_for(shape, None, rgb=rgb) == (0, 1)
     assert stack.block_count(shape, None, rgb=rgb) == 4
-    out = stack.deblur_stack(volume, None, method="blind-irc", rgb=rgb, noise_sigma=0.01)
+    # The end-to-end network: one forward pass per plane, compared to the model itself.
+    out = stack.deblur_stack(volume, None, method="blind-irc", rgb=rgb, noise_sigma=0.01, end_to_end="blind-irc")
     model = small_models["blind-irc"]
     for t, z in np.ndindex(2, 2):
         plane = torch.from_numpy(volume[t, z])

@@ -91,12 +91,14 @@ def run(input_path, output_path, psf, *, method: str = "wiener", loop_axes: Sequ
         raise ValueError(f"output_dtype must be 'same' or 'float32', got {output_dtype!r}")
     estimated = None
     scale = 1.0  # method "blind" restores on the picture's range (models.methods.blind_scale)
-    if psf is None and method == "blind":
+    if psf is None and (method == "blind" or (method == "blind-irc" and params.get("end_to_end") is None)):
         # One kernel for the image, estimated here so that it can be written next to the output; the
-        # restoration is then the non-blind method with that kernel (what method "blind" does in memory).
+        # restoration is then the non-blind method with that kernel (what the method does in memory).
         psf_path = estimated_psf_path(output_path)
         _check_output(input_path, psf_path, overwrite)
-        psf, method, scale = _estimate(input_path, hdu, chunks, nan, params, progress)
+        params.pop("end_to_end", None)
+        blind_method = method
+        psf, method, scale, estimated_how = _estimate(input_path, hdu, chunks, nan, params, progress, method)
         estimated = psf_path
     if psf is None:
         if get_method(method).needs_psf:
@@ -130,7 +132,7 @@ def run(input_path, output_path, psf, *, method: str = "wiener", loop_axes: Sequ
         summary.update(slices=total, clipped_pixels=io.clipped_count(restored, dtype))
         if estimated is not None:  # a PSF grid measured from the stars: (gy, gx, k, k), as --psf reads it back
             _write(estimated, "tiff", psf.psfs.numpy().astype(np.float32), io.ImageFile(None, "tiff"))
-            summary.update(method=f"blind (estimated PSF grid, then {method})", psf_estimated=str(estimated),
+            summary.update(method=f"{blind_method} (estimated PSF grid, then {method})", psf_estimated=str(estimated),
                            psf_size=int(psf.psfs.shape[-1]), psf_grid=list(psf.grid_shape))
         _write(output_path, out_format, io.cast_like(restored, dtype), source)
         return summary
@@ -166,8 +168,8 @@ def run(input_path, output_path, psf, *, method: str = "wiener", loop_axes: Sequ
         summary["clipped_pixels"] = io.clipped_count(restored, dtype)
         if estimated is not None:
             _write(estimated, "tiff", psf.astype(np.float32), io.ImageFile(None, "tiff"))
-            summary.update(method=f"blind (estimated PSF, then {method})", psf_estimated=str(estimated),
-                           psf_size=int(psf.shape[-1]))
+            summary.update(method=f"{blind_method} (estimated PSF, then {method})", psf_estimated=str(estimated),
+                           psf_size=int(psf.shape[-1]), **estimated_how)
         _write(output_path, out_format, io.cast_like(restored, dtype), source)
         return summary
     if resume and out_format != "zarr":
@@ -237,10 +239,12 @@ def estimated_psf_path(output_path) -> Path:
     return output_path.parent / f"{stem}_psf.tif"
 
 
-def _estimate(input_path: Path, hdu, chunks, nan, params: dict, progress: bool = False) -> tuple[np.ndarray, str, float]:
+def _estimate(input_path: Path, hdu, chunks, nan, params: dict, progress: bool = False,
+              method: str = "blind") -> tuple[np.ndarray, str, float, dict]:
     """The kernel of a 2D (or colour) input, estimated blind; the non-blind method to restore with it;
-    and the picture's range to restore on (as method "blind" does in memory). ``progress``: a tqdm
-    bar over the estimator's pyramid levels.
+    the picture's range to restore on (as method ``method``, "blind" or "blind-irc", does in memory);
+    and what else the estimate found (for the summary). ``progress``: a tqdm bar over the
+    estimator's pyramid levels.
     With ``nan`` ("fill"/"mask") NaN/Inf pixels are estimated over as the median of the others, as the
     restoration then fills them."""
     from ..models.methods import (BLIND_NONBLIND_GRID, blind_grid_shape, blind_nonblind, blind_nonblind_defaults,
@@ -249,21 +253,23 @@ def _estimate(input_path: Path, hdu, chunks, nan, params: dict, progress: bool =
     from ..psf.fields import psf_grid_from_point_sources
 
     if chunks is not None or io.image_format(input_path) == "zarr":
-        raise ValueError("method 'blind' estimates one PSF from a whole 2D image: it cannot be used with --chunks or "
-                         "Zarr input")
+        raise ValueError(f"method {method!r} estimates one PSF from a whole 2D image: it cannot be used with --chunks "
+                         f"or Zarr input")
     source = io.read_image(input_path, hdu=hdu)
     data = np.asarray(source.data, dtype=np.float32)
     plane = data.mean(-1) if source.rgb else data
     if plane.ndim != 2:
-        raise ValueError(f"method 'blind' estimates one PSF from a 2D (or colour) image, got shape {data.shape}; "
+        raise ValueError(f"method {method!r} estimates one PSF from a 2D (or colour) image, got shape {data.shape}; "
                          f"for a stack, estimate the PSF of one plane with deblur_ops.estimate_psf and pass it "
                          f"with --psf")
     finite = np.isfinite(plane)
     if not finite.all():
         if nan is None or not finite.any():
             raise ValueError(f"the input has {int((~finite).sum())} NaN or Inf pixel(s) (masked or dead pixels); "
-                             f"--nan fill or --nan mask lets method 'blind' estimate over them (median of the others)")
+                             f"--nan fill or --nan mask lets method {method!r} estimate over them (median of the others)")
         plane = np.where(finite, plane, np.median(plane[finite])).astype(np.float32)
+    if method == "blind-irc":
+        return _estimate_motion_net(data, plane, params, progress)
     size = params.pop("psf_size", None) or default_psf_size(plane.shape)
     nonblind = params.pop("nonblind", None)
     source = params.pop("source", "auto")
@@ -274,7 +280,7 @@ def _estimate(input_path: Path, hdu, chunks, nan, params: dict, progress: bool =
         kernel = np.zeros((1, 1), np.float32)
         kernel[0, 0] = 1
         params.pop("noise_sigma", None)
-        return kernel, blind_nonblind(nonblind, "edges"), 1.0
+        return kernel, blind_nonblind(nonblind, "edges"), 1.0, {}
     if "psf_grid" in params:  # a spatially varying PSF measured from the stars found near each node
         grid_shape = blind_grid_shape(params.pop("psf_grid"))
         if source == "edges":
@@ -283,14 +289,8 @@ def _estimate(input_path: Path, hdu, chunks, nan, params: dict, progress: bool =
             check_blind_nonblind(nonblind, params.get("noise_sigma"), spatially_varying=True)
         nonblind, scale = nonblind or BLIND_NONBLIND_GRID, blind_scale(plane)
         _noise_in_range_units(params, nonblind, scale)
-        return psf_grid_from_point_sources(plane, size, grid_shape)[0], nonblind, scale
-    from tqdm import tqdm
-
-    with tqdm(desc="estimate PSF", unit="level", disable=not progress) as bar:
-        def advance(done, total):
-            bar.total = total
-            bar.update(done - bar.n)
-
+        return psf_grid_from_point_sources(plane, size, grid_shape)[0], nonblind, scale, {}
+    with _estimate_bar(progress) as advance:
         kernel, used = estimate_psf(plane, size, source=source, sparsity=sparsity, return_source=True,
                                     callback=advance)
     nonblind = blind_nonblind(nonblind, used)
@@ -298,7 +298,50 @@ def _estimate(input_path: Path, hdu, chunks, nan, params: dict, progress: bool =
         params.setdefault(key, value)
     scale = blind_scale(plane)
     _noise_in_range_units(params, nonblind, scale)
-    return kernel, nonblind, scale
+    return kernel, nonblind, scale, {}
+
+
+@contextlib.contextmanager
+def _estimate_bar(progress: bool):
+    """A tqdm bar over the estimator's pyramid levels; yields its ``callback(done, total)``."""
+    from tqdm import tqdm
+
+    with tqdm(desc="estimate PSF", unit="level", disable=not progress) as bar:
+        def advance(done, total):
+            bar.total = total
+            bar.update(done - bar.n)
+
+        yield advance
+
+
+def _estimate_motion_net(data: np.ndarray, plane: np.ndarray, params: dict, progress: bool):
+    """Method "blind-irc" in :func:`_estimate`: Motion-Net's support, the MAP kernel, then ``irc-net`` at
+    :data:`deblur_ops.models.methods.TV_IRC_NOISE_FACTOR` times the noise level, on the picture's range."""
+    import torch
+
+    from ..data.noise import noise_sigma_per_item
+    from ..models.methods import TV_IRC_NOISE_FACTOR, blind_scale, estimate_psf_motion_net
+    from ..psf.estimate import KERNEL_SPARSITY
+
+    size = params.pop("psf_size", None)
+    sparsity = params.pop("sparsity", KERNEL_SPARSITY)
+    motion_weights = params.pop("motion_weights", "motion-net")
+    if plane.max() == plane.min():  # a flat frame has no blur to estimate; the identity kernel keeps it as it is
+        params.pop("noise_sigma", None)
+        return np.ones((1, 1), np.float32), "irc-net", 1.0, {}
+    with _estimate_bar(progress) as advance:
+        kernel, info = estimate_psf_motion_net(plane, size, sparsity=sparsity, motion_weights=motion_weights,
+                                               callback=advance)
+    scale = blind_scale(plane)
+    if "noise_sigma" in params:
+        sigma = float(params["noise_sigma"]) / scale
+    else:  # as the method in memory: the (1, C, H, W) item on the picture's range
+        values = np.where(np.isfinite(data), data, np.median(plane)).astype(np.float32) / np.float32(scale)
+        item = torch.from_numpy(np.moveaxis(values, -1, 0) if values.ndim == 3 else values[None])[None]
+        sigma = float(noise_sigma_per_item(item, None)[0])
+    params["noise_sigma"] = TV_IRC_NOISE_FACTOR * sigma
+    return kernel, "irc-net", scale, {"motion_length": round(info["motion_length"], 2),
+                                      "motion_angle": round(info["motion_angle"], 1), "support": info["support"]}
 
 
 def _noise_in_range_units(params: dict, nonblind: str, scale: float) -> None:
