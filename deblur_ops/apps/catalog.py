@@ -325,6 +325,10 @@ PARAMETER_INFO = {
     "snr_db": ParameterInfo("SNR", "signal-to-noise ratio the Wiener filter assumes", unit="dB"),
     "bilateral": ParameterInfo("bilateral filter", "smooth the result with an edge-preserving filter"),
     "weights": ParameterInfo("trained weights", "name of the shipped weights to load"),
+    "motion_weights": ParameterInfo("Motion-Net weights", "name of the shipped Motion-Net weights whose blur length "
+                                    "sets the kernel's support"),
+    "end_to_end": ParameterInfo("end-to-end network", "weights of paper 004's end-to-end network (blind-irc) to run "
+                                "it instead of estimating a kernel (it denoises, does not deblur); empty: estimate"),
     # PSF models
     "sigma": ParameterInfo("σ", "standard deviation of the Gaussian", unit="px"),
     "size": ParameterInfo("size", "odd side of the PSF array; empty: automatic", unit="px", kind=int),
