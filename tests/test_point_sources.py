@@ -151,7 +151,7 @@ def test_deblur_run_blind_on_a_star_field_names_richardson_lucy(tmp_path, star_f
                             "--param", "psf_size=25", "--param", "source=edges", "--quiet"], cwd=tmp_path,
                            capture_output=True, text=True)
     assert edges.returncode == 0, edges.stderr
-    assert json.loads(edges.stdout.strip().splitlines()[-1])["method"] == "blind (estimated PSF, then admm_tv)"
+    assert json.loads(edges.stdout.strip().splitlines()[-1])["method"] == "blind (estimated PSF, then tv-irc)"
 
 
 @pytest.fixture(scope="module")
