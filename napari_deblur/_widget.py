@@ -376,7 +376,7 @@ class DeconvolveWidget(RestoreRunner, QWidget):
         self.psf_model = widgets.ComboBox(label="PSF model", choices=list(catalog.PSF_MODELS))
         self.psf_size = widgets.SpinBox(value=31, min=3, max=1001, step=2,
                                         tooltip="largest side of the estimated kernel (odd): at least the blur's "
-                                                "extent in pixels; smaller supports down to 5 px are tried too")
+                                                "extent in pixels; smaller supports down to 3 px are tried too")
         self.estimate_button = widgets.PushButton(text="Estimate PSF",
                                                   tooltip="estimate the blur kernel of the plane on screen "
                                                           "(blind, takes seconds) into a new layer, and use it "

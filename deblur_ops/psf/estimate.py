@@ -28,7 +28,7 @@ elementwise maths), on the CPU or a CUDA device.
 Adaptive support (the default): a support much larger than the blur lets the estimate spread over
 all of it (on compact camera shake of 3-12 px estimated in 19-35 px supports, the kernels filled
 their supports and restorations lost 2-5 dB). So the estimate is made on a ladder of supports, from
-``size`` down to 5 px in steps of about sqrt(2), and the kernel kept is the one whose
+``size`` down to 3 px in steps of about sqrt(2), and the kernel kept is the one whose
 total-variation restoration has the lowest normalised sparsity ``||grad x||_1 / ||grad x||_2``
 (Krishnan, Tay & Fergus 2011): a kernel spread wider than the blur makes the restoration ring, one
 smaller than the blur leaves it blurred, and both raise the measure. The data misfit of the same
@@ -80,7 +80,10 @@ _REWEIGHTINGS = 2
 _SPARSITY_SIDE = 15
 # The adaptive support: the smallest side tried; the selection's total-variation restoration
 # (weight per square root of the noise sigma on [0, 1] data; sigma floored) and its splitting schedule.
-_SMALLEST_SUPPORT = 5
+# 3 px (was 5): near-sharp pictures blurred by about a pixel got 5 px kernels that made them ring; on
+# the 36 compact development cases 3 of them chose 3 px and gained +3.3 to +4.0 dB (mean +0.31 dB),
+# the 36 spanning cases were unchanged.
+_SMALLEST_SUPPORT = 3
 # Largest side the edge estimator works on (see estimate_psf's window).
 ESTIMATE_WINDOW = 512
 _TV_WEIGHT_PER_ROOT_NOISE = 0.14
@@ -111,7 +114,7 @@ def estimate_psf(image, size: int = 31, *, adaptive_support: bool = True, iterat
         size: odd side of the kernel support in pixels: at least the blur's extent, at most a
             third of the image's shorter side. With ``adaptive_support`` it is the largest support
             tried, so a generous value is safe.
-        adaptive_support: estimate on supports from ``size`` down to 5 px (each about 1/sqrt(2)
+        adaptive_support: estimate on supports from ``size`` down to 3 px (each about 1/sqrt(2)
             of the last) and keep the kernel whose total-variation restoration is sharpest (lowest
             normalised sparsity ||grad x||_1 / ||grad x||_2 on the interior, Krishnan et al. 2011).
             A support much larger than the blur lets the estimate spread over it (see the module
@@ -328,7 +331,7 @@ def estimate_steps(shape, size: int, *, adaptive_support: bool = True, window: i
 
     Example:
         >>> estimate_steps((256, 256), 31), estimate_steps((256, 256), 31, adaptive_support=False)
-        (40, 8)
+        (41, 8)
     """
     h, w = (int(n) for n in shape[:2])
     if window is not None:
@@ -377,7 +380,7 @@ def _support_ladder(size: int) -> list[int]:
 
     Example:
         >>> _support_ladder(35)
-        [35, 25, 19, 13, 9, 7, 5]
+        [35, 25, 19, 13, 9, 7, 5, 3]
     """
     sides = [size]
     while True:
