@@ -53,6 +53,8 @@ def test_motion_net_sets_the_support_and_the_data_fit_the_kernel():
     assert info["support"] == 5 and small.shape == (5, 5)
     with pytest.raises(ValueError, match="psf_size must be an odd integer"):
         deblur_ops.estimate_psf_motion_net(observed, 8)
+    with pytest.raises(ValueError, match="psf_size 33 is too large for a 96x96 image"):
+        deblur_ops.estimate_psf_motion_net(observed, 33)
 
 
 def test_blind_irc_restores_with_irc_net_at_three_times_the_noise():

@@ -154,6 +154,10 @@ def estimate_psf_motion_net(image, psf_size: int | None = None, *, sparsity: flo
     largest = default_psf_size(grey_shape) if psf_size is None else psf_size
     if isinstance(largest, bool) or not isinstance(largest, (int, np.integer)) or largest < 3 or largest % 2 == 0:
         raise ValueError(f"psf_size must be an odd integer >= 3 (the largest kernel support in pixels), got {psf_size!r}")
+    if 3 * largest > min(grey_shape):
+        raise ValueError(f"psf_size {largest} is too large for a {grey_shape[0]}x{grey_shape[1]} image: the kernel "
+                         f"support may be at most a third of the shorter side ({min(grey_shape) // 3}); use a "
+                         f"smaller psf_size, or leave it out")
     length = float(field.length.median())
     doubled = torch.deg2rad(2 * field.angle)
     angle = float(torch.rad2deg(torch.atan2(torch.sin(doubled).mean(), torch.cos(doubled).mean())) / 2) % 180.0
