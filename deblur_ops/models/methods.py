@@ -168,7 +168,7 @@ def estimate_psf_motion_net(image, psf_size: int | None = None, *, sparsity: flo
 
 
 @register("blind-irc", "Blind (paper 004): Motion-Net sets the blur's extent, an L0 MAP estimate fits the kernel, "
-          "IRC-Net restores; +0.5 to +2.6 dB on camera shake", needs_psf=False)
+          "IRC-Net restores; +0.6 to +2.6 dB on camera shake", needs_psf=False)
 def blind_irc(image: torch.Tensor, psf=None, *, psf_size: int | None = None, noise_sigma=None,
               sparsity: float = KERNEL_SPARSITY, weights: str = "irc-motion", motion_weights: str = "motion-net",
               end_to_end: str | None = None) -> torch.Tensor:
@@ -181,8 +181,8 @@ def blind_irc(image: torch.Tensor, psf=None, *, psf_size: int | None = None, noi
     into IRC-Net) collapsed to a denoiser in training: it is kept as ``end_to_end="blind-irc"``.
     Method ``"blind"`` (the same kernel estimator on the full support ladder, restored by
     ``"tv-irc"``) is the better default on mild blur: on ``deblur evaluate --blind`` (held-out
-    photos, Boracchi–Foi camera shake, 1 % noise) ``blind-irc`` gains +0.53 dB over the blurred
-    input (80 % of Levin error ratios under 3; ``blind`` +1.14 dB, 89 %), and +2.56 dB (91 %;
+    photos, Boracchi–Foi camera shake, 1 % noise) ``blind-irc`` gains +0.60 dB over the blurred
+    input (80 % of Levin error ratios under 3; ``blind`` +1.17 dB, 89 %), and +2.56 dB (91 %;
     ``blind`` +2.54 dB, 89 %) when the kernels span their 11-35 px supports.
 
     Args:
@@ -368,14 +368,14 @@ def default_psf_size(shape) -> int:
 
 
 @register("blind", "Blind: estimates one PSF (L0 MAP with adaptive support, or point sources on star fields), then "
-          "TV + IRC-Net (Richardson-Lucy for point sources); +1.1 to +2.5 dB on camera shake", needs_psf=False)
+          "TV + IRC-Net (Richardson-Lucy for point sources); +1.2 to +2.5 dB on camera shake", needs_psf=False)
 def blind(image: torch.Tensor, psf=None, *, psf_size: int | None = None, nonblind: str | None = None,
           source: str = "auto", psf_grid=None, noise_sigma=None,
           sparsity: float = KERNEL_SPARSITY) -> torch.Tensor:
     """Blind deblurring of uniformly blurred images: :func:`deblur_ops.psf.estimate_psf`, then a non-blind method.
 
     On ``deblur evaluate --blind`` (held-out photos, Boracchi–Foi camera shake on 11-35 px supports,
-    1 % noise) it gains +1.14 dB over the blurred input with 89 % of Levin error ratios under 3, and
+    1 % noise) it gains +1.17 dB over the blurred input with 89 % of Levin error ratios under 3, and
     +2.54 dB (89 %) when the kernels span their supports (``--span-kernels``; the true kernel with
     ``irc-net`` gives +3.7 and +5.2 dB). Near-sharp and strongly textured pictures can get worse: check the kernel
     (``deblur run`` writes it) before trusting the result.
