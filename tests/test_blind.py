@@ -178,16 +178,18 @@ def test_estimate_refuses_nan():
         estimate_psf(image, 5)
 
 
-def test_blind_method_is_listed_and_beats_the_blurred_input_on_an_unseen_photo():
-    assert "blind" in deblur_ops.methods()
-    # "astronaut" is a held-out evaluation image: never used to train or tune anything. A moderate
-    # linear motion: measured +1.3 dB here (on "camera" the same blur gains only +0.2 dB).
+# "astronaut" is a held-out evaluation image: never used to train or tune anything. A moderate linear
+# motion: measured 22.74 dB blurred, "blind" 24.66 dB (+1.3 with admm_tv), "blind-irc" 24.47 dB (the
+# end-to-end network it replaced did not deblur).
+@pytest.mark.parametrize("method,margin", [("blind", 0.5), ("blind-irc", 1.0)])
+def test_blind_methods_are_listed_and_beat_the_blurred_input_on_an_unseen_photo(method, margin):
+    assert method in deblur_ops.methods()
     true = _padded(linear_motion_kernel(11, 30), 13)
     clean, observed = degrade("astronaut", true, 0.01, 160, 0)
-    restored = deblur_ops.deblur(observed, method="blind", psf_size=13)
+    restored = deblur_ops.deblur(observed, method=method, psf_size=13)
     inner = (slice(13, -13),) * 2
     psnr = lambda x: 10 * np.log10(1 / np.mean((np.clip(x, 0, 1)[inner] - clean[inner]) ** 2))  # noqa: E731
-    assert psnr(restored) > psnr(observed) + 0.5
+    assert psnr(restored) > psnr(observed) + margin
 
 
 def test_blind_method_checks_its_arguments():
