@@ -95,3 +95,14 @@ def test_deblur_run_blind_irc_writes_the_kernel_and_the_motion(tmp_path):
                    "--quiet", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "e2e.tif").exists() and not (tmp_path / "e2e_psf.tif").exists()
+
+
+def test_deblur_run_blind_irc_refuses_a_stack_and_names_the_alternatives(tmp_path):
+    tifffile.imwrite(tmp_path / "stack.tif", np.random.default_rng(0).random((3, 64, 64), dtype=np.float32))
+    refused = _deblur("run", "stack.tif", "out.tif", "--method", "blind-irc", "--quiet", cwd=tmp_path)
+    assert refused.returncode != 0 and "--psf" in refused.stderr and "end_to_end=blind-irc" in refused.stderr
+    assert not (tmp_path / "out.tif").exists()
+    done = _deblur("run", "stack.tif", "out.tif", "--method", "blind-irc", "--param", "end_to_end=blind-irc",
+                   "--quiet", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert tifffile.imread(tmp_path / "out.tif").shape == (3, 64, 64)

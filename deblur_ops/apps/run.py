@@ -261,7 +261,8 @@ def _estimate(input_path: Path, hdu, chunks, nan, params: dict, progress: bool =
     if plane.ndim != 2:
         raise ValueError(f"method {method!r} estimates one PSF from a 2D (or colour) image, got shape {data.shape}; "
                          f"for a stack, estimate the PSF of one plane with deblur_ops.estimate_psf and pass it "
-                         f"with --psf")
+                         f"with --psf" + (" (or --param end_to_end=blind-irc runs paper 004's end-to-end network on "
+                                          "each plane, without a kernel)" if method == "blind-irc" else ""))
     finite = np.isfinite(plane)
     if not finite.all():
         if nan is None or not finite.any():
