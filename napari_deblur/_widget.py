@@ -736,7 +736,9 @@ class DeconvolveWidget(RestoreRunner, QWidget):
 
         The kernel goes into a new layer ``"<image> PSF (estimated, <size> px)"``, which then becomes
         the PSF layer ("PSF from" ▸ layer). The slice is the one "Preview slice" restores (cut across
-        "slices across" for stacks; the colour picture of an RGB layer).
+        "slices across" for stacks; the colour picture of an RGB layer). When the method's form has a
+        "kernel sparsity" field (methods ``blind``, ``blind-irc``), the estimate uses its value: with
+        method ``blind`` the kernel shown is the one Deconvolve would estimate.
         """
         from napari.qt.threading import thread_worker
 
@@ -756,6 +758,8 @@ class DeconvolveWidget(RestoreRunner, QWidget):
             plane = np.array(layer.data[index])
             if layer.rgb:
                 plane = plane[..., :3]
+            # The method's own kernel prior, when it has one (an empty field: the estimator's default).
+            settings = {key: value for key, value in values(self.method_params).items() if key == "sparsity"}
         except (ValueError, TypeError) as exc:
             self.report_error("Estimate PSF", exc)
             return
@@ -764,11 +768,13 @@ class DeconvolveWidget(RestoreRunner, QWidget):
                      "translate": np.asarray(layer.translate, dtype=float)[plane_axes],
                      "units": tuple(layer.units[a] for a in plane_axes),
                      "axis_labels": tuple(layer.axis_labels[a] for a in plane_axes)}
-        made = {"image": layer.name, "plane": {axis_name(layer, a): index[a] for a in loop_axes}, "size": size}
+        made = {"image": layer.name, "plane": {axis_name(layer, a): index[a] for a in loop_axes}, "size": size,
+                **settings}
         self._stop = threading.Event()
         steps = estimate_steps(plane.shape[:2], size)
         worker = thread_worker(_estimate_psf, progress={"total": steps, "desc": "Estimate PSF"}, ignore_errors=True)
-        worker = worker(plane, size, source=self.estimate_from.value, device=self.device.value, stop=self._stop)
+        worker = worker(plane, size, source=self.estimate_from.value, device=self.device.value, stop=self._stop,
+                        **settings)
         worker.aborted.connect(self._stop.set)
         self.start_worker(worker, lambda estimate: self._publish_psf(*estimate, made, placement),
                           title="Estimate PSF",
@@ -780,7 +786,8 @@ class DeconvolveWidget(RestoreRunner, QWidget):
         averaged from (``sources``, (n, 2) positions in the plane, or None) into a Points layer."""
         where = "".join(f", {axis} {i}" for axis, i in made["plane"].items())
         read = "edges" if sources is None else f"{len(sources)} point sources"
-        history = f"deblur-ops estimate_psf (size={made['size']}, from {read}) from {made['image']!r}{where}"
+        sparsity = f", sparsity={format_number(made['sparsity'])}" if "sparsity" in made else ""
+        history = f"deblur-ops estimate_psf (size={made['size']}{sparsity}, from {read}) from {made['image']!r}{where}"
         name = unique_name(self.viewer, f"{made['image']} PSF (estimated, {made['size']} px)")
         layer = self.viewer.add_image(kernel, name=name, colormap="magma",
                                       metadata={HISTORY_KEY: [history], "estimated_from": {**made, "source": source}},
@@ -888,13 +895,14 @@ def _stepped(run, stop: threading.Event, name: str):
         helper.join()
 
 
-def _estimate_psf(plane: np.ndarray, size: int, *, source: str, device, stop: threading.Event):
+def _estimate_psf(plane: np.ndarray, size: int, *, source: str, device, stop: threading.Event, **settings):
     """Worker body: the blind kernel estimate of one plane, what it was read from ("edges" or "points")
     and, for points, the (n, 2) positions of the sources averaged. It yields after every pyramid
-    level of the estimator (its callback), where Cancel stops it."""
+    level of the estimator (its callback), where Cancel stops it. ``settings``: more keywords of
+    :func:`deblur_ops.estimate_psf` (``sparsity``)."""
     def run(step):
         kernel, used = estimate_psf(plane, size, source=source, device=device, return_source=True,
-                                    callback=lambda _done, _total: step())
+                                    callback=lambda _done, _total: step(), **settings)
         sources = None
         if used == "points":  # the same (deterministic) measurement again, for the positions it used
             grey = plane.mean(-1) if plane.ndim == 3 else plane

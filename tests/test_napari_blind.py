@@ -43,13 +43,13 @@ def _estimate_to_end(widget, qtbot):
 
 @pytest.fixture
 def fake_estimate(monkeypatch):
-    """``estimate_psf`` replaced by a recorder returning a fixed centred kernel; its calls as (plane, size)."""
+    """``estimate_psf`` replaced by a recorder returning a fixed centred kernel; its calls as (plane, size, keywords)."""
     import napari_deblur._widget
 
     calls = []
 
-    def estimate(plane, size, return_source=False, **_kwargs):
-        calls.append((plane, size))
+    def estimate(plane, size, return_source=False, **kwargs):
+        calls.append((plane, size, kwargs))
         kernel = np.zeros((size, size), np.float32)
         kernel[size // 2, size // 2 - 1: size // 2 + 2] = 1 / 3
         return (kernel, "edges") if return_source else kernel
@@ -114,9 +114,9 @@ def test_stacks_give_the_slice_on_screen_and_photos_their_colours(manifest, make
     viewer.dims.set_current_step(0, 2)
     widget.psf_size.value = 5
     _estimate_to_end(widget, qtbot)
-    plane, size = fake_estimate[-1]
+    plane, size, keywords = fake_estimate[-1]
     np.testing.assert_array_equal(plane, stack[2])
-    assert size == 5
+    assert size == 5 and "sparsity" not in keywords  # richardson_lucy has no kernel prior: the estimator's own
     psf = viewer.layers["stack PSF (estimated, 5 px)"]
     assert tuple(psf.scale) == (0.5, 0.25) and tuple(psf.translate) == (10, 20)
     assert psf.metadata["estimated_from"] == {"image": "stack", "plane": {"axis 0": 2}, "size": 5,
@@ -133,6 +133,25 @@ def test_stacks_give_the_slice_on_screen_and_photos_their_colours(manifest, make
     assert not widget.psf_layer.value.rgb
     np.testing.assert_array_equal(viewer.layers["stack"].data, stack)
     np.testing.assert_array_equal(viewer.layers["photo"].data, photo)
+
+
+def test_estimate_uses_the_blind_methods_kernel_sparsity(manifest, make_napari_viewer, qtbot, fake_estimate):
+    """With method blind (or blind-irc) chosen, Estimate PSF estimates with the form's kernel sparsity,
+    as Deconvolve would, and says so in the layer's history."""
+    from napari_deblur._widget import HISTORY_KEY
+
+    viewer = make_napari_viewer()
+    viewer.add_image(_shaky(64), name="brick")
+    widget = _widget(viewer, "brick")
+    widget.psf_size.value = 9
+    for method, value in (("blind", 0.1), ("blind-irc", 0.0)):
+        widget.method.value = method
+        widget.method_params["sparsity"].value = value
+        _estimate_to_end(widget, qtbot)
+        assert fake_estimate[-1][2]["sparsity"] == value
+        assert widget.psf_layer.value.metadata[HISTORY_KEY] == [
+            f"deblur-ops estimate_psf (size=9, sparsity={value:g}, from edges) from 'brick'"]
+        assert widget.psf_layer.value.metadata["estimated_from"]["sparsity"] == value
 
 
 def test_bad_input_is_reported_once_and_writes_nothing(manifest, make_napari_viewer, qtbot, shown):
