@@ -802,8 +802,17 @@ class DeconvolveWidget(RestoreRunner, QWidget):
             marked = f" (from the {len(sources)} point sources in {points!r})"
         self.psf_layer.value = layer
         self.psf_source.value = LAYER
-        self.status.value = f"wrote {name!r}{marked}, now the PSF layer" + ("" if self.needs_psf() else
-                                                                             f"; {self.method.value} does not use it")
+        self.status.value = f"wrote {name!r}{marked}, now the PSF layer" + self._unused_psf_hint()
+
+    def _unused_psf_hint(self) -> str:
+        """What to do with a PSF layer the chosen method does not take ('' when it takes one)."""
+        method = self.method.value
+        if self.needs_psf():
+            return ""
+        if method in ("blind", "blind-irc"):
+            return (f"; {method} estimates its own kernel: to restore with this one, choose a method that takes a "
+                    f"PSF (tv-irc is blind's own restoration step)")
+        return f"; {method} does not use it"
 
     def _start(self, preview: bool, roi: bool = False):
         from napari.utils.notifications import show_error

@@ -152,6 +152,9 @@ def test_estimate_uses_the_blind_methods_kernel_sparsity(manifest, make_napari_v
         assert widget.psf_layer.value.metadata[HISTORY_KEY] == [
             f"deblur-ops estimate_psf (size=9, sparsity={value:g}, from edges) from 'brick'"]
         assert widget.psf_layer.value.metadata["estimated_from"]["sparsity"] == value
+        assert widget.status.value == (f"wrote {widget.psf_layer.value.name!r}, now the PSF layer; {method} estimates "
+                                       f"its own kernel: to restore with this one, choose a method that takes a PSF "
+                                       f"(tv-irc is blind's own restoration step)")
 
 
 def test_bad_input_is_reported_once_and_writes_nothing(manifest, make_napari_viewer, qtbot, shown):
