@@ -28,7 +28,7 @@ from qtpy.QtGui import QImage, QPixmap
 from qtpy.QtWidgets import QComboBox, QFrame, QLabel, QScrollArea, QSizePolicy, QVBoxLayout, QWidget
 
 from deblur_ops import estimate_psf, methods
-from deblur_ops.psf.estimate import estimate_steps
+from deblur_ops.psf.estimate import estimate_steps, near_sharp_warning
 from deblur_ops.apps import catalog
 from deblur_ops.apps.io import cast_like
 from deblur_ops.restore import get_method
@@ -802,7 +802,9 @@ class DeconvolveWidget(RestoreRunner, QWidget):
             marked = f" (from the {len(sources)} point sources in {points!r})"
         self.psf_layer.value = layer
         self.psf_source.value = LAYER
-        self.status.value = f"wrote {name!r}{marked}, now the PSF layer" + self._unused_psf_hint()
+        caution = near_sharp_warning(kernel) if sources is None else None
+        self.status.value = f"wrote {name!r}{marked}, now the PSF layer" + self._unused_psf_hint() + (
+            f". Caution: {caution}" if caution else "")
 
     def _unused_psf_hint(self) -> str:
         """What to do with a PSF layer the chosen method does not take ('' when it takes one)."""

@@ -395,3 +395,51 @@ def test_tv_irc_is_the_mean_of_tv_and_irc_net_at_three_times_the_noise():
     assert np.abs(estimated - deblur_ops.deblur(observed, kernel, method="tv-irc", noise_sigma=sigma)).max() < 1e-5
     with pytest.raises(ValueError, match="2D images"):
         deblur_ops.deblur(np.random.rand(8, 32, 32).astype(np.float32), np.ones((3, 3, 3)) / 27, method="tv-irc")
+
+
+def test_kernel_rms_radius_and_the_near_sharp_caution():
+    from deblur_ops.psf.estimate import NEAR_SHARP_RADIUS, kernel_rms_radius, near_sharp_warning
+
+    delta = np.zeros((5, 5), np.float32)
+    delta[2, 2] = 1
+    assert kernel_rms_radius(delta) == 0 and near_sharp_warning(delta) is None
+    line = linear_motion_kernel(9, 0).numpy()  # 9 taps along a row: sqrt((9^2 - 1) / 12) px
+    assert kernel_rms_radius(line) == pytest.approx(np.sqrt(80 / 12), rel=0.05)
+    assert near_sharp_warning(line) is None
+    blob = np.zeros((7, 7))
+    blob[2:5, 2:5] = 1  # a 3 x 3 box: radius sqrt(4/3) px, inside the range
+    assert NEAR_SHARP_RADIUS[0] < kernel_rms_radius(blob) < NEAR_SHARP_RADIUS[1]
+    assert "may be nearly sharp" in near_sharp_warning(torch.from_numpy(blob))
+    with pytest.raises(ValueError, match="positive, finite sum"):
+        kernel_rms_radius(np.zeros((3, 3)))
+    with pytest.raises(ValueError, match="must be 2D"):
+        kernel_rms_radius(np.ones(3))
+
+
+def test_a_sharp_photo_is_flagged_by_blind_and_deblur_run(tmp_path):
+    """An unblurred photo (1 % noise): its estimated kernel is the picture's own edge softness
+    (RMS radius about 1.35 px), and blind deblurring of such pictures tends to over-sharpen them, so
+    method blind warns and deblur run's summary carries the caution; a real 9 px shake does not."""
+    from deblur_ops.psf.estimate import kernel_rms_radius
+
+    delta = torch.zeros(3, 3)
+    delta[1, 1] = 1
+    _, sharp = degrade("immunohistochemistry", delta, 0.01, 96, 0)
+    sharp = sharp.astype(np.float32)
+    assert 0.5 < kernel_rms_radius(estimate_psf(sharp, 15)) < 1.5
+    with pytest.warns(UserWarning, match="may be nearly sharp"):
+        deblur_ops.deblur(sharp, method="blind", psf_size=15)
+    tifffile.imwrite(tmp_path / "sharp.tif", sharp)
+    done = _deblur("run", "sharp.tif", "out.tif", "--method", "blind", "--param", "psf_size=15", "--quiet", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert 0.5 < summary["kernel_rms_radius"] < 1.5 and "may be nearly sharp" in summary["caution"]
+    assert "deblur run: the estimated blur is small" in done.stderr
+
+    true = _padded(linear_motion_kernel(9, 30), 13)
+    _, shaky = degrade("text", true, 0.005, 96, 0)
+    tifffile.imwrite(tmp_path / "shaky.tif", shaky.astype(np.float32))
+    done = _deblur("run", "shaky.tif", "out2.tif", "--method", "blind", "--param", "psf_size=13", "--quiet",
+                   cwd=tmp_path)
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["kernel_rms_radius"] > 1.5 and "caution" not in summary and "nearly sharp" not in done.stderr

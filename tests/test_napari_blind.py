@@ -138,6 +138,7 @@ def test_stacks_give_the_slice_on_screen_and_photos_their_colours(manifest, make
 def test_estimate_uses_the_blind_methods_kernel_sparsity(manifest, make_napari_viewer, qtbot, fake_estimate):
     """With method blind (or blind-irc) chosen, Estimate PSF estimates with the form's kernel sparsity,
     as Deconvolve would, and says so in the layer's history."""
+    from deblur_ops.psf.estimate import near_sharp_warning
     from napari_deblur._widget import HISTORY_KEY
 
     viewer = make_napari_viewer()
@@ -152,9 +153,11 @@ def test_estimate_uses_the_blind_methods_kernel_sparsity(manifest, make_napari_v
         assert widget.psf_layer.value.metadata[HISTORY_KEY] == [
             f"deblur-ops estimate_psf (size=9, sparsity={value:g}, from edges) from 'brick'"]
         assert widget.psf_layer.value.metadata["estimated_from"]["sparsity"] == value
+        # The stand-in's 3-tap kernel is a blur of 0.8 px RMS radius: the near-sharp caution follows.
         assert widget.status.value == (f"wrote {widget.psf_layer.value.name!r}, now the PSF layer; {method} estimates "
                                        f"its own kernel: to restore with this one, choose a method that takes a PSF "
-                                       f"(tv-irc is blind's own restoration step)")
+                                       f"(tv-irc is blind's own restoration step). Caution: "
+                                       f"{near_sharp_warning(widget.psf_layer.value.data)}")
 
 
 def test_bad_input_is_reported_once_and_writes_nothing(manifest, make_napari_viewer, qtbot, shown):

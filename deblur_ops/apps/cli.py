@@ -207,6 +207,8 @@ def _run(args) -> int:
     if summary.get("clipped_pixels"):
         print(f"deblur run: {summary['clipped_pixels']} pixels fell outside the {summary['dtype']} range and were "
               f"clipped; --output-dtype float32 keeps them", file=sys.stderr)
+    if summary.get("caution"):
+        print(f"deblur run: {summary['caution']}", file=sys.stderr)
     print(json.dumps(summary))
     return 0
 

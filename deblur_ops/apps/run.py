@@ -299,7 +299,15 @@ def _estimate(input_path: Path, hdu, chunks, nan, params: dict, progress: bool =
         params.setdefault(key, value)
     scale = blind_scale(plane)
     _noise_in_range_units(params, nonblind, scale)
-    return kernel, nonblind, scale, {}
+    return kernel, nonblind, scale, _kernel_summary(kernel) if used == "edges" else {}
+
+
+def _kernel_summary(kernel: np.ndarray) -> dict:
+    """The estimated kernel's RMS radius for the summary, and the near-sharp caution when it applies."""
+    from ..psf.estimate import kernel_rms_radius, near_sharp_warning
+
+    caution = near_sharp_warning(kernel)
+    return {"kernel_rms_radius": round(kernel_rms_radius(kernel), 2), **({"caution": caution} if caution else {})}
 
 
 @contextlib.contextmanager
@@ -342,7 +350,8 @@ def _estimate_motion_net(data: np.ndarray, plane: np.ndarray, params: dict, prog
         sigma = float(noise_sigma_per_item(item, None)[0])
     params["noise_sigma"] = TV_IRC_NOISE_FACTOR * sigma
     return kernel, "irc-net", scale, {"motion_length": round(info["motion_length"], 2),
-                                      "motion_angle": round(info["motion_angle"], 1), "support": info["support"]}
+                                      "motion_angle": round(info["motion_angle"], 1), "support": info["support"],
+                                      **_kernel_summary(kernel)}
 
 
 def _noise_in_range_units(params: dict, nonblind: str, scale: float) -> None:

@@ -6,12 +6,14 @@ Motion-Net estimates the motion field, IRC-Net removes it. Models are loaded onc
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
 from .. import psf as psf_lib
 from ..data.noise import noise_sigma_per_item
-from ..psf.estimate import KERNEL_SPARSITY
+from ..psf.estimate import KERNEL_SPARSITY, near_sharp_warning
 from ..restore.registry import register
 from ..validation import MIN_IMAGE_SIDE, as_float_tensor, check_positive, resolve_device
 from .pretrained import load_pretrained
@@ -227,11 +229,19 @@ def blind_irc(image: torch.Tensor, psf=None, *, psf_size: int | None = None, noi
         scale = blind_scale(plane)
         kernel, _ = estimate_psf_motion_net(plane, psf_size, sparsity=sparsity, device=image.device,
                                             motion_weights=motion_weights)
+        _caution(kernel)
         item = image[b:b + 1].contiguous() / scale
         sigma = noise_sigma_per_item(item, None) if given is None else given[b:b + 1] / scale
         out[b:b + 1] = irc_net(item, kernel.to(image.dtype), noise_sigma=TV_IRC_NOISE_FACTOR * sigma,
                                weights=weights) * scale
     return out
+
+
+def _caution(kernel) -> None:
+    """A UserWarning when an estimated kernel marks a near-sharp picture (:func:`deblur_ops.psf.estimate.near_sharp_warning`)."""
+    message = near_sharp_warning(kernel.detach().cpu())
+    if message is not None:
+        warnings.warn(message, UserWarning, stacklevel=3)
 
 
 # IRC-Net's noise level in "tv-irc", relative to the given or estimated one: a kernel estimated blind is
@@ -449,6 +459,8 @@ def blind(image: torch.Tensor, psf=None, *, psf_size: int | None = None, nonblin
             continue
         kernel, used = estimate_psf(plane, psf_size, source=source, sparsity=sparsity, device=image.device,
                                     return_source=True)
+        if used == "edges":
+            _caution(kernel)
         name = blind_nonblind(nonblind, used)
         params = blind_nonblind_defaults(name)
         # Restored on the scale of the picture's range, as it was measured: the default TV weight follows
