@@ -224,12 +224,18 @@ class RestoreRunner:
 
         ``on_returned`` gets the worker's result (None when the worker stopped on Cancel). An error
         is shown once, prefixed with ``title``, in the status line and as a napari notification.
+        A warning (e.g. method blind's near-sharp caution) is shown once as a napari warning
+        notification and added to the status line when the worker ends.
         ``cancelling`` is shown when Cancel is pressed, for workers that stop only after a long step.
         """
         self.worker = worker
         self._cancelling = cancelling
+        self._warnings = []
         worker.returned.connect(lambda result: None if result is None else on_returned(result))
         worker.errored.connect(lambda exc: self.report_error(title, exc))
+        # napari's workers do not reliably relay warnings to its notifications (none appeared for
+        # method blind's caution): relayed here.
+        worker.warned.connect(lambda args: self._report_warning(title, args[0]))
         worker.aborted.connect(lambda: setattr(self.status, "value", "cancelled; no layer written"))
         worker.finished.connect(self._idle)
         for button in self.busy_buttons:
@@ -237,6 +243,15 @@ class RestoreRunner:
         self.cancel_button.enabled = True
         self.status.value = status
         worker.start()
+
+    def _report_warning(self, title: str, warning) -> None:
+        """A warning of the running worker: a napari warning notification, once per message."""
+        from napari.utils.notifications import show_warning
+
+        message = str(warning)
+        if message not in self._warnings:
+            self._warnings.append(message)
+            show_warning(f"{title}: {message}")
 
     def report_error(self, title: str, exc: BaseException) -> None:
         """One message for a failure: in the status line and as a napari notification (no traceback)."""
@@ -259,6 +274,9 @@ class RestoreRunner:
         for button in self.busy_buttons:
             button.enabled = True
         self.cancel_button.enabled = False
+        if getattr(self, "_warnings", None):
+            self.status.value = f"{self.status.value}. Warning: {'; '.join(self._warnings)}"
+            self._warnings = []
 
     def _publish(self, result: np.ndarray, source, name: str, placement: dict, history: str, target, preview):
         layer = publish_image(self.viewer, result, name, source=source, replace=target, history=history, **placement)

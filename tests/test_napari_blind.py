@@ -244,3 +244,27 @@ def test_estimate_from_point_sources_marks_the_stars(manifest, make_napari_viewe
     assert all(np.abs(stars - p).max(1).min() <= 2 for p in marks.data)
     assert widget.status.value.startswith("wrote 'sky PSF (estimated, 21 px)' (from the")
     np.testing.assert_array_equal(viewer.layers["sky"].data, field.blurred.astype(np.float32))
+
+
+def test_deconvolve_relays_the_methods_warnings(manifest, make_napari_viewer, qtbot, monkeypatch):
+    """Method blind on an unblurred picture warns that it may be nearly sharp: the warning reaches a
+    napari notification (once) and the status line, and the result is still written."""
+    import napari.utils.notifications
+
+    from deblur_ops.apps.evaluate import degrade
+
+    warned = []
+    monkeypatch.setattr(napari.utils.notifications, "show_warning", warned.append)
+    identity = torch.zeros(3, 3)
+    identity[1, 1] = 1
+    _, sharp = degrade("immunohistochemistry", identity, 0.01, 96, 0)
+    viewer = make_napari_viewer()
+    viewer.add_image(sharp.astype(np.float32), name="sharp")
+    widget = _widget(viewer, "sharp")
+    widget.method.value = "blind"
+    widget.method_params["psf_size"].value = 15
+    widget._start(preview=False)
+    qtbot.waitUntil(lambda: widget.run_button.enabled, timeout=120_000)
+    assert "sharp [blind]" in viewer.layers
+    assert len(warned) == 1 and warned[0].startswith("Deconvolve: the estimated blur is small")
+    assert widget.status.value.startswith("wrote 'sharp [blind]'. Warning: the estimated blur is small")
