@@ -417,7 +417,8 @@ class DeconvolveWidget(RestoreRunner, QWidget):
         self.device = widgets.ComboBox(label="device", choices=["auto", "cpu", "cuda"])
         self.roi = widgets.ComboBox(label="ROI", choices=lambda _w: shape_layers(self.viewer), nullable=True,
                                     tooltip="a Shapes layer with a rectangle: 'Preview ROI' restores only "
-                                            "that part of the slice on screen")
+                                            "that part of the slice on screen, and 'Estimate PSF' reads the blur "
+                                            "from it only (pick uniform blur, strong edges, no clipped highlights)")
         self.roi_button = widgets.PushButton(text="Preview ROI")
         self.preview_button = widgets.PushButton(text="Preview current slice",
                                                  tooltip="restore only the slice (or volume) on screen into "
@@ -756,7 +757,10 @@ class DeconvolveWidget(RestoreRunner, QWidget):
         the PSF layer ("PSF from" ▸ layer). The slice is the one "Preview slice" restores (cut across
         "slices across" for stacks; the colour picture of an RGB layer). When the method's form has a
         "kernel sparsity" field (methods ``blind``, ``blind-irc``), the estimate uses its value: with
-        method ``blind`` the kernel shown is the one Deconvolve would estimate.
+        method ``blind`` the kernel shown is the one Deconvolve would estimate. With a rectangle
+        chosen as "ROI", the kernel is estimated from that part of the slice only: a region of
+        uniform blur with strong edges, away from clipped highlights (recorded in the layer's
+        history and ``estimated_from["region"]``).
         """
         from napari.qt.threading import thread_worker
 
@@ -776,6 +780,16 @@ class DeconvolveWidget(RestoreRunner, QWidget):
             plane = np.array(layer.data[index])
             if layer.rgb:
                 plane = plane[..., :3]
+            region = None
+            if self.roi.value is not None:
+                rows, cols = roi_bounds(self.roi.value, layer, self.viewer.dims.point)
+                plane = plane[rows, cols]
+                region = {"rows": [int(rows.start), int(rows.stop)], "cols": [int(cols.start), int(cols.stop)]}
+                if 3 * size > min(plane.shape[:2]):
+                    raise ValueError(f"the ROI rectangle of {self.roi.value.name!r} covers {plane.shape[0]} x "
+                                     f"{plane.shape[1]} px of {layer.name!r}: a {size} px PSF needs at least "
+                                     f"{3 * size} px along each side; draw a larger rectangle, lower 'PSF size', "
+                                     f"or clear the ROI to estimate from the whole slice")
             # The method's own kernel prior, when it has one (an empty field: the estimator's default).
             settings = {key: value for key, value in values(self.method_params).items() if key == "sparsity"}
         except (ValueError, TypeError) as exc:
@@ -787,7 +801,7 @@ class DeconvolveWidget(RestoreRunner, QWidget):
                      "units": tuple(layer.units[a] for a in plane_axes),
                      "axis_labels": tuple(layer.axis_labels[a] for a in plane_axes)}
         made = {"image": layer.name, "plane": {axis_name(layer, a): index[a] for a in loop_axes}, "size": size,
-                **settings}
+                **settings, **({"region": region} if region else {})}
         self._stop = threading.Event()
         steps = estimate_steps(plane.shape[:2], size)
         worker = thread_worker(_estimate_psf, progress={"total": steps, "desc": "Estimate PSF"}, ignore_errors=True)
@@ -803,6 +817,12 @@ class DeconvolveWidget(RestoreRunner, QWidget):
         """The estimated kernel into a new layer, chosen as the PSF layer; the point sources it was
         averaged from (``sources``, (n, 2) positions in the plane, or None) into a Points layer."""
         where = "".join(f", {axis} {i}" for axis, i in made["plane"].items())
+        region = made.get("region")
+        if region:
+            (top, bottom), (left, right) = region["rows"], region["cols"]
+            where += f", rows {top}:{bottom}, columns {left}:{right}"
+            if sources is not None:  # positions in the region -> in the slice
+                sources = np.asarray(sources, dtype=float) + np.array([top, left])
         read = "edges" if sources is None else f"{len(sources)} point sources"
         sparsity = f", sparsity={format_number(made['sparsity'])}" if "sparsity" in made else ""
         history = f"deblur-ops estimate_psf (size={made['size']}{sparsity}, from {read}) from {made['image']!r}{where}"

@@ -243,6 +243,15 @@ def test_estimate_from_point_sources_marks_the_stars(manifest, make_napari_viewe
     stars = np.argwhere(field.clean > 1500)  # the scene's stars are single pixels of >= 2000 counts
     assert all(np.abs(stars - p).max(1).min() <= 2 for p in marks.data)
     assert widget.status.value.startswith("wrote 'sky PSF (estimated, 21 px)' (from the")
+
+    # From a ROI (data columns 40..127; world = 0.2 data): the marks are placed in the whole slice.
+    viewer.add_shapes([np.array([[0.0, 8.0], [0.0, 25.4], [25.4, 25.4], [25.4, 8.0]])], shape_type="rectangle",
+                      name="roi")
+    widget.roi.value = viewer.layers["roi"]
+    _estimate_to_end(widget, qtbot)
+    marks = viewer.layers["sky PSF sources (2)"]
+    assert len(marks.data) >= 3 and marks.data[:, 1].min() >= 40
+    assert all(np.abs(stars - p).max(1).min() <= 2 for p in marks.data)
     np.testing.assert_array_equal(viewer.layers["sky"].data, field.blurred.astype(np.float32))
 
 
@@ -268,3 +277,41 @@ def test_deconvolve_relays_the_methods_warnings(manifest, make_napari_viewer, qt
     assert "sharp [blind]" in viewer.layers
     assert len(warned) == 1 and warned[0].startswith("Deconvolve: the estimated blur is small")
     assert widget.status.value.startswith("wrote 'sharp [blind]'. Warning: the estimated blur is small")
+
+
+def test_estimate_reads_the_roi_rectangle_only(manifest, make_napari_viewer, qtbot, fake_estimate, shown):
+    """With a rectangle chosen as ROI, Estimate PSF gets that part of the slice on screen (of a
+    stack), says where in the history and ``estimated_from``; a rectangle too small for the PSF
+    size is refused with what to do, and no estimate starts."""
+    from napari_deblur._widget import HISTORY_KEY
+
+    viewer = make_napari_viewer()
+    stack = np.random.default_rng(0).random((3, 96, 120)).astype(np.float32)
+    viewer.add_image(stack, name="stack")
+    viewer.dims.set_current_step(0, 2)
+    viewer.add_shapes([np.array([[10, 20], [10, 85], [70, 85], [70, 20]])], shape_type="rectangle", name="roi")
+    widget = _widget(viewer, "stack")
+    widget.psf_size.value = 9
+    widget.mode.value = "slice by slice (2D)"
+    widget.roi.value = viewer.layers["roi"]
+    _estimate_to_end(widget, qtbot)
+    plane, size, _ = fake_estimate[-1]
+    np.testing.assert_array_equal(plane, stack[2, 10:71, 20:86])
+    layer = widget.psf_layer.value
+    assert layer.metadata["estimated_from"]["region"] == {"rows": [10, 71], "cols": [20, 86]}
+    assert layer.metadata[HISTORY_KEY] == [
+        "deblur-ops estimate_psf (size=9, from edges) from 'stack', axis 0 2, rows 10:71, columns 20:86"]
+
+    calls = len(fake_estimate)
+    widget.psf_size.value = 21
+    widget.estimate()
+    assert shown[-1][1] == ("Estimate PSF: the ROI rectangle of 'roi' covers 61 x 66 px of 'stack': a 21 px PSF "
+                            "needs at least 63 px along each side; draw a larger rectangle, lower 'PSF size', or "
+                            "clear the ROI to estimate from the whole slice")
+    assert len(fake_estimate) == calls
+
+    widget.roi.value = None  # no ROI: the whole slice again
+    widget.psf_size.value = 9
+    _estimate_to_end(widget, qtbot)
+    np.testing.assert_array_equal(fake_estimate[-1][0], stack[2])
+    assert "region" not in widget.psf_layer.value.metadata["estimated_from"]
