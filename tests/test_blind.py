@@ -261,6 +261,46 @@ def test_kernel_sparsity_reaches_method_blind_and_deblur_run(tmp_path):
     assert not (tmp_path / "bad.tif").exists()
 
 
+def test_region_estimates_the_kernel_from_part_of_the_picture(tmp_path):
+    """``region`` (method "blind", ``deblur run --param region=``): the kernel comes from that part
+    only and restores the whole picture; the summary says which part; bad regions are refused
+    with what to do, and nothing is written."""
+    from deblur_ops.models.methods import blind_region, blind_scale
+
+    true = _padded(linear_motion_kernel(9, 30), 13)
+    _, observed = degrade("text", true, 0.005, 96, 0)
+    observed = observed.astype(np.float32)
+    part = estimate_psf(observed[10:90, 4:60], 13)
+    assert not np.allclose(part, estimate_psf(observed, 13))  # another part, another estimate
+    scale = blind_scale(observed)
+    expected = deblur_ops.deblur(observed / scale, part, method="tv-irc") * scale
+    restored = deblur_ops.deblur(observed, method="blind", psf_size=13, region="10:90,4:60")
+    assert restored.shape == observed.shape and np.abs(restored - expected).max() < 1e-5
+    assert blind_region(((10, 90), (4, 60)), (96, 96), 13) == (slice(10, 90), slice(4, 60))
+    assert blind_region(":,:", (96, 96), 13) == (slice(0, 96), slice(0, 96))
+
+    tifffile.imwrite(tmp_path / "shaky.tif", observed)
+    done = _deblur("run", "shaky.tif", "sharp.tif", "--method", "blind", "--param", "psf_size=13", "--param",
+                   "region=10:90,4:60", "--quiet", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1])["psf_region"] == [[10, 90], [4, 60]]
+    assert np.abs(tifffile.imread(tmp_path / "sharp_psf.tif") - part).max() < 1e-6
+    for region, message in (("10:40,4:60", "is 30 x 56 px: a 13 px kernel needs at least 39 px along each side"),
+                            ("0:120,0:60", "must lie inside the 96 x 96 image"),
+                            ("60:10,0:60", "each start before its end"),
+                            ("rows 10 to 90", "region must be 'top:bottom,left:right'")):
+        refused = _deblur("run", "shaky.tif", "bad.tif", "--method", "blind", "--param", "psf_size=13", "--param",
+                          f"region={region}", "--quiet", cwd=tmp_path)
+        assert refused.returncode != 0 and message in refused.stderr, refused.stderr
+        assert not (tmp_path / "bad.tif").exists() and not (tmp_path / "bad_psf.tif").exists()
+    refused = _deblur("run", "shaky.tif", "bad.tif", "--method", "blind-irc", "--param", "region=10:90,4:60",
+                      "--quiet", cwd=tmp_path)
+    assert refused.returncode != 0 and "region is a parameter of method 'blind'" in refused.stderr
+    assert not (tmp_path / "bad.tif").exists()
+    with pytest.raises(ValueError, match="region and psf_grid exclude each other"):
+        deblur_ops.deblur(observed, method="blind", psf_size=13, region="10:90,4:60", psf_grid="2x2")
+
+
 def test_deblur_run_blind_with_nan_pixels(tmp_path):
     true = _padded(linear_motion_kernel(9, 30), 13)
     _, observed = degrade("shepp_logan_phantom", true, 0.005, 96, 0)

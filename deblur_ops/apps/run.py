@@ -248,7 +248,7 @@ def _estimate(input_path: Path, hdu, chunks, nan, params: dict, progress: bool =
     With ``nan`` ("fill"/"mask") NaN/Inf pixels are estimated over as the median of the others, as the
     restoration then fills them."""
     from ..models.methods import (BLIND_NONBLIND_GRID, blind_grid_shape, blind_nonblind, blind_nonblind_defaults,
-                                  blind_scale, check_blind_nonblind, default_psf_size)
+                                  blind_region, blind_scale, check_blind_nonblind, default_psf_size)
     from ..psf.estimate import KERNEL_SPARSITY, estimate_psf
     from ..psf.fields import psf_grid_from_point_sources
 
@@ -270,11 +270,23 @@ def _estimate(input_path: Path, hdu, chunks, nan, params: dict, progress: bool =
                              f"--nan fill or --nan mask lets method {method!r} estimate over them (median of the others)")
         plane = np.where(finite, plane, np.median(plane[finite])).astype(np.float32)
     if method == "blind-irc":
+        if "region" in params:
+            raise ValueError("region is a parameter of method 'blind' (its kernel estimated from part of the "
+                             "picture); blind-irc reads the blur from the whole picture: use --method blind, or crop "
+                             "the input")
         return _estimate_motion_net(data, plane, params, progress)
     size = params.pop("psf_size", None) or default_psf_size(plane.shape)
     nonblind = params.pop("nonblind", None)
     source = params.pop("source", "auto")
     sparsity = params.pop("sparsity", KERNEL_SPARSITY)
+    region = params.pop("region", None)
+    area, found = (slice(None), slice(None)), {}
+    if region is not None:
+        if "psf_grid" in params:
+            raise ValueError("region and psf_grid exclude each other: a PSF grid is measured over the whole frame; "
+                             "drop one of them")
+        area = blind_region(region, plane.shape, size)
+        found = {"psf_region": [[area[0].start, area[0].stop], [area[1].start, area[1].stop]]}
     if nonblind is not None:
         check_blind_nonblind(nonblind, params.get("noise_sigma"))
     if plane.max() == plane.min():  # a flat frame has no blur to estimate; the identity kernel keeps it as it is
@@ -292,14 +304,14 @@ def _estimate(input_path: Path, hdu, chunks, nan, params: dict, progress: bool =
         _noise_in_range_units(params, nonblind, scale)
         return psf_grid_from_point_sources(plane, size, grid_shape)[0], nonblind, scale, {}
     with _estimate_bar(progress) as advance:
-        kernel, used = estimate_psf(plane, size, source=source, sparsity=sparsity, return_source=True,
+        kernel, used = estimate_psf(plane[area], size, source=source, sparsity=sparsity, return_source=True,
                                     callback=advance)
     nonblind = blind_nonblind(nonblind, used)
     for key, value in blind_nonblind_defaults(nonblind).items():  # as method "blind" does in memory
         params.setdefault(key, value)
     scale = blind_scale(plane)
     _noise_in_range_units(params, nonblind, scale)
-    return kernel, nonblind, scale, _kernel_summary(kernel) if used == "edges" else {}
+    return kernel, nonblind, scale, {**found, **(_kernel_summary(kernel) if used == "edges" else {})}
 
 
 def _kernel_summary(kernel: np.ndarray) -> dict:

@@ -298,6 +298,46 @@ BLIND_NONBLIND_POINTS = "richardson_lucy"
 BLIND_NONBLIND_GRID = "sv_richardson_lucy"
 
 
+def blind_region(region, shape, psf_size: int) -> tuple[slice, slice]:
+    """Rows and columns of method "blind"'s ``region``, the part of an (H, W) ``shape`` image the
+    kernel is estimated from: ``"top:bottom,left:right"`` (Python slices: the end left out; an
+    empty bound is the image's edge) or ``((top, bottom), (left, right))``. It must lie in the
+    image and be at least 3 ``psf_size`` px along each side (the estimator's smallest picture).
+
+    Example:
+        >>> blind_region("10:110, :100", (128, 128), 31)
+        (slice(10, 110, None), slice(0, 100, None))
+        >>> blind_region([[0, 96], [32, 128]], (128, 128), 31)
+        (slice(0, 96, None), slice(32, 128, None))
+    """
+    height, width = (int(n) for n in shape)
+    bounds = None
+    if isinstance(region, str):
+        parts = [part.strip() for part in region.split(",")]
+        if len(parts) == 2 and all(part.count(":") == 1 for part in parts):
+            try:
+                bounds = [[int(b) if b.strip() else default for b, default in zip(part.split(":"), (0, n))]
+                          for part, n in zip(parts, (height, width))]
+            except ValueError:
+                bounds = None
+    elif isinstance(region, (list, tuple)) and len(region) == 2 and all(
+            isinstance(pair, (list, tuple)) and len(pair) == 2 and all(
+                isinstance(b, (int, np.integer)) and not isinstance(b, bool) for b in pair) for pair in region):
+        bounds = [[int(b) for b in pair] for pair in region]
+    if bounds is None:
+        raise ValueError(f"region must be 'top:bottom,left:right' (rows, then columns, the ends left out, e.g. "
+                         f"'40:200,60:220') or ((top, bottom), (left, right)), got {region!r}")
+    (top, bottom), (left, right) = bounds
+    if not (0 <= top < bottom <= height and 0 <= left < right <= width):
+        raise ValueError(f"region rows {top}:{bottom}, columns {left}:{right} must lie inside the {height} x {width} "
+                         f"image, each start before its end")
+    if min(bottom - top, right - left) < 3 * psf_size:
+        raise ValueError(f"region rows {top}:{bottom}, columns {left}:{right} is {bottom - top} x {right - left} px: a "
+                         f"{psf_size} px kernel needs at least {3 * psf_size} px along each side; widen the region or "
+                         f"lower psf_size")
+    return slice(top, bottom), slice(left, right)
+
+
 def blind_grid_shape(psf_grid) -> tuple[int, int]:
     """The (rows, columns) of method "blind"'s ``psf_grid``: ``"3x3"``, ``(3, 3)``, ``[3, 3]`` or ``3``.
 
@@ -381,7 +421,7 @@ def default_psf_size(shape) -> int:
           "TV + IRC-Net (Richardson-Lucy for point sources); +1.2 to +2.5 dB on camera shake", needs_psf=False)
 def blind(image: torch.Tensor, psf=None, *, psf_size: int | None = None, nonblind: str | None = None,
           source: str = "auto", psf_grid=None, noise_sigma=None,
-          sparsity: float = KERNEL_SPARSITY) -> torch.Tensor:
+          sparsity: float = KERNEL_SPARSITY, region=None) -> torch.Tensor:
     """Blind deblurring of uniformly blurred images: :func:`deblur_ops.psf.estimate_psf`, then a non-blind method.
 
     On ``deblur evaluate --blind`` (held-out photos, Boracchi–Foi camera shake on 11-35 px supports,
@@ -417,6 +457,11 @@ def blind(image: torch.Tensor, psf=None, *, psf_size: int | None = None, nonblin
         sparsity: weight of the estimated kernel's sparsity prior (:func:`deblur_ops.estimate_psf`'s
             ``sparsity``, default :data:`deblur_ops.psf.estimate.KERNEL_SPARSITY`); 0 for the estimator
             without it, better on long camera shake spanning 27-35 px supports.
+        region: estimate the kernel from this part of the picture only, ``"top:bottom,left:right"``
+            in pixels (rows, then columns; :func:`blind_region`); the whole picture is restored with
+            it. For blur that varies across the frame (pick the part you care about) or blown
+            highlights (leave them out). Default: the whole picture (pictures over 512 px: the
+            window richest in edges, :func:`deblur_ops.estimate_psf`'s ``window``).
 
     To see or keep the kernel, call :func:`deblur_ops.estimate_psf` yourself and pass it to
     :func:`deblur_ops.deblur`; ``deblur run --method blind`` writes it next to its output.
@@ -442,6 +487,12 @@ def blind(image: torch.Tensor, psf=None, *, psf_size: int | None = None, nonblin
         check_blind_nonblind(nonblind, noise_sigma, spatially_varying=grid_shape is not None)
     if psf_size is None:
         psf_size = default_psf_size(image.shape[-2:])
+    area = (slice(None), slice(None))
+    if region is not None:
+        if grid_shape is not None:
+            raise ValueError("region and psf_grid exclude each other: a PSF grid is measured over the whole frame; "
+                             "drop one of them")
+        area = blind_region(region, image.shape[-2:], psf_size)
     out = torch.empty_like(image)
     for b in range(image.shape[0]):
         plane = image[b].mean(0)
@@ -457,7 +508,7 @@ def blind(image: torch.Tensor, psf=None, *, psf_size: int | None = None, nonblin
             params = {"noise_sigma": noise_sigma / scale} if noise_sigma is not None and name in NOISE_SIGMA_METHODS else {}
             out[b:b + 1] = get_method(name).function(image[b:b + 1].contiguous() / scale, grid, **params) * scale
             continue
-        kernel, used = estimate_psf(plane, psf_size, source=source, sparsity=sparsity, device=image.device,
+        kernel, used = estimate_psf(plane[area], psf_size, source=source, sparsity=sparsity, device=image.device,
                                     return_source=True)
         if used == "edges":
             _caution(kernel)
