@@ -47,6 +47,47 @@ def test_png_round_trip_keeps_uint8_and_improves_psnr(tmp_path, photo):
     assert psnr(restored, photo.clean * 255, 255) > psnr(observed, photo.clean * 255, 255) + 2.0
 
 
+def test_jpeg_photo_keeps_its_exif_and_profile_and_is_marked_as_ours(tmp_path, capsys):
+    """A camera JPEG (colour, EXIF with orientation and camera, an ICC profile, 300 dpi) restores
+    into a JPEG that keeps them, is sharper than the input, and carries the EXIF Software mark by
+    which a rerun may replace it; a foreign JPEG in the output's place is refused, and a 16-bit
+    input is refused as a JPEG output before any work."""
+    from PIL import Image, ImageCms
+
+    colour = samples.motion_blurred_photo("astronaut", size=96, length=9, angle=30, noise_sigma=0.0)
+    observed = np.clip(np.rint(colour.blurred * 255), 0, 255).astype(np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees to view
+    exif[0x0110] = "Shaky Cam 3000"  # Model
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    Image.fromarray(observed).save(tmp_path / "in.jpg", quality=98, subsampling=0, exif=exif.tobytes(),
+                                   icc_profile=profile, dpi=(300, 300))
+    assert not io.written_by_deblur(tmp_path / "in.jpg")
+    source = io.read_image(tmp_path / "in.jpg")
+    assert source.format == "jpeg" and source.rgb and source.data.dtype == np.uint8
+    run_cli(tmp_path / "in.jpg", tmp_path / "out.jpg", *MOTION, "--method", "richardson_lucy")
+    with Image.open(tmp_path / "out.jpg") as written:
+        restored = np.asarray(written)
+        tags = written.getexif()
+        assert written.info["icc_profile"] == profile and tuple(round(d) for d in written.info["dpi"]) == (300, 300)
+    assert tags[0x0112] == 6 and tags[0x0110] == "Shaky Cam 3000" and tags[0x0131] == io.SOFTWARE
+    assert restored.shape == observed.shape and restored.dtype == np.uint8
+    clean = colour.clean * 255
+    assert psnr(restored[8:-8, 8:-8], clean[8:-8, 8:-8], 255) > psnr(observed[8:-8, 8:-8], clean[8:-8, 8:-8], 255) + 2
+    assert io.written_by_deblur(tmp_path / "out.jpg")
+    run_cli(tmp_path / "in.jpg", tmp_path / "out.jpg", *MOTION, "--method", "wiener")  # ours: replaced
+
+    (tmp_path / "foreign.jpg").write_bytes((tmp_path / "in.jpg").read_bytes())
+    capsys.readouterr()
+    assert main(["run", str(tmp_path / "in.jpg"), str(tmp_path / "foreign.jpg"), *MOTION]) == 2
+    assert "exists and was not written by `deblur run`" in capsys.readouterr().err
+    assert (tmp_path / "foreign.jpg").read_bytes() == (tmp_path / "in.jpg").read_bytes()
+    tifffile.imwrite(tmp_path / "deep.tif", observed.astype(np.uint16) * 257, photometric="rgb")
+    assert main(["run", str(tmp_path / "deep.tif"), str(tmp_path / "deep.jpg"), *MOTION]) == 2
+    assert "JPEG holds 8-bit pictures, but the output would be uint16" in capsys.readouterr().err
+    assert not (tmp_path / "deep.jpg").exists()
+
+
 def test_rgb_png_each_channel_restored_like_grey(tmp_path):
     colour = samples.motion_blurred_photo("astronaut", size=96, length=9, angle=30, noise_sigma=0.0)
     observed = np.clip(np.rint(colour.blurred * 255), 0, 255).astype(np.uint8)

@@ -1,9 +1,12 @@
-"""Read and write the image files of ``deblur run``: TIFF, PNG, FITS, Zarr and OME-Zarr.
+"""Read and write the image files of ``deblur run``: TIFF, PNG, JPEG, FITS, Zarr and OME-Zarr.
 
 Metadata that describes the pixels travels with the data: the FITS header, the TIFF
 resolution (and unit), the attributes of a Zarr array and of its OME-Zarr group (multiscales,
 axes, pixel sizes). Zarr is opened lazily as a dask array so that stacks larger than memory are
-read and written chunk by chunk; the other formats are read into memory.
+read and written chunk by chunk; the other formats are read into memory. JPEG photos (what a
+camera or phone gives) keep their EXIF block (orientation, exposure, camera), colour profile and
+resolution; a restored JPEG is written at quality 95 without chroma subsampling, its EXIF
+Software tag marking it as ``deblur run``'s.
 """
 from __future__ import annotations
 
@@ -12,8 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-FORMATS = {".tif": "tiff", ".tiff": "tiff", ".png": "png", ".fits": "fits", ".fit": "fits", ".fts": "fits",
-           ".fits.gz": "fits", ".zarr": "zarr", ".ome.zarr": "zarr"}
+FORMATS = {".tif": "tiff", ".tiff": "tiff", ".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".fits": "fits",
+           ".fit": "fits", ".fts": "fits", ".fits.gz": "fits", ".zarr": "zarr", ".ome.zarr": "zarr"}
+# How a restored JPEG is written: near-lossless for a photo, and no halved colour resolution
+# (4:4:4), so that the restored detail is not thrown away again by the encoder.
+JPEG_QUALITY = 95
+# The EXIF tag that marks a JPEG as written by deblur run (Software, 0x0131).
+_EXIF_SOFTWARE = 0x0131
 
 # How outputs of ``deblur run`` are marked, so that a rerun may replace them and nothing else:
 # the TIFF Software tag, a FITS primary-header keyword, a Zarr attribute on the root node (which
@@ -29,11 +37,12 @@ class ImageFile:
 
     Attributes:
         data: NumPy array, or a lazy ``dask.array.Array`` for Zarr.
-        format: ``"tiff"``, ``"png"``, ``"fits"`` or ``"zarr"``.
+        format: ``"tiff"``, ``"png"``, ``"jpeg"``, ``"fits"`` or ``"zarr"``.
         rgb: whether the last axis holds colour channels.
         metadata: format-specific metadata to write back: ``fits_header`` (``astropy.io.fits.Header``),
             ``resolution`` and ``resolutionunit`` (TIFF), ``array_attrs``, ``group_attrs`` and
-            ``component`` (Zarr; ``component`` is the array's path inside an OME-Zarr group).
+            ``component`` (Zarr; ``component`` is the array's path inside an OME-Zarr group),
+            ``exif``, ``icc_profile`` and ``dpi`` (JPEG).
     """
 
     data: object
@@ -69,7 +78,8 @@ def format_suffix(path) -> str:
 def written_by_deblur(path) -> bool:
     """Whether ``path`` is a file or store that ``deblur run`` wrote (and marked), complete or not.
 
-    Unreadable or foreign files are not ours; PNG holds no mark, so it never is.
+    Unreadable or foreign files are not ours; PNG holds no mark, so it never is (JPEG's is the
+    EXIF Software tag).
     """
     path = Path(path)
     try:
@@ -87,6 +97,11 @@ def written_by_deblur(path) -> bool:
             from astropy.io import fits
 
             return FITS_KEYWORD in fits.getheader(path, 0)
+        if kind == "jpeg":
+            from PIL import Image
+
+            with Image.open(path) as image:
+                return str(image.getexif().get(_EXIF_SOFTWARE, "")).startswith(SOFTWARE)
     except Exception:  # noqa: BLE001 - anything we cannot read as our own output is not ours
         return False
     return False
@@ -155,8 +170,43 @@ def _read_zarr(path: Path) -> ImageFile:
                      metadata={"group_attrs": group_attrs, "array_attrs": dict(array.attrs), "component": component})
 
 
+def _read_jpeg(path: Path) -> ImageFile:
+    """A JPEG photo: (H, W) uint8 grey or (H, W, 3) RGB (CMYK converted to RGB), with its EXIF,
+    colour profile and resolution kept for writing back. The pixels stay as stored: the EXIF
+    orientation, kept too, turns the restored picture as it turned the input in every viewer."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image.load()
+        metadata = {key: image.info[key] for key in ("exif", "icc_profile", "dpi") if image.info.get(key)}
+        if image.mode not in ("L", "RGB"):
+            image = image.convert("RGB")
+        data = np.asarray(image)
+    return ImageFile(data, "jpeg", rgb=data.ndim == 3, metadata=metadata)
+
+
+def check_writable(out_format: str, dtype) -> None:
+    """Refuse, before any work, an output format that cannot hold ``dtype`` (PNG: uint8 / uint16;
+    JPEG: uint8), saying which formats can.
+
+    Example:
+        >>> check_writable("tiff", "float32")
+        >>> check_writable("jpeg", "uint16")
+        Traceback (most recent call last):
+        ...
+        ValueError: JPEG holds 8-bit pictures, but the output would be uint16; write PNG or TIFF (e.g. out.tif) for 16-bit or float data
+    """
+    dtype = np.dtype(dtype)
+    if out_format == "jpeg" and dtype != np.uint8:
+        raise ValueError(f"JPEG holds 8-bit pictures, but the output would be {dtype}; write PNG or TIFF (e.g. "
+                         f"out.tif) for 16-bit or float data")
+    if out_format == "png" and dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"PNG holds 8- or 16-bit pictures, but the output would be {dtype}; write TIFF or FITS "
+                         f"(e.g. out.tif) for float data")
+
+
 def read_image(path, *, hdu=None) -> ImageFile:
-    """Read TIFF, PNG, FITS or (OME-)Zarr.
+    """Read TIFF, PNG, JPEG, FITS or (OME-)Zarr.
 
     Args:
         path: file (or Zarr directory) path; the format comes from the suffix.
@@ -194,6 +244,8 @@ def _read(path: Path, kind: str, hdu=None) -> ImageFile:
 
         data = iio.imread(path)
         return ImageFile(data, "png", rgb=data.ndim == 3 and data.shape[-1] in (3, 4))
+    if kind == "jpeg":
+        return _read_jpeg(path)
     import tifffile
 
     with tifffile.TiffFile(path) as tif:
@@ -287,6 +339,19 @@ def write_image(path, data, like: ImageFile | None = None) -> None:
             raise ValueError(f"PNG holds (H, W) or (H, W, 3|4) uint8/uint16 images, got shape {data.shape} "
                              f"{data.dtype}; write TIFF or FITS for other data")
         iio.imwrite(path, data)
+    elif kind == "jpeg":
+        from PIL import Image
+
+        if data.dtype != np.uint8 or not (data.ndim == 2 or (data.ndim == 3 and data.shape[-1] == 3)):
+            raise ValueError(f"JPEG holds (H, W) or (H, W, 3) uint8 pictures, got shape {data.shape} {data.dtype}; "
+                             f"write PNG or TIFF for other data")
+        exif = Image.Exif()
+        if meta.get("exif"):
+            exif.load(meta["exif"])
+        exif[_EXIF_SOFTWARE] = SOFTWARE
+        options = {key: meta[key] for key in ("icc_profile", "dpi") if key in meta}
+        Image.fromarray(data).save(path, format="JPEG", quality=JPEG_QUALITY, subsampling=0, exif=exif.tobytes(),
+                                   **options)
     else:
         import tifffile
 

@@ -115,6 +115,7 @@ def run(input_path, output_path, psf, *, method: str = "wiener", loop_axes: Sequ
         source = io.read_image(input_path, hdu=hdu)
         data = np.asarray(source.data)
         dtype = np.dtype(data.dtype) if output_dtype == "same" else np.dtype(np.float32)
+        io.check_writable(out_format, dtype)
         summary = {"input": str(input_path), "output": str(output_path), "shape": tuple(data.shape),
                    "dtype": str(dtype), "format": out_format, "method": method,
                    "psf": "none (blind method)" if psf is None else f"{type(psf).__name__} {getattr(psf, 'grid_shape', '')}"}
@@ -147,6 +148,7 @@ def run(input_path, output_path, psf, *, method: str = "wiener", loop_axes: Sequ
         # energy that loses (a PSF wider than the image cannot be told apart from it).
         psf = prepare_psf(psf, image_shape=tuple(image_sides), crop_energy=None, warn_truncated=False).numpy()
     dtype = np.dtype(source.data.dtype) if output_dtype == "same" else np.dtype(np.float32)
+    io.check_writable(out_format, dtype)
     data = source.data
     lazy = source.format == "zarr" or chunks is not None
     summary = {"input": str(input_path), "output": str(output_path), "shape": tuple(data.shape),
