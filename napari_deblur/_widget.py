@@ -28,6 +28,7 @@ from qtpy.QtGui import QImage, QPixmap
 from qtpy.QtWidgets import QComboBox, QFrame, QLabel, QScrollArea, QSizePolicy, QVBoxLayout, QWidget
 
 from deblur_ops import estimate_psf, methods
+from deblur_ops.models.methods import blind_region
 from deblur_ops.psf.estimate import estimate_steps, near_sharp_warning
 from deblur_ops.apps import catalog
 from deblur_ops.apps.io import cast_like
@@ -760,7 +761,8 @@ class DeconvolveWidget(RestoreRunner, QWidget):
         method ``blind`` the kernel shown is the one Deconvolve would estimate. With a rectangle
         chosen as "ROI", the kernel is estimated from that part of the slice only: a region of
         uniform blur with strong edges, away from clipped highlights (recorded in the layer's
-        history and ``estimated_from["region"]``).
+        history and ``estimated_from["region"]``); without one, method ``blind``'s own *region*
+        field does the same, so that the kernel shown is the one its Deconvolve estimates.
         """
         from napari.qt.threading import thread_worker
 
@@ -780,18 +782,23 @@ class DeconvolveWidget(RestoreRunner, QWidget):
             plane = np.array(layer.data[index])
             if layer.rgb:
                 plane = plane[..., :3]
+            form = values(self.method_params)
             region = None
             if self.roi.value is not None:
                 rows, cols = roi_bounds(self.roi.value, layer, self.viewer.dims.point)
-                plane = plane[rows, cols]
-                region = {"rows": [int(rows.start), int(rows.stop)], "cols": [int(cols.start), int(cols.stop)]}
-                if 3 * size > min(plane.shape[:2]):
-                    raise ValueError(f"the ROI rectangle of {self.roi.value.name!r} covers {plane.shape[0]} x "
-                                     f"{plane.shape[1]} px of {layer.name!r}: a {size} px PSF needs at least "
+                if 3 * size > min(rows.stop - rows.start, cols.stop - cols.start):
+                    raise ValueError(f"the ROI rectangle of {self.roi.value.name!r} covers {rows.stop - rows.start} x "
+                                     f"{cols.stop - cols.start} px of {layer.name!r}: a {size} px PSF needs at least "
                                      f"{3 * size} px along each side; draw a larger rectangle, lower 'PSF size', "
                                      f"or clear the ROI to estimate from the whole slice")
+            elif form.get("region"):
+                # Method blind's own region (its form), so that the kernel shown is the one it estimates.
+                rows, cols = blind_region(form["region"], plane.shape[:2], size)
+            if self.roi.value is not None or form.get("region"):
+                plane = plane[rows, cols]
+                region = {"rows": [int(rows.start), int(rows.stop)], "cols": [int(cols.start), int(cols.stop)]}
             # The method's own kernel prior, when it has one (an empty field: the estimator's default).
-            settings = {key: value for key, value in values(self.method_params).items() if key == "sparsity"}
+            settings = {key: value for key, value in form.items() if key == "sparsity"}
         except (ValueError, TypeError) as exc:
             self.report_error("Estimate PSF", exc)
             return

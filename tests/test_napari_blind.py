@@ -315,3 +315,14 @@ def test_estimate_reads_the_roi_rectangle_only(manifest, make_napari_viewer, qtb
     _estimate_to_end(widget, qtbot)
     np.testing.assert_array_equal(fake_estimate[-1][0], stack[2])
     assert "region" not in widget.psf_layer.value.metadata["estimated_from"]
+
+    # Method blind's own region field (no ROI): the part its Deconvolve would estimate from.
+    widget.method.value = "blind"
+    widget.method_params["region"].value = "5:70, 10:90"
+    _estimate_to_end(widget, qtbot)
+    np.testing.assert_array_equal(fake_estimate[-1][0], stack[2, 5:70, 10:90])
+    assert widget.psf_layer.value.metadata["estimated_from"]["region"] == {"rows": [5, 70], "cols": [10, 90]}
+    calls = len(fake_estimate)
+    widget.method_params["region"].value = "5:20,10:90"
+    widget.estimate()
+    assert "region rows 5:20, columns 10:90 is 15 x 80 px" in shown[-1][1] and len(fake_estimate) == calls
