@@ -88,6 +88,45 @@ def test_jpeg_photo_keeps_its_exif_and_profile_and_is_marked_as_ours(tmp_path, c
     assert not (tmp_path / "deep.jpg").exists()
 
 
+def test_16_bit_colour_png_keeps_its_depth_and_chunks_and_is_marked(tmp_path, photo, capsys):
+    """A 16-bit RGB PNG (which Pillow, imageio's reader, reads as 8 bits) is read and written at
+    16 bits; its resolution and text chunks travel to the output, which carries the Software text
+    by which a rerun may replace it; a foreign PNG in the output's place is refused."""
+    import struct
+
+    import png
+
+    gains = np.array([1.0, 0.8, 0.6])  # three channels blurred alike (a flip would turn the motion)
+    clean, observed = photo.clean[..., None] * gains, photo.blurred[..., None] * gains
+    observed = np.clip(np.rint(observed * 65535), 0, 65535).astype(np.uint16)
+    written = tmp_path / "plain.png"
+    with open(written, "wb") as f:
+        png.Writer(128, 128, greyscale=False, bitdepth=16).write(f, observed.reshape(128, -1))
+    chunks = io._png_chunks(written.read_bytes())
+    extra = [(b"pHYs", struct.pack(">IIB", 11811, 11811, 1)), (b"tEXt", b"Title\x00bench shot 7")]
+    blob = io._PNG_SIGNATURE + b"".join(io._png_chunk(k, d) for k, d in chunks[:1] + extra + chunks[1:])
+    (tmp_path / "in.png").write_bytes(blob)
+    source = io.read_image(tmp_path / "in.png")
+    assert source.data.dtype == np.uint16 and source.rgb and np.array_equal(source.data, observed)
+    assert not io.written_by_deblur(tmp_path / "in.png")
+
+    run_cli(tmp_path / "in.png", tmp_path / "out.png", *MOTION, "--method", "richardson_lucy")
+    restored = io.read_image(tmp_path / "out.png")
+    assert restored.data.dtype == np.uint16 and restored.data.shape == observed.shape
+    assert len(np.unique(restored.data)) > 256  # 16 bits, not 8 scaled up
+    out_chunks = dict(io._png_chunks((tmp_path / "out.png").read_bytes()))
+    assert out_chunks[b"pHYs"] == extra[0][1] and restored.metadata["png_chunks"] == extra
+    assert io.written_by_deblur(tmp_path / "out.png")
+    assert psnr(restored.data, clean * 65535, 65535) > psnr(observed, clean * 65535, 65535) + 2
+    run_cli(tmp_path / "in.png", tmp_path / "out.png", *MOTION, "--method", "wiener")  # ours: replaced
+
+    (tmp_path / "foreign.png").write_bytes(blob)
+    capsys.readouterr()
+    assert main(["run", str(tmp_path / "in.png"), str(tmp_path / "foreign.png"), *MOTION]) == 2
+    assert "exists and was not written by `deblur run`" in capsys.readouterr().err
+    assert (tmp_path / "foreign.png").read_bytes() == blob
+
+
 def test_rgb_png_each_channel_restored_like_grey(tmp_path):
     colour = samples.motion_blurred_photo("astronaut", size=96, length=9, angle=30, noise_sigma=0.0)
     observed = np.clip(np.rint(colour.blurred * 255), 0, 255).astype(np.uint8)

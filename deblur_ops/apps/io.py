@@ -6,7 +6,8 @@ axes, pixel sizes). Zarr is opened lazily as a dask array so that stacks larger 
 read and written chunk by chunk; the other formats are read into memory. JPEG photos (what a
 camera or phone gives) keep their EXIF block (orientation, exposure, camera), colour profile and
 resolution; a restored JPEG is written at quality 95 without chroma subsampling, its EXIF
-Software tag marking it as ``deblur run``'s.
+Software tag marking it as ``deblur run``'s. PNG is read at its own bit depth (16-bit colour
+too) and keeps its resolution, colour-profile and text chunks; a Software text marks outputs.
 """
 from __future__ import annotations
 
@@ -42,7 +43,8 @@ class ImageFile:
         metadata: format-specific metadata to write back: ``fits_header`` (``astropy.io.fits.Header``),
             ``resolution`` and ``resolutionunit`` (TIFF), ``array_attrs``, ``group_attrs`` and
             ``component`` (Zarr; ``component`` is the array's path inside an OME-Zarr group),
-            ``exif``, ``icc_profile`` and ``dpi`` (JPEG).
+            ``exif``, ``icc_profile`` and ``dpi`` (JPEG), ``png_chunks`` (PNG: resolution, colour
+            profile, text).
     """
 
     data: object
@@ -78,8 +80,8 @@ def format_suffix(path) -> str:
 def written_by_deblur(path) -> bool:
     """Whether ``path`` is a file or store that ``deblur run`` wrote (and marked), complete or not.
 
-    Unreadable or foreign files are not ours; PNG holds no mark, so it never is (JPEG's is the
-    EXIF Software tag).
+    Unreadable or foreign files are not ours. The mark: the TIFF Software tag, a FITS keyword, a
+    Zarr attribute, the JPEG EXIF Software tag, the PNG Software text.
     """
     path = Path(path)
     try:
@@ -102,6 +104,8 @@ def written_by_deblur(path) -> bool:
 
             with Image.open(path) as image:
                 return str(image.getexif().get(_EXIF_SOFTWARE, "")).startswith(SOFTWARE)
+        if kind == "png":
+            return _png_software(_png_chunks(path.read_bytes())).startswith(SOFTWARE)
     except Exception:  # noqa: BLE001 - anything we cannot read as our own output is not ours
         return False
     return False
@@ -168,6 +172,87 @@ def _read_zarr(path: Path) -> ImageFile:
     array = node[component]
     return ImageFile(da.from_zarr(array), "zarr",
                      metadata={"group_attrs": group_attrs, "array_attrs": dict(array.attrs), "component": component})
+
+
+# PNG chunks that describe the pixels (resolution, colour space, text) and are copied from a PNG
+# input to a PNG output; the pixel data itself is written anew.
+_PNG_KEPT_CHUNKS = (b"pHYs", b"iCCP", b"sRGB", b"gAMA", b"cHRM", b"tEXt", b"zTXt", b"iTXt")
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _png_chunks(blob: bytes) -> list[tuple[bytes, bytes]]:
+    """(type, data) of every chunk of a PNG file's bytes."""
+    import struct
+
+    if not blob.startswith(_PNG_SIGNATURE):
+        raise ValueError("not a PNG file (its signature is missing)")
+    chunks, at = [], len(_PNG_SIGNATURE)
+    while at + 8 <= len(blob):
+        length, kind = struct.unpack(">I4s", blob[at:at + 8])
+        chunks.append((kind, blob[at + 8:at + 8 + length]))
+        at += 12 + length
+    return chunks
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    import struct
+    import zlib
+
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def _png_software(chunks) -> str:
+    """The Software text of a PNG's tEXt chunks ('' when none)."""
+    for kind, data in chunks:
+        if kind == b"tEXt" and data.startswith(b"Software\x00"):
+            return data.split(b"\x00", 1)[1].decode("latin-1")
+    return ""
+
+
+def _read_png(path: Path) -> ImageFile:
+    """A PNG at its own bit depth: 16-bit colour is decoded by pypng, which keeps the 16 bits that
+    Pillow (imageio's PNG reader) drops, the rest by imageio. The chunks describing the pixels
+    (resolution, colour profile, text) are kept for writing back."""
+    import imageio.v3 as iio
+
+    blob = Path(path).read_bytes()
+    chunks = _png_chunks(blob)
+    header = dict(chunks).get(b"IHDR", b"")
+    if len(header) == 13 and header[8] == 16 and header[9] in (2, 6):  # 16-bit RGB or RGBA
+        import png
+
+        width, height, rows, info = png.Reader(bytes=blob).asDirect()
+        data = np.vstack([np.asarray(row, dtype=np.uint16) for row in rows]).reshape(height, width, info["planes"])
+    else:
+        data = iio.imread(path)
+    kept = [(kind, data_) for kind, data_ in chunks if kind in _PNG_KEPT_CHUNKS
+            and not (kind == b"tEXt" and data_.startswith(b"Software\x00"))]
+    return ImageFile(data, "png", rgb=data.ndim == 3 and data.shape[-1] in (3, 4), metadata={"png_chunks": kept})
+
+
+def _write_png(path, data: np.ndarray, chunks) -> None:
+    """``data`` as PNG (16-bit colour through pypng, the rest through imageio), with ``chunks``
+    (a PNG input's pixel-describing chunks) and the Software text that marks ``deblur run``'s outputs
+    inserted before the image data."""
+    import io as _io
+
+    if data.ndim == 3 and data.dtype == np.uint16:
+        import png
+
+        buffer = _io.BytesIO()
+        png.Writer(data.shape[1], data.shape[0], greyscale=False, alpha=data.shape[-1] == 4, bitdepth=16).write(
+            buffer, data.reshape(data.shape[0], -1))
+        blob = buffer.getvalue()
+    else:
+        import imageio.v3 as iio
+
+        blob = iio.imwrite("<bytes>", data, extension=".png")
+    parts = _png_chunks(blob)
+    ours = [(kind, d) for kind, d in parts if kind not in _PNG_KEPT_CHUNKS]
+    extra = list(chunks) + [(b"tEXt", b"Software\x00" + SOFTWARE.encode("latin-1"))]
+    at = next(i for i, (kind, _) in enumerate(ours) if kind == b"IDAT")
+    ordered = ours[:at] + extra + ours[at:]
+    Path(path).write_bytes(_PNG_SIGNATURE + b"".join(_png_chunk(kind, d) for kind, d in ordered))
 
 
 def _read_jpeg(path: Path) -> ImageFile:
@@ -240,10 +325,7 @@ def _read(path: Path, kind: str, hdu=None) -> ImageFile:
         return ImageFile(data, "fits", metadata={"fits_header": header, "fits_source": str(path.resolve()),
                                                  "fits_hdu": index})
     if kind == "png":
-        import imageio.v3 as iio
-
-        data = iio.imread(path)
-        return ImageFile(data, "png", rgb=data.ndim == 3 and data.shape[-1] in (3, 4))
+        return _read_png(path)
     if kind == "jpeg":
         return _read_jpeg(path)
     import tifffile
@@ -333,12 +415,11 @@ def write_image(path, data, like: ImageFile | None = None) -> None:
             hdu.header.add_history("restored with deblur-ops (deblur run)")
             hdu.writeto(path, overwrite=True)
     elif kind == "png":
-        import imageio.v3 as iio
-
-        if data.ndim not in (2, 3) or data.dtype not in (np.uint8, np.uint16):
+        if data.ndim not in (2, 3) or data.dtype not in (np.uint8, np.uint16) or (
+                data.ndim == 3 and data.shape[-1] not in (3, 4)):
             raise ValueError(f"PNG holds (H, W) or (H, W, 3|4) uint8/uint16 images, got shape {data.shape} "
                              f"{data.dtype}; write TIFF or FITS for other data")
-        iio.imwrite(path, data)
+        _write_png(path, data, meta.get("png_chunks", []))
     elif kind == "jpeg":
         from PIL import Image
 
