@@ -86,6 +86,17 @@ def test_jpeg_photo_keeps_its_exif_and_profile_and_is_marked_as_ours(tmp_path, c
     assert main(["run", str(tmp_path / "deep.tif"), str(tmp_path / "deep.jpg"), *MOTION]) == 2
     assert "JPEG holds 8-bit pictures, but the output would be uint16" in capsys.readouterr().err
     assert not (tmp_path / "deep.jpg").exists()
+    # A stack, or a picture with an alpha channel, cannot become a JPEG: refused before any work,
+    # the blind estimate included.
+    tifffile.imwrite(tmp_path / "stack.tif", np.repeat(observed[None, ..., 0], 3, 0))
+    assert main(["run", str(tmp_path / "stack.tif"), str(tmp_path / "stack.jpg"), *MOTION]) == 2
+    assert "JPEG holds one (H, W) picture or one colour picture, but the output would have shape (3, 96, 96)" in \
+        capsys.readouterr().err
+    iio.imwrite(tmp_path / "alpha.png", np.dstack([observed, np.full(observed.shape[:2], 255, np.uint8)]))
+    assert main(["run", str(tmp_path / "alpha.png"), str(tmp_path / "alpha.jpg"), "--method", "blind", "--quiet"]) == 2
+    assert "(and PNG or TIFF for an alpha channel)" in capsys.readouterr().err
+    assert not (tmp_path / "stack.jpg").exists() and not (tmp_path / "alpha.jpg").exists()
+    assert not (tmp_path / "alpha_psf.tif").exists()
 
 
 def test_16_bit_colour_png_keeps_its_depth_and_chunks_and_is_marked(tmp_path, photo, capsys):

@@ -270,9 +270,10 @@ def _read_jpeg(path: Path) -> ImageFile:
     return ImageFile(data, "jpeg", rgb=data.ndim == 3, metadata=metadata)
 
 
-def check_writable(out_format: str, dtype) -> None:
-    """Refuse, before any work, an output format that cannot hold ``dtype`` (PNG: uint8 / uint16;
-    JPEG: uint8), saying which formats can.
+def check_writable(out_format: str, dtype, shape=None, rgb: bool = False) -> None:
+    """Refuse, before any work, an output format that cannot hold the result: PNG takes uint8 /
+    uint16, JPEG uint8, and both one picture, (H, W) or colour (H, W, C) with C 3 or 4 (JPEG: 3);
+    the message says which formats can. ``shape`` and ``rgb``: the output's (as the input's).
 
     Example:
         >>> check_writable("tiff", "float32")
@@ -280,7 +281,14 @@ def check_writable(out_format: str, dtype) -> None:
         Traceback (most recent call last):
         ...
         ValueError: JPEG holds 8-bit pictures, but the output would be uint16; write PNG or TIFF (e.g. out.tif) for 16-bit or float data
+        >>> check_writable("png", "uint8", (5, 64, 64))
+        Traceback (most recent call last):
+        ...
+        ValueError: PNG holds one (H, W) picture or one colour picture, but the output would have shape (5, 64, 64); write TIFF, FITS or Zarr (e.g. out.tif) for stacks
     """
+    if out_format not in ("png", "jpeg"):
+        return
+    name = "JPEG" if out_format == "jpeg" else "PNG"
     dtype = np.dtype(dtype)
     if out_format == "jpeg" and dtype != np.uint8:
         raise ValueError(f"JPEG holds 8-bit pictures, but the output would be {dtype}; write PNG or TIFF (e.g. "
@@ -288,6 +296,14 @@ def check_writable(out_format: str, dtype) -> None:
     if out_format == "png" and dtype not in (np.uint8, np.uint16):
         raise ValueError(f"PNG holds 8- or 16-bit pictures, but the output would be {dtype}; write TIFF or FITS "
                          f"(e.g. out.tif) for float data")
+    if shape is None:
+        return
+    shape = tuple(int(n) for n in shape)
+    colours = (3,) if out_format == "jpeg" else (3, 4)
+    if not (len(shape) == 2 or (len(shape) == 3 and rgb and shape[-1] in colours)):
+        raise ValueError(f"{name} holds one (H, W) picture or one colour picture, but the output would have shape "
+                         f"{shape}; write TIFF, FITS or Zarr (e.g. out.tif) for stacks"
+                         + (" (and PNG or TIFF for an alpha channel)" if out_format == "jpeg" and rgb else ""))
 
 
 def read_image(path, *, hdu=None) -> ImageFile:

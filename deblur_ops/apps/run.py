@@ -98,6 +98,10 @@ def run(input_path, output_path, psf, *, method: str = "wiener", loop_axes: Sequ
         _check_output(input_path, psf_path, overwrite)
         params.pop("end_to_end", None)
         blind_method = method
+        if out_format in ("png", "jpeg"):  # refused before the estimate, not after it
+            peek = io.read_image(input_path, hdu=hdu)
+            io.check_writable(out_format, peek.data.dtype if output_dtype == "same" else np.float32,
+                              peek.data.shape, peek.rgb)
         psf, method, scale, estimated_how = _estimate(input_path, hdu, chunks, nan, params, progress, method)
         estimated = psf_path
     if psf is None:
@@ -115,7 +119,7 @@ def run(input_path, output_path, psf, *, method: str = "wiener", loop_axes: Sequ
         source = io.read_image(input_path, hdu=hdu)
         data = np.asarray(source.data)
         dtype = np.dtype(data.dtype) if output_dtype == "same" else np.dtype(np.float32)
-        io.check_writable(out_format, dtype)
+        io.check_writable(out_format, dtype, data.shape, source.rgb)
         summary = {"input": str(input_path), "output": str(output_path), "shape": tuple(data.shape),
                    "dtype": str(dtype), "format": out_format, "method": method,
                    "psf": "none (blind method)" if psf is None else f"{type(psf).__name__} {getattr(psf, 'grid_shape', '')}"}
@@ -148,7 +152,7 @@ def run(input_path, output_path, psf, *, method: str = "wiener", loop_axes: Sequ
         # energy that loses (a PSF wider than the image cannot be told apart from it).
         psf = prepare_psf(psf, image_shape=tuple(image_sides), crop_energy=None, warn_truncated=False).numpy()
     dtype = np.dtype(source.data.dtype) if output_dtype == "same" else np.dtype(np.float32)
-    io.check_writable(out_format, dtype)
+    io.check_writable(out_format, dtype, source.data.shape, source.rgb)
     data = source.data
     lazy = source.format == "zarr" or chunks is not None
     summary = {"input": str(input_path), "output": str(output_path), "shape": tuple(data.shape),
