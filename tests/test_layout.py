@@ -130,8 +130,8 @@ def test_models_do_not_import_train():
 
 
 # The registries as they were before the recipes left the model files (issue 15); moving code must
-# not add or lose an entry (sv_richardson_lucy and tv-irc are the methods added since, on purpose).
-METHODS = ["admm_tv", "autoencoder", "blind", "blind-irc", "gradient-descent", "irc", "irc-net", "madn", "nu_cg", "rgdm",
+# not add or lose an entry (sv_richardson_lucy, tv-irc, pnp and irc-pnp are the methods added since, on purpose).
+METHODS = ["admm_tv", "autoencoder", "blind", "blind-irc", "gradient-descent", "irc", "irc-net", "irc-pnp", "madn", "nu_cg", "pnp", "rgdm",
            "richardson_lucy", "sv_richardson_lucy", "tv-irc", "wiener", "wiener-bilateral", "wiener-stack-net"]
 RECIPES = ["autoencoder", "blind", "irc", "madn", "motion", "rgdm", "wiener-stack-net"]
 PRETRAINED = ["autoencoder", "blind-irc", "irc-motion", "madn", "motion-net", "rgdm", "wiener-stack-net"]

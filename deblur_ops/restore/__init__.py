@@ -10,10 +10,11 @@ from .admm_tv import admm_tv
 from .baselines import gradient_descent_method, wiener_bilateral
 from .irc import irc, irc_admm
 from .nu_cg import nu_cg
+from .pnp import nl_means, pnp
 from .registry import METHODS, Method, get_method, register
 from .richardson_lucy import richardson_lucy
 from .sv_richardson_lucy import sv_richardson_lucy
 from .wiener import wiener
 
 __all__ = ["METHODS", "BlurOperator", "Method", "admm_tv", "get_method", "gradient_descent_method", "irc", "irc_admm",
-           "nu_cg", "register", "richardson_lucy", "sv_richardson_lucy", "wiener", "wiener_bilateral"]
+           "nl_means", "nu_cg", "pnp", "register", "richardson_lucy", "sv_richardson_lucy", "wiener", "wiener_bilateral"]
