@@ -247,7 +247,7 @@ def test_kernel_sparsity_reaches_method_blind_and_deblur_run(tmp_path):
     plain = estimate_psf(observed, 13, sparsity=0)
     assert not np.allclose(plain, estimate_psf(observed, 13))  # the prior changes this estimate
     scale = blind_scale(observed)
-    expected = deblur_ops.deblur(observed / scale, plain, method="tv-irc") * scale
+    expected = deblur_ops.deblur(observed / scale, plain, method="tv-irc", refine=True) * scale
     restored = deblur_ops.deblur(observed, method="blind", psf_size=13, sparsity=0)
     assert np.abs(restored - expected).max() < 1e-5
     tifffile.imwrite(tmp_path / "shaky.tif", observed)
@@ -273,7 +273,7 @@ def test_region_estimates_the_kernel_from_part_of_the_picture(tmp_path):
     part = estimate_psf(observed[10:90, 4:60], 13)
     assert not np.allclose(part, estimate_psf(observed, 13))  # another part, another estimate
     scale = blind_scale(observed)
-    expected = deblur_ops.deblur(observed / scale, part, method="tv-irc") * scale
+    expected = deblur_ops.deblur(observed / scale, part, method="tv-irc", refine=True) * scale
     restored = deblur_ops.deblur(observed, method="blind", psf_size=13, region="10:90,4:60")
     assert restored.shape == observed.shape and np.abs(restored - expected).max() < 1e-5
     assert blind_region(((10, 90), (4, 60)), (96, 96), 13) == (slice(10, 90), slice(4, 60))
@@ -376,7 +376,7 @@ def test_blind_restores_with_tv_irc_by_default():
     lo, hi = np.quantile(observed.astype(np.float64), [0.001, 0.999])  # restored on the picture's range
     scale = np.float32(hi - lo)
     assert np.allclose(deblur_ops.deblur(observed, method="blind", psf_size=9),
-                       deblur_ops.deblur(observed / scale, kernel, method="tv-irc") * scale, atol=1e-5)
+                       deblur_ops.deblur(observed / scale, kernel, method="tv-irc", refine=True) * scale, atol=1e-5)
     assert np.allclose(deblur_ops.deblur(observed, method="blind", psf_size=9, nonblind="admm_tv"),
                        deblur_ops.deblur(observed / scale, kernel, method="admm_tv", isotropic=True) * scale, atol=1e-5)
     assert np.allclose(deblur_ops.deblur(observed, method="blind", psf_size=9, nonblind="irc-net"),
@@ -435,6 +435,16 @@ def test_tv_irc_is_the_mean_of_tv_and_irc_net_at_three_times_the_noise():
     assert np.abs(estimated - deblur_ops.deblur(observed, kernel, method="tv-irc", noise_sigma=sigma)).max() < 1e-5
     with pytest.raises(ValueError, match="2D images"):
         deblur_ops.deblur(np.random.rand(8, 32, 32).astype(np.float32), np.ones((3, 3, 3)) / 27, method="tv-irc")
+    # refine=True: plug-and-play steps started from that mean, at twice the noise level.
+    from deblur_ops.restore import pnp
+
+    refined = deblur_ops.deblur(observed, kernel, method="tv-irc", noise_sigma=0.02, refine=True)
+    batch = torch.from_numpy(observed)[None, None]
+    manual = pnp(batch, true, noise_sigma=0.04, init=torch.from_numpy(mean)[None, None], start_sigma=0.04,
+                 data_weight=0.3, iterations=6)[0, 0].numpy()
+    assert np.abs(refined - manual).max() < 1e-5 and np.abs(refined - mean).max() > 1e-3
+    with pytest.raises(ValueError, match="refine must be True or False"):
+        deblur_ops.deblur(observed, kernel, method="tv-irc", refine="yes")
 
 
 def test_kernel_rms_radius_and_the_near_sharp_caution():

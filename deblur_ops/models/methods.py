@@ -247,11 +247,15 @@ def _caution(kernel) -> None:
 # IRC-Net's noise level in "tv-irc", relative to the given or estimated one: a kernel estimated blind is
 # wrong by more than the noise, and a stronger shrinkage keeps IRC-Net from amplifying that error.
 TV_IRC_NOISE_FACTOR = 3.0
+# The refinement's noise level in "tv-irc" with refine=True, relative to the given or estimated one (on the
+# development images' estimated kernels 2x beat 1x: +1.85 against +1.26 dB on compact shake).
+TV_IRC_REFINE_NOISE_FACTOR = 2.0
 
 
 @register("tv-irc", "Mean of isotropic ADMM-TV and IRC-Net (3x noise level): robust to errors of an estimated "
           "kernel; method blind's default")
-def tv_irc(image: torch.Tensor, psf: torch.Tensor, *, noise_sigma=None, weights: str = "irc-motion") -> torch.Tensor:
+def tv_irc(image: torch.Tensor, psf: torch.Tensor, *, noise_sigma=None, weights: str = "irc-motion",
+           refine: bool = False) -> torch.Tensor:
     """The mean of two restorations with one uniform PSF: isotropic ``admm_tv`` and ``irc-net`` with
     its noise level raised :data:`TV_IRC_NOISE_FACTOR` times. Made for kernels estimated blind
     (:func:`deblur_ops.estimate_psf`): their errors make IRC-Net ring and TV flatten texture, and the
@@ -267,6 +271,11 @@ def tv_irc(image: torch.Tensor, psf: torch.Tensor, *, noise_sigma=None, weights:
         noise_sigma: noise level (number, (B,) or (B, C)); estimated when None. TV's weight
             follows it, IRC-Net gets three times it.
         weights: IRC-Net weights (registry name or path), as for ``irc-net``.
+        refine: then :data:`IRC_PNP_STEPS` plug-and-play steps (:func:`deblur_ops.restore.pnp`)
+            started from the mean, at :data:`TV_IRC_REFINE_NOISE_FACTOR` times the noise level
+            (method ``"blind"``'s default). With kernels estimated on 42 development cases (1 %
+            noise) this gained +0.30 dB on compact and +0.35 dB on spanning camera shake (scored
+            inside a border of the kernel's side; +0.16 and +0.36 dB on the whole image).
 
     Example:
         >>> import torch
@@ -284,7 +293,15 @@ def tv_irc(image: torch.Tensor, psf: torch.Tensor, *, noise_sigma=None, weights:
     sigma = noise_sigma_per_item(image, noise_sigma)
     tv = admm_tv(image, psf, noise_sigma=sigma, isotropic=True)
     irc = irc_net(image, psf, noise_sigma=TV_IRC_NOISE_FACTOR * sigma, weights=weights)
-    return 0.5 * (tv + irc)
+    mean = 0.5 * (tv + irc)
+    if not isinstance(refine, bool):
+        raise ValueError(f"refine must be True or False, got {refine!r}")
+    if not refine:
+        return mean
+    from ..restore.pnp import pnp
+
+    return pnp(image, psf, noise_sigma=TV_IRC_REFINE_NOISE_FACTOR * sigma, init=mean, start_sigma=IRC_PNP_START,
+               data_weight=IRC_PNP_WEIGHT, iterations=IRC_PNP_STEPS)
 
 
 # The plug-and-play refinement of "irc-pnp": its first denoising strength (relative to the image's peak),
@@ -427,13 +444,16 @@ def blind_nonblind(nonblind: str | None, source: str) -> str:
 def blind_nonblind_defaults(nonblind: str) -> dict:
     """Parameters method "blind" gives its non-blind step ``nonblind`` unless the caller sets them:
     isotropic TV for ``admm_tv`` (on the development images' estimated kernels +0.1-0.2 dB over
-    the anisotropic default), none for other methods.
+    the anisotropic default), the plug-and-play refinement for ``tv-irc`` (+0.3 dB), none for
+    other methods.
 
     Example:
-        >>> blind_nonblind_defaults("admm_tv"), blind_nonblind_defaults("irc-net")
-        ({'isotropic': True}, {})
+        >>> blind_nonblind_defaults("admm_tv"), blind_nonblind_defaults("tv-irc"), blind_nonblind_defaults("irc-net")
+        ({'isotropic': True}, {'refine': True}, {})
     """
-    return {"isotropic": True} if nonblind == "admm_tv" else {}
+    if nonblind == "admm_tv":
+        return {"isotropic": True}
+    return {"refine": True} if nonblind == "tv-irc" else {}
 
 
 def blind_scale(plane) -> float:

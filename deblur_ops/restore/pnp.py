@@ -26,6 +26,7 @@ START_SIGMA = 0.1      # first denoising strength, relative to the image's peak 
 DATA_WEIGHT = 0.6      # DPIR's lambda: the data step's penalty is lambda * sigma_n^2 / sigma_k^2
 FILTER_STRENGTH = 0.6  # NLM's h relative to the step's sigma
 NOISE_FLOOR = 1e-3     # smallest noise level the schedule ends at, relative to the peak magnitude
+WEIGHT_CUTOFF = 30.0   # NLM weights exp(-x) with x above this are set to 0
 
 
 def _box_mean(x: torch.Tensor, radius: int) -> torch.Tensor:
@@ -100,7 +101,11 @@ def nl_means(image: torch.Tensor, sigma, *, strength: float = FILTER_STRENGTH, p
                 continue
             moved = padded[..., s + dy:s + dy + grown[0], s + dx:s + dx + grown[1]]  # pixels q + o
             dist = _box_mean((base - moved).square().mean(1, keepdim=True), r)  # p from -s on
-            weight = torch.exp(-(dist - two_var).clamp(min=0) * inv_h2)
+            exponent = (dist - two_var).clamp(min=0) * inv_h2
+            # Weights under e^-30 are dropped: negligible beside the centre's 1, and their exponentials
+            # and products would be subnormal floats (without the cutoff: 0.32-0.45 s against 0.17-0.21 s
+            # on a 300² noise image at 1 thread).
+            weight = torch.exp(-exponent.clamp(max=WEIGHT_CUTOFF)).masked_fill(exponent >= WEIGHT_CUTOFF, 0.0)
             weight = torch.where(sig > 0, weight, torch.zeros_like(weight))
             forward = weight[..., s:s + h, s:s + w]                      # w_o(p), p on the image
             backward = weight[..., s - dy:s - dy + h, s - dx:s - dx + w]  # w_{-o}(p) = w_o(p - o)
