@@ -247,7 +247,7 @@ def test_kernel_sparsity_reaches_method_blind_and_deblur_run(tmp_path):
     plain = estimate_psf(observed, 13, sparsity=0)
     assert not np.allclose(plain, estimate_psf(observed, 13))  # the prior changes this estimate
     scale = blind_scale(observed)
-    expected = deblur_ops.deblur(observed / scale, plain, method="tv-irc", refine=True) * scale
+    expected = deblur_ops.deblur(observed / scale, plain, method="tv-irc") * scale
     restored = deblur_ops.deblur(observed, method="blind", psf_size=13, sparsity=0)
     assert np.abs(restored - expected).max() < 1e-5
     tifffile.imwrite(tmp_path / "shaky.tif", observed)
@@ -273,7 +273,7 @@ def test_region_estimates_the_kernel_from_part_of_the_picture(tmp_path):
     part = estimate_psf(observed[10:90, 4:60], 13)
     assert not np.allclose(part, estimate_psf(observed, 13))  # another part, another estimate
     scale = blind_scale(observed)
-    expected = deblur_ops.deblur(observed / scale, part, method="tv-irc", refine=True) * scale
+    expected = deblur_ops.deblur(observed / scale, part, method="tv-irc") * scale
     restored = deblur_ops.deblur(observed, method="blind", psf_size=13, region="10:90,4:60")
     assert restored.shape == observed.shape and np.abs(restored - expected).max() < 1e-5
     assert blind_region(((10, 90), (4, 60)), (96, 96), 13) == (slice(10, 90), slice(4, 60))
@@ -376,7 +376,7 @@ def test_blind_restores_with_tv_irc_by_default():
     lo, hi = np.quantile(observed.astype(np.float64), [0.001, 0.999])  # restored on the picture's range
     scale = np.float32(hi - lo)
     assert np.allclose(deblur_ops.deblur(observed, method="blind", psf_size=9),
-                       deblur_ops.deblur(observed / scale, kernel, method="tv-irc", refine=True) * scale, atol=1e-5)
+                       deblur_ops.deblur(observed / scale, kernel, method="tv-irc") * scale, atol=1e-5)
     assert np.allclose(deblur_ops.deblur(observed, method="blind", psf_size=9, nonblind="admm_tv"),
                        deblur_ops.deblur(observed / scale, kernel, method="admm_tv", isotropic=True) * scale, atol=1e-5)
     assert np.allclose(deblur_ops.deblur(observed, method="blind", psf_size=9, nonblind="irc-net"),

@@ -126,6 +126,10 @@ def test_pnp_through_deblur_on_colour_and_bad_input():
         pnp(torch.rand(1, 1, 32, 32), torch.ones(3, 3) / 9, iterations=0)
     with pytest.raises(ValueError, match="padding"):
         pnp(torch.rand(1, 1, 32, 32), torch.ones(3, 3) / 9, padding="zeros")
+    with pytest.raises(ValueError, match="init"):
+        pnp(torch.rand(1, 1, 32, 32), torch.ones(3, 3) / 9, init="zeros")
+    with pytest.raises(ValueError, match="init must have the image's shape"):
+        pnp(torch.rand(1, 1, 32, 32), torch.ones(3, 3) / 9, init=torch.rand(1, 1, 30, 32))
 
 
 @requires_cuda

@@ -129,7 +129,7 @@ def _mirror(x: torch.Tensor, margin: int) -> torch.Tensor:
           "TV flattens; 2D")
 def pnp(image: torch.Tensor, psf: torch.Tensor, *, noise_sigma=None, iterations: int = 8,
         start_sigma: float = START_SIGMA, data_weight: float = DATA_WEIGHT, strength: float = FILTER_STRENGTH,
-        patch_radius: int = 2, search_radius: int = 6, padding: str = "reflect", init=None, callback=None) -> torch.Tensor:
+        patch_radius: int = 2, search_radius: int = 6, padding: str = "reflect", init="blurred", callback=None) -> torch.Tensor:
     r"""Non-blind deconvolution by plug-and-play half-quadratic splitting with non-local means.
 
     For k = 1..``iterations`` with denoising strengths :math:`\sigma_k` falling geometrically from
@@ -158,8 +158,9 @@ def pnp(image: torch.Tensor, psf: torch.Tensor, *, noise_sigma=None, iterations:
         strength: NLM's h / sigma (> 0).
         patch_radius, search_radius: NLM patch and search half-widths.
         padding: ``"reflect"`` or ``"circular"``.
-        init: where the iterations start, a tensor of the image's shape (e.g. another method's
-            restoration, as ``"irc-pnp"`` starts from ``irc-net``'s); default the blurred image.
+        init: where the iterations start: ``"blurred"`` (the image itself) or a tensor of the
+            image's shape (e.g. another method's restoration, as ``"irc-pnp"`` starts from
+            ``irc-net``'s).
             Started from the blurred image, the first data steps are close to inverse filters;
             under strong blur, starting from ``irc-net``'s restoration (``irc-pnp``) did better.
         callback: ``callback(i, estimate)`` after iteration i, estimate cropped to the image.
@@ -210,7 +211,9 @@ def pnp(image: torch.Tensor, psf: torch.Tensor, *, noise_sigma=None, iterations:
     domain.crop(inside).fill_(1.0)
     start = torch.maximum(torch.full_like(sigma_n, start_sigma), sigma_n)
     z = domain.data
-    if init is not None:
+    if isinstance(init, str):
+        v.require_choice(init, "init", ("blurred",))
+    else:
         v.require_tensor(init, "init")
         if init.shape != image.shape:
             raise ValueError(f"init must have the image's shape {tuple(image.shape)}, got {tuple(init.shape)}")
