@@ -148,7 +148,7 @@ def pnp(image: torch.Tensor, psf: torch.Tensor, *, noise_sigma=None, iterations:
 
     Args:
         image: (B, C, H, W) float tensor (2D images; restore volumes plane by plane or with
-            another method), each side larger than ``2 * search_radius``.
+            another method), at least 16 x 16.
         psf: uniform PSF (kh, kw) or one per batch item; odd sizes, not larger than the image.
         noise_sigma: noise level (number, (B,) or (B, C)); estimated with Immerkaer's method when
             None. The schedule ends at it, but not below 0.1 % of the image's peak.
@@ -198,10 +198,14 @@ def pnp(image: torch.Tensor, psf: torch.Tensor, *, noise_sigma=None, iterations:
         sigma_n = sigma_n.reshape(image.shape[0], -1).mean(1)
     sigma_n = sigma_n / magnitude.reshape(-1)
     sigma_n = sigma_n.clamp(min=NOISE_FLOOR)
+    if min(image.shape[-2:]) < v.MIN_IMAGE_SIDE:
+        raise ValueError(f"pnp: image must be at least {v.MIN_IMAGE_SIDE}x{v.MIN_IMAGE_SIDE} pixels, got "
+                         f"{tuple(image.shape[-2:])}")
     domain = FFTDomain(image, psf, padding)
     if min(domain.shape) <= 2 * search_radius:
-        raise ValueError(f"pnp needs images larger than 2 * search_radius = {2 * search_radius} pixels on "
-                         f"each side, got {tuple(image.shape[-2:])}; pass a smaller search_radius")
+        raise ValueError(f"pnp needs the image with its FFT margin ({domain.shape[-2]}x{domain.shape[-1]}) to be "
+                         f"larger than 2 * search_radius = {2 * search_radius} pixels on each side; pass a "
+                         f"smaller search_radius")
     blur_power = domain.otf.real**2 + domain.otf.imag**2
     # The margin of the extended domain was never observed: each data step fills it with the current
     # estimate blurred (the image's own pixels keep the data), so that no mirrored border, which a
