@@ -7,7 +7,7 @@ import deblur_ops
 from deblur_ops.data.images import sample_image
 from deblur_ops.data.metrics import psnr
 from deblur_ops.restore import admm_tv, nl_means, pnp
-from deblur_ops.restore.pnp import _box_mean
+from deblur_ops.restore.pnp import _box_sum
 
 from .conftest import requires_cuda
 
@@ -52,7 +52,7 @@ def test_nl_means_pairs_offsets_exactly_as_the_direct_sum():
     for dy in range(-s, s + 1):
         for dx in range(-s, s + 1):
             moved = padded[..., s + dy:s + dy + h + 2 * r, s + dx:s + dx + w + 2 * r]
-            d = _box_mean((centre - moved).square().mean(1, keepdim=True), r)
+            d = _box_sum((centre - moved).square().mean(1, keepdim=True), r) / (2 * r + 1) ** 2
             wgt = torch.exp(-(d - 2 * sigma.view(-1, 1, 1, 1) ** 2).clamp(min=0) / (0.7 * sigma.view(-1, 1, 1, 1)) ** 2)
             num += wgt * moved[..., r:r + h, r:r + w]
             den += wgt
