@@ -65,6 +65,10 @@ def test_nl_means_keeps_flat_images_and_zero_noise_and_is_differentiable():
     assert torch.equal(nl_means(flat, 0.2), flat)
     x = torch.rand(2, 1, 24, 24, dtype=torch.float64)
     assert torch.equal(nl_means(x, 0.0), x)
+    # Scaling image and sigma together scales the result, even where the squares would overflow.
+    huge = nl_means(x.float() * 1e30, 0.05 * 1e30) / 1e30
+    assert torch.isfinite(huge).all()
+    assert torch.allclose(huge, nl_means(x.float(), 0.05), atol=1e-5)
     small = torch.rand(1, 1, 9, 9, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda t: nl_means(t, 0.3, patch_radius=1, search_radius=2), (small,))
 

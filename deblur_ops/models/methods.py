@@ -293,12 +293,12 @@ def tv_irc(image: torch.Tensor, psf: torch.Tensor, *, noise_sigma=None, weights:
     from ..restore.admm_tv import admm_tv
 
     _check_image(image)
+    if not isinstance(refine, bool):
+        raise ValueError(f"refine must be True or False, got {refine!r}")
     sigma = noise_sigma_per_item(image, noise_sigma)
     tv = admm_tv(image, psf, noise_sigma=sigma, isotropic=True)
     irc = irc_net(image, psf, noise_sigma=TV_IRC_NOISE_FACTOR * sigma, weights=weights)
     mean = 0.5 * (tv + irc)
-    if not isinstance(refine, bool):
-        raise ValueError(f"refine must be True or False, got {refine!r}")
     if not refine:
         return mean
     from ..restore.pnp import pnp

@@ -83,6 +83,10 @@ def nl_means(image: torch.Tensor, sigma, *, strength: float = FILTER_STRENGTH, p
         raise ValueError(f"nl_means needs images larger than 2 * search_radius = {2 * search_radius} pixels "
                          f"on each side, got {h}x{w}; pass a smaller search_radius")
     sig = v.per_item(sigma, "sigma", image).reshape(b, 1, 1, 1).to(image.dtype)
+    # Filtered on image / its peak (sigma alike), so that squared differences of huge values cannot
+    # overflow to inf - inf = NaN; the filter commutes with that scaling.
+    magnitude = data_scale(image)
+    original, image, sig = image, image / magnitude, sig / magnitude
     s, r = search_radius, patch_radius
     # Offsets o and -o share their patch distances (d_{-o}(p) = d_o(p - o)): each pair is computed
     # once, for p on the image grown by s; its patches reach r further and their partners s more.
@@ -114,7 +118,7 @@ def nl_means(image: torch.Tensor, sigma, *, strength: float = FILTER_STRENGTH, p
                 .addcmul(backward, padded[..., margin - dy:margin - dy + h, margin - dx:margin - dx + w])
             denominator = denominator + forward + backward
     # sigma = 0 keeps the image (the weights above are then all but meaningless).
-    return torch.where(sig > 0, numerator / denominator, image)
+    return torch.where(sig > 0, numerator / denominator * magnitude, original)
 
 
 def _mirror(x: torch.Tensor, margin: int) -> torch.Tensor:
@@ -170,8 +174,8 @@ def pnp(image: torch.Tensor, psf: torch.Tensor, *, noise_sigma=None, iterations:
         Tensor of the image's shape and dtype.
 
     Raises:
-        ValueError: bad shapes (a volume, an image too small for the search window), NaN/Inf, an
-            even or too large PSF, bad parameters.
+        ValueError: bad shapes (a volume, an image under 16 x 16 or too small for the search
+            window), NaN/Inf, an even or too large PSF, bad parameters (``init`` included).
 
     Example:
         >>> import torch
@@ -187,21 +191,27 @@ def pnp(image: torch.Tensor, psf: torch.Tensor, *, noise_sigma=None, iterations:
     """
     image, psf = check_inputs(image, psf)
     v.check_image_2d(image, "pnp")
+    if min(image.shape[-2:]) < v.MIN_IMAGE_SIDE:
+        raise ValueError(f"pnp: image must be at least {v.MIN_IMAGE_SIDE}x{v.MIN_IMAGE_SIDE} pixels, got "
+                         f"{tuple(image.shape[-2:])}")
     iterations = check_positive(iterations, "iterations", integer=True)
     start_sigma = check_positive(start_sigma, "start_sigma")
     data_weight = check_positive(data_weight, "data_weight")
     v.require_choice(padding, "padding", ("reflect", "circular"))
     check_callback(callback)
-    magnitude = data_scale(image)
-    image = image / magnitude
-    sigma_n = noise_sigma_per_item(image * magnitude, noise_sigma).to(image.dtype)
+    if isinstance(init, str):
+        v.require_choice(init, "init", ("blurred",))
+    else:
+        v.require_tensor(init, "init")
+        if init.shape != image.shape:
+            raise ValueError(f"init must have the image's shape {tuple(image.shape)}, got {tuple(init.shape)}")
+        v.require_finite(init, "init")
+    sigma_n = noise_sigma_per_item(image, noise_sigma).to(image.dtype)
     if sigma_n.numel() != image.shape[0]:  # one value per channel: the patches span the channels
         sigma_n = sigma_n.reshape(image.shape[0], -1).mean(1)
-    sigma_n = sigma_n / magnitude.reshape(-1)
-    sigma_n = sigma_n.clamp(min=NOISE_FLOOR)
-    if min(image.shape[-2:]) < v.MIN_IMAGE_SIDE:
-        raise ValueError(f"pnp: image must be at least {v.MIN_IMAGE_SIDE}x{v.MIN_IMAGE_SIDE} pixels, got "
-                         f"{tuple(image.shape[-2:])}")
+    magnitude = data_scale(image)
+    image = image / magnitude
+    sigma_n = (sigma_n / magnitude.reshape(-1)).clamp(min=NOISE_FLOOR)
     domain = FFTDomain(image, psf, padding)
     if min(domain.shape) <= 2 * search_radius:
         raise ValueError(f"pnp needs the image with its FFT margin ({domain.shape[-2]}x{domain.shape[-1]}) to be "
@@ -211,19 +221,10 @@ def pnp(image: torch.Tensor, psf: torch.Tensor, *, noise_sigma=None, iterations:
     # The margin of the extended domain was never observed: each data step fills it with the current
     # estimate blurred (the image's own pixels keep the data), so that no mirrored border, which a
     # blurred image does not continue consistently, is fitted as if it were data.
-    inside = FFTDomain(torch.ones_like(image[:1, :1]), psf, padding)
-    inside = torch.zeros_like(inside.data)
+    inside = torch.zeros_like(domain.data[:1, :1])
     domain.crop(inside).fill_(1.0)
     start = torch.maximum(torch.full_like(sigma_n, start_sigma), sigma_n)
-    z = domain.data
-    if isinstance(init, str):
-        v.require_choice(init, "init", ("blurred",))
-    else:
-        v.require_tensor(init, "init")
-        if init.shape != image.shape:
-            raise ValueError(f"init must have the image's shape {tuple(image.shape)}, got {tuple(init.shape)}")
-        v.require_finite(init, "init")
-        z = FFTDomain(init.to(image) / magnitude, psf, padding).data
+    z = domain.data if isinstance(init, str) else FFTDomain(init.to(image) / magnitude, psf, padding).data
     for i in range(iterations):
         fraction = i / (iterations - 1) if iterations > 1 else 1.0
         sigma_k = start * (sigma_n / start) ** fraction                       # geometric, start -> sigma_n
