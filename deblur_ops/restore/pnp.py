@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import validation as v
+from ..boundary import reflect_dim
 from ..data.noise import noise_sigma_per_item
 from ..validation import check_callback, check_inputs, check_positive
 from ._common import FFTDomain, data_scale, require_finite_result
@@ -91,7 +92,7 @@ def nl_means(image: torch.Tensor, sigma, *, strength: float = FILTER_STRENGTH, p
     # Offsets o and -o share their patch distances (d_{-o}(p) = d_o(p - o)): each pair is computed
     # once, for p on the image grown by s; its patches reach r further and their partners s more.
     margin = 2 * s + r
-    padded = _mirror(image, margin)
+    padded = reflect_dim(reflect_dim(image, -2, margin, margin), -1, margin, margin)
     grown = (h + 2 * s + 2 * r, w + 2 * s + 2 * r)
     base = padded[..., s:s + grown[0], s:s + grown[1]]  # pixels q from -s - r on
     # d^2 is a mean over the patch's (2 r + 1)^2 pixels and the channels: the loop sums, and the
@@ -119,15 +120,6 @@ def nl_means(image: torch.Tensor, sigma, *, strength: float = FILTER_STRENGTH, p
             denominator = denominator + forward + backward
     # sigma = 0 keeps the image (the weights above are then all but meaningless).
     return torch.where(sig > 0, numerator / denominator * magnitude, original)
-
-
-def _mirror(x: torch.Tensor, margin: int) -> torch.Tensor:
-    """Reflect-pad the last two dims by ``margin``, repeating the reflection for small images."""
-    while margin > 0:
-        step = min(margin, x.shape[-1] - 1, x.shape[-2] - 1)
-        x = F.pad(x, (step, step, step, step), mode="reflect")
-        margin -= step
-    return x
 
 
 @register("pnp", "Plug-and-play HQS with a non-local-means denoiser (DPIR schedule): keeps texture that "
