@@ -309,7 +309,7 @@ def tv_irc(image: torch.Tensor, psf: torch.Tensor, *, noise_sigma=None, weights:
 
 # The plug-and-play refinement of "irc-pnp": its first denoising strength (relative to the image's peak),
 # DPIR's data weight and its number of steps. Chosen on the development images (coffee, brick, clock,
-# horse; Boracchi-Foi shake, 1 % noise, true kernels) from start 0.02-0.1 and weight 0.15-1.0, see
+# horse; Boracchi-Foi shake, 1 % noise, true kernels) from start 0.02 or 0.04 and weight 0.3 or 1.0, see
 # benchmarks/results/2026-12-03_amd-epyc_pnp_nlm_dev.md.
 IRC_PNP_START = 0.04
 IRC_PNP_WEIGHT = 0.3
