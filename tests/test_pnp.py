@@ -124,6 +124,12 @@ def test_pnp_through_deblur_on_colour_and_bad_input():
     kernel = np.ones((5, 5), np.float32) / 25
     out = deblur_ops.deblur(clean, kernel, method="pnp", iterations=2)
     assert out.shape == clean.shape and np.isfinite(out).all()
+    # The channels share the patch distances: three equal channels restore as the grey picture does.
+    grey = clean.mean(-1)
+    alike = deblur_ops.deblur(np.repeat(grey[..., None], 3, -1), kernel, method="pnp", iterations=2)
+    expected = deblur_ops.deblur(grey, kernel, method="pnp", iterations=2)
+    for c in range(3):
+        np.testing.assert_allclose(alike[..., c], expected, atol=1e-5)
     with pytest.raises(ValueError, match="pnp restores 2D images"):
         pnp(torch.rand(1, 1, 8, 32, 32), torch.ones(3, 3, 3) / 27)
     with pytest.raises(ValueError, match="iterations must be an integer > 0"):
