@@ -5,8 +5,10 @@ latent image's gradients (Xu, Zheng & Jia 2013; Pan, Hu, Su & Yang 2014): at eac
 image pyramid it alternates
 
 1. the latent image: ``min_x ||k * x - y||^2 + lam ||grad x||_0`` by half-quadratic splitting
-   (closed-form FFT solves, hard thresholding of the gradients), on a smooth periodic extension of
-   ``y`` so that the image borders do not ring;
+   (closed-form FFT solves and hard thresholding of the gradients), on a smooth periodic extension
+   of ``y`` so that the image borders do not ring; optionally (``dark_channel``, off by default)
+   with ``+ dark lam ||D(x)||_0`` on the dark channel ``D``, the minimum over 35 px windows (Pan,
+   Sun, Pfister & Yang 2016);
 2. the kernel, in the gradient domain: ``min_k sum_d ||valid(d x * k) - d y||^2 + gamma ||k||^2``
    over a ``size x size`` support by conjugate gradients (the "valid" convolution sees only the
    latent pixels that really reach the observed ones; a band of the kernel's side along the border,
@@ -48,8 +50,8 @@ from ..boundary import next_fast_len
 from ..data.noise import estimate_noise_sigma
 from ..validation import MIN_IMAGE_SIDE, as_float_tensor, positive_float, require_finite, resolve_device
 
-__all__ = ["ESTIMATE_SOURCES", "ESTIMATE_WINDOW", "KERNEL_SPARSITY", "NEAR_SHARP_RADIUS", "estimate_psf", "estimate_steps",
-           "kernel_rms_radius", "near_sharp_warning", "normalised_sparsity"]
+__all__ = ["DARK_CHANNEL", "ESTIMATE_SOURCES", "ESTIMATE_WINDOW", "KERNEL_SPARSITY", "NEAR_SHARP_RADIUS", "estimate_psf",
+           "estimate_steps", "kernel_rms_radius", "near_sharp_warning", "normalised_sparsity"]
 
 # What estimate_psf reads the blur from: "edges" (the MAP estimator above), "points" (isolated stars or
 # beads, their median by psf.psf_from_point_sources) or "auto" (points on a frame of mostly empty sky that has enough of them).
@@ -74,6 +76,10 @@ _CUT = 0.05
 # The kernel's sparsity prior sum |k|^p (estimate_psf's ``sparsity``): its exponent and the floor of the
 # reweighting (taps of the sum-1 kernel under it weigh as much as it).
 KERNEL_SPARSITY = 0.3  # the default weight (estimate_psf's, method "blind"'s, deblur run's)
+# The dark-channel prior's default weight (estimate_psf's ``dark_channel``): off. At 1.0 it gained on
+# development images (+0.77 dB compact, +0.31 spanning, 84 cases) but not on the held-out protocols
+# (-0.08 and -0.04 dB, case by case -3.2 to +3.4 dB), for 25-80 % more time; see its docstring.
+DARK_CHANNEL = 0.0
 _KERNEL_P = 0.5
 _KERNEL_FLOOR = 1e-4
 _REWEIGHTINGS = 2
@@ -91,11 +97,17 @@ _TV_WEIGHT_PER_ROOT_NOISE = 0.14
 _SIGMA_FLOOR = 1e-4
 _TV_BETA_START = 10.0
 _TV_BETA_MAX = 1e4
+# The dark channel's L0 prior in the latent step (Pan et al. 2016): window side in pixels (theirs, at every
+# level; capped at a third of a small level's side), the largest splitting weight of its subproblem, and the
+# floor of the Otsu threshold its first weight is divided by.
+_DARK_PATCH = 35
+_DARK_BETA_MAX = 8.0
+_OTSU_FLOOR = 1e-3
 
 
 def estimate_psf(image, size: int = 31, *, adaptive_support: bool = True, iterations: int = 5, lam: float = 4e-3,
                  lam_min: float = 1e-4, gamma: float = 10.0, edges: float = 20.0, sparsity: float = KERNEL_SPARSITY,
-                 source: str = "auto",
+                 dark_channel: float = DARK_CHANNEL, source: str = "auto",
                  window: int | None = ESTIMATE_WINDOW, device="auto", return_latent: bool = False,
                  return_source: bool = False, callback=None):
     """Estimate the (uniform) blur kernel of a blurred image without knowing it (blind deconvolution).
@@ -134,6 +146,16 @@ def estimate_psf(image, size: int = 31, *, adaptive_support: bool = True, iterat
             camera-shake cases, 1 % noise) 0.3 gained +0.58 dB on compact kernels (3-12 px in
             11-27 px supports) and +0.19 dB on kernels spanning their support, for about 60 %
             more time.
+        dark_channel: weight of the L0 prior on the latent image's dark channel (its minimum over
+            35 px windows; Pan et al. 2016), relative to the gradient prior's ``lam`` (0 turns it
+            off). Blur lifts the dark channel, so the prior steers the latent, and the kernel fitted
+            to it, away from blurred solutions. Off by default: at 1.0, restored by ``tv-irc``, it
+            gained on development images (84 camera-shake cases, 1 % noise: compact kernels +2.60
+            -> +3.37 dB over the blurred input, spanning +3.11 -> +3.42; at 0.2 % noise +0.43 dB
+            spanning, -0.02 compact) but not on the held-out protocol of ``deblur evaluate
+            --blind`` (+1.14 -> +1.06 dB, spanning kernels +2.54 -> +2.50; Levin ratios under 3:
+            89 -> 91 % on both), with case-by-case changes from -3.2 to +3.4 dB, for 25-80 % more
+            time. Try it on pictures with dark regions (text, night scenes, dark backgrounds).
         source: ``"edges"`` (the MAP estimator), ``"points"`` (point sources; the crops are
             ``size`` wide, so ``size`` should hold the PSF's visible wings), or ``"auto"``
             (default): points when the frame is mostly empty sky (its median within 10 % of its
@@ -182,7 +204,8 @@ def estimate_psf(image, size: int = 31, *, adaptive_support: bool = True, iterat
     References:
         L. Xu, S. Zheng, J. Jia. Unnatural L0 sparse representation for natural image deblurring. CVPR 2013.
         J. Pan, Z. Hu, Z. Su, M.-H. Yang. Deblurring text images via L0-regularized intensity and gradient
-        prior. CVPR 2014. S. Cho, S. Lee. Fast motion deblurring. SIGGRAPH Asia 2009. D. Krishnan, T. Tay,
+        prior. CVPR 2014. J. Pan, D. Sun, H. Pfister, M.-H. Yang. Blind image deblurring using dark channel
+        prior. CVPR 2016. S. Cho, S. Lee. Fast motion deblurring. SIGGRAPH Asia 2009. D. Krishnan, T. Tay,
         R. Fergus. Blind deconvolution using a normalized sparsity measure. CVPR 2011. Q. Shan, J. Jia,
         A. Agarwala. High-quality motion deblurring from a single image. SIGGRAPH 2008. L. Xu, J. Jia.
         Two-phase kernel estimation for robust motion deblurring. ECCV 2010.
@@ -222,6 +245,11 @@ def estimate_psf(image, size: int = 31, *, adaptive_support: bool = True, iterat
         raise ValueError(f"sparsity must be a finite number >= 0 (the weight of the kernel's sum |k|^0.5 prior; "
                          f"0 turns it off), got {sparsity!r}")
     sparsity = float(sparsity)
+    if isinstance(dark_channel, bool) or not isinstance(dark_channel, (int, float, np.floating, np.integer)) \
+            or not math.isfinite(float(dark_channel)) or dark_channel < 0:
+        raise ValueError(f"dark_channel must be a finite number >= 0 (the weight of the latent's dark-channel prior "
+                         f"relative to its gradient prior; 0 turns it off), got {dark_channel!r}")
+    dark_channel = float(dark_channel)
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be a function callback(done, total), got {type(callback).__name__}")
     if window is not None and (isinstance(window, bool) or not isinstance(window, (int, np.integer))
@@ -250,7 +278,8 @@ def estimate_psf(image, size: int = 31, *, adaptive_support: bool = True, iterat
         top, left, wh, ww = _best_window(y, max(int(window), 3 * size), size)
         y = y[top:top + wh, left:left + ww]
         h, w = y.shape
-    settings = dict(iterations=iterations, lam=lam, lam_min=lam_min, gamma=gamma, edges=edges, sparsity=sparsity)
+    settings = dict(iterations=iterations, lam=lam, lam_min=lam_min, gamma=gamma, edges=edges, sparsity=sparsity,
+                    dark=dark_channel)
     sides = _support_ladder(size) if adaptive_support else [size]
     best = None
     if len(sides) > 1:
@@ -435,7 +464,8 @@ def _support_ladder(size: int) -> list[int]:
 
 
 def _estimate_on_support(y: torch.Tensor, size: int, *, iterations: int, lam: float, lam_min: float, gamma: float,
-                         edges: float, sparsity: float = 0.0, level_done=None) -> tuple[torch.Tensor, torch.Tensor]:
+                         edges: float, sparsity: float = 0.0, dark: float = 0.0,
+                         level_done=None) -> tuple[torch.Tensor, torch.Tensor]:
     """The coarse-to-fine estimate on one ``size`` support: (centred kernel, last latent grown by
     size // 2); ``level_done()`` is called after each pyramid level."""
     h, w = y.shape
@@ -452,7 +482,7 @@ def _estimate_on_support(y: torch.Tensor, size: int, *, iterations: int, lam: fl
             kernel = _resize_kernel(kernel, side, math.sqrt(shape[0] * shape[1] / (previous[0] * previous[1])))
         previous = shape
         for _ in range(iterations):
-            latent = _latent(level, kernel, weight, "l0")
+            latent = _latent(level, kernel, weight, "l0", dark)
             # The kernel's sparsity prior at the finest level only (measured: most of its gain on compact
             # shake at every level, without the loss that brought on kernels that span their support).
             kernel = _kernel_step(level, latent, kernel.shape[-1], gamma, edges,
@@ -594,11 +624,21 @@ def _otf(kernel: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
     return torch.fft.rfft2(torch.roll(padded, (-(kh // 2), -(kw // 2)), (0, 1)))
 
 
-def _latent(y: torch.Tensor, kernel: torch.Tensor, lam: float, prior: str) -> torch.Tensor:
+def _latent(y: torch.Tensor, kernel: torch.Tensor, lam: float, prior: str, dark: float = 0.0) -> torch.Tensor:
     """Latent image on ``y``'s periodic extension by half-quadratic splitting (closed-form FFT
     solves), with an L0 (``prior="l0"``, Xu et al. 2013: hard thresholding) or L1 (``"l1"``,
     anisotropic total variation: soft thresholding) penalty ``lam`` on its gradients; returns the
-    latent on ``y`` grown by the kernel's radius on each side."""
+    latent on ``y`` grown by the kernel's radius on each side.
+
+    With ``dark`` > 0 (L0 only) the L0 prior ``dark * lam * ||D(x)||_0`` on the latent's dark
+    channel ``D`` (the minimum over :data:`_DARK_PATCH`-wide windows) is added, as Pan et al.
+    2016: at each step the pixels that are the minimum of some window and whose value is under
+    the step's threshold are pulled to zero. Blur raises the dark channel (it averages the dark
+    pixels with brighter neighbours), so the prior favours the sharp latent over the blurred
+    one, which the gradient prior alone does not always do. Its splitting weight starts at
+    ``dark * lam`` over the Otsu threshold of the squared canvas and doubles up to
+    :data:`_DARK_BETA_MAX` alongside the gradients' (one joint schedule instead of Pan et al.'s
+    nested one, about 9x cheaper)."""
     r = kernel.shape[-1] // 2
     canvas, (top, left) = _periodic_extension(y, kernel.shape[-1])
     shape = tuple(canvas.shape)
@@ -610,6 +650,11 @@ def _latent(y: torch.Tensor, kernel: torch.Tensor, lam: float, prior: str) -> to
     d_power = dx_hat.abs().square() + dy_hat.abs().square()
     latent = canvas
     beta, beta_max = (2 * lam, _BETA_MAX) if prior == "l0" else (_TV_BETA_START * lam, _TV_BETA_MAX)
+    use_dark = prior == "l0" and dark > 0
+    if use_dark:
+        lam_dark = dark * lam
+        patch = min(_DARK_PATCH, (min(shape) // 3) | 1)
+        beta_dark = lam_dark / max(_otsu(canvas.square()), _OTSU_FLOOR)
     while beta < beta_max:
         gx = torch.roll(latent, -1, 1) - latent
         gy = torch.roll(latent, -1, 0) - latent
@@ -622,9 +667,63 @@ def _latent(y: torch.Tensor, kernel: torch.Tensor, lam: float, prior: str) -> to
             gy = torch.sign(gy) * (gy.abs() - lam / (2 * beta)).clamp(min=0)
         # The adjoint of the forward differences, applied to the thresholded gradients.
         div = (torch.roll(gx, 1, 1) - gx) + (torch.roll(gy, 1, 0) - gy)
-        latent = torch.fft.irfft2((numerator + beta * torch.fft.rfft2(div)) / (k_power + beta * d_power), s=shape)
+        rhs = numerator + beta * torch.fft.rfft2(div)
+        denominator = k_power + beta * d_power
+        if use_dark:
+            rhs = rhs + beta_dark * torch.fft.rfft2(_dark_target(latent, patch, lam_dark / beta_dark))
+            denominator = denominator + beta_dark
+            beta_dark = min(2 * beta_dark, _DARK_BETA_MAX)
+        latent = torch.fft.irfft2(rhs / denominator, s=shape)
         beta *= 2
     return latent[top - r:top + y.shape[0] + r, left - r:left + y.shape[1] + r]
+
+
+def _dark_target(x: torch.Tensor, patch: int, threshold: float) -> torch.Tensor:
+    """``x`` with the dark-channel pixels whose square is under ``threshold`` set to 0: the
+    solution of the dark channel's L0 subproblem, written back onto the pixels it came from (a
+    pixel is some window's minimum exactly where the dilation of the dark channel equals it)."""
+    dark = _running_min(_running_min(x, patch, 0), patch, 1)
+    opened = -_running_min(_running_min(-dark, patch, 0), patch, 1)
+    return x.masked_fill((opened == x) & (x.square() < threshold), 0.0)
+
+
+def _running_min(x: torch.Tensor, width: int, dim: int) -> torch.Tensor:
+    """Minimum over a centred window of odd ``width`` along ``dim``, wrapping around (the canvas
+    is periodic), in three passes whatever the width (van Herk 1992; Gil & Werman 1993): prefix
+    and suffix minima within blocks of ``width``, then one comparison per pixel.
+
+    Example:
+        >>> _running_min(torch.tensor([3.0, 1.0, 4.0, 1.5, 5.0, 9.0]), 3, 0)
+        tensor([1.0000, 1.0000, 1.0000, 1.5000, 1.5000, 3.0000])
+    """
+    half = width // 2
+    n = x.shape[dim]
+    x = x.movedim(dim, -1)
+    if half:
+        x = torch.cat([x[..., n - half:], x, x[..., :half]], -1)
+    blocks = -(-x.shape[-1] // width)
+    x = F.pad(x, (0, blocks * width - x.shape[-1]), value=math.inf)
+    grouped = x.reshape(*x.shape[:-1], blocks, width)
+    prefix = grouped.cummin(-1).values.flatten(-2)
+    suffix = grouped.flip(-1).cummin(-1).values.flip(-1).flatten(-2)
+    return torch.minimum(suffix[..., :n], prefix[..., width - 1:width - 1 + n]).movedim(-1, dim)
+
+
+def _otsu(values: torch.Tensor, bins: int = 256) -> float:
+    """Otsu's threshold of ``values`` clipped to [0, 1]: the level that best splits their histogram
+    into two classes (the upper edge of the lower class's last bin).
+
+    Example:
+        >>> _otsu(torch.tensor([0.1, 0.1, 0.7, 0.7]))
+        0.1015625
+    """
+    hist = torch.histc(values.clamp(0, 1).flatten().double(), bins=bins, min=0.0, max=1.0)
+    p = hist / hist.sum()
+    levels = (torch.arange(bins, dtype=p.dtype, device=p.device) + 0.5) / bins
+    w0 = p.cumsum(0)
+    m0 = (p * levels).cumsum(0)
+    between = (m0[-1] * w0 - m0).square() / (w0 * (1 - w0)).clamp(min=1e-12)
+    return (int(between[:-1].argmax()) + 1) / bins
 
 
 def _salient(gx: torch.Tensor, gy: torch.Tensor, size: int, edges: float) -> tuple[torch.Tensor, torch.Tensor]:
