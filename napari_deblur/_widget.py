@@ -756,9 +756,10 @@ class DeconvolveWidget(RestoreRunner, QWidget):
 
         The kernel goes into a new layer ``"<image> PSF (estimated, <size> px)"``, which then becomes
         the PSF layer ("PSF from" ▸ layer). The slice is the one "Preview slice" restores (cut across
-        "slices across" for stacks; the colour picture of an RGB layer). When the method's form has a
-        "kernel sparsity" field (methods ``blind``, ``blind-irc``), the estimate uses its value: with
-        method ``blind`` the kernel shown is the one Deconvolve would estimate. With a rectangle
+        "slices across" for stacks; the colour picture of an RGB layer). When the method's form has
+        "kernel sparsity" and "dark channel" fields (methods ``blind``, ``blind-irc``), the
+        estimate uses their values: with method ``blind`` the kernel shown is the one Deconvolve
+        would estimate. With a rectangle
         chosen as "ROI", the kernel is estimated from that part of the slice only: a region of
         uniform blur with strong edges, away from clipped highlights (recorded in the layer's
         history and ``estimated_from["region"]``); without one, method ``blind``'s own *region*
@@ -798,7 +799,7 @@ class DeconvolveWidget(RestoreRunner, QWidget):
                 plane = plane[rows, cols]
                 region = {"rows": [int(rows.start), int(rows.stop)], "cols": [int(cols.start), int(cols.stop)]}
             # The method's own kernel prior, when it has one (an empty field: the estimator's default).
-            settings = {key: value for key, value in form.items() if key == "sparsity"}
+            settings = {key: value for key, value in form.items() if key in ("sparsity", "dark_channel")}
         except (ValueError, TypeError) as exc:
             self.report_error("Estimate PSF", exc)
             return
@@ -831,8 +832,8 @@ class DeconvolveWidget(RestoreRunner, QWidget):
             if sources is not None:  # positions in the region -> in the slice
                 sources = np.asarray(sources, dtype=float) + np.array([top, left])
         read = "edges" if sources is None else f"{len(sources)} point sources"
-        sparsity = f", sparsity={format_number(made['sparsity'])}" if "sparsity" in made else ""
-        history = f"deblur-ops estimate_psf (size={made['size']}{sparsity}, from {read}) from {made['image']!r}{where}"
+        priors = "".join(f", {key}={format_number(made[key])}" for key in ("sparsity", "dark_channel") if key in made)
+        history = f"deblur-ops estimate_psf (size={made['size']}{priors}, from {read}) from {made['image']!r}{where}"
         name = unique_name(self.viewer, f"{made['image']} PSF (estimated, {made['size']} px)")
         layer = self.viewer.add_image(kernel, name=name, colormap="magma",
                                       metadata={HISTORY_KEY: [history], "estimated_from": {**made, "source": source}},
@@ -955,7 +956,7 @@ def _estimate_psf(plane: np.ndarray, size: int, *, source: str, device, stop: th
     """Worker body: the blind kernel estimate of one plane, what it was read from ("edges" or "points")
     and, for points, the (n, 2) positions of the sources averaged. It yields after every pyramid
     level of the estimator (its callback), where Cancel stops it. ``settings``: more keywords of
-    :func:`deblur_ops.estimate_psf` (``sparsity``)."""
+    :func:`deblur_ops.estimate_psf` (``sparsity``, ``dark_channel``)."""
     def run(step):
         kernel, used = estimate_psf(plane, size, source=source, device=device, return_source=True,
                                     callback=lambda _done, _total: step(), **settings)

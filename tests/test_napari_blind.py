@@ -136,8 +136,8 @@ def test_stacks_give_the_slice_on_screen_and_photos_their_colours(manifest, make
 
 
 def test_estimate_uses_the_blind_methods_kernel_sparsity(manifest, make_napari_viewer, qtbot, fake_estimate):
-    """With method blind (or blind-irc) chosen, Estimate PSF estimates with the form's kernel sparsity,
-    as Deconvolve would, and says so in the layer's history."""
+    """With method blind (or blind-irc) chosen, Estimate PSF estimates with the form's kernel sparsity
+    and dark-channel prior, as Deconvolve would, and says so in the layer's history."""
     from deblur_ops.psf.estimate import near_sharp_warning
     from napari_deblur._widget import HISTORY_KEY
 
@@ -145,14 +145,16 @@ def test_estimate_uses_the_blind_methods_kernel_sparsity(manifest, make_napari_v
     viewer.add_image(_shaky(64), name="brick")
     widget = _widget(viewer, "brick")
     widget.psf_size.value = 9
-    for method, value in (("blind", 0.1), ("blind-irc", 0.0)):
+    for method, value, dark in (("blind", 0.1, 1.0), ("blind-irc", 0.0, 0.0)):
         widget.method.value = method
         widget.method_params["sparsity"].value = value
+        widget.method_params["dark_channel"].value = dark
         _estimate_to_end(widget, qtbot)
-        assert fake_estimate[-1][2]["sparsity"] == value
+        assert fake_estimate[-1][2]["sparsity"] == value and fake_estimate[-1][2]["dark_channel"] == dark
         assert widget.psf_layer.value.metadata[HISTORY_KEY] == [
-            f"deblur-ops estimate_psf (size=9, sparsity={value:g}, from edges) from 'brick'"]
+            f"deblur-ops estimate_psf (size=9, sparsity={value:g}, dark_channel={dark:g}, from edges) from 'brick'"]
         assert widget.psf_layer.value.metadata["estimated_from"]["sparsity"] == value
+        assert widget.psf_layer.value.metadata["estimated_from"]["dark_channel"] == dark
         # The stand-in's 3-tap kernel is a blur of 0.8 px RMS radius: the near-sharp caution follows.
         assert widget.status.value == (f"wrote {widget.psf_layer.value.name!r}, now the PSF layer; {method} estimates "
                                        f"its own kernel: to restore with this one, choose a method that takes a PSF "

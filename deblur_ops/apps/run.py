@@ -255,7 +255,7 @@ def _estimate(input_path: Path, hdu, chunks, nan, params: dict, progress: bool =
     restoration then fills them."""
     from ..models.methods import (BLIND_NONBLIND_GRID, blind_grid_shape, blind_nonblind, blind_nonblind_defaults,
                                   blind_region, blind_scale, check_blind_nonblind, default_psf_size)
-    from ..psf.estimate import KERNEL_SPARSITY, estimate_psf
+    from ..psf.estimate import DARK_CHANNEL, KERNEL_SPARSITY, estimate_psf
     from ..psf.fields import psf_grid_from_point_sources
 
     if chunks is not None or io.image_format(input_path) == "zarr":
@@ -285,6 +285,7 @@ def _estimate(input_path: Path, hdu, chunks, nan, params: dict, progress: bool =
     nonblind = params.pop("nonblind", None)
     source = params.pop("source", "auto")
     sparsity = params.pop("sparsity", KERNEL_SPARSITY)
+    dark_channel = params.pop("dark_channel", DARK_CHANNEL)
     region = params.pop("region", None)
     area, found = (slice(None), slice(None)), {}
     if region is not None:
@@ -310,8 +311,8 @@ def _estimate(input_path: Path, hdu, chunks, nan, params: dict, progress: bool =
         _noise_in_range_units(params, nonblind, scale)
         return psf_grid_from_point_sources(plane, size, grid_shape)[0], nonblind, scale, {}
     with _estimate_bar(progress) as advance:
-        kernel, used = estimate_psf(plane[area], size, source=source, sparsity=sparsity, return_source=True,
-                                    callback=advance)
+        kernel, used = estimate_psf(plane[area], size, source=source, sparsity=sparsity, dark_channel=dark_channel,
+                                    return_source=True, callback=advance)
     nonblind = blind_nonblind(nonblind, used)
     for key, value in blind_nonblind_defaults(nonblind).items():  # as method "blind" does in memory
         params.setdefault(key, value)
@@ -348,17 +349,18 @@ def _estimate_motion_net(data: np.ndarray, plane: np.ndarray, params: dict, prog
 
     from ..data.noise import noise_sigma_per_item
     from ..models.methods import TV_IRC_NOISE_FACTOR, blind_scale, estimate_psf_motion_net
-    from ..psf.estimate import KERNEL_SPARSITY
+    from ..psf.estimate import DARK_CHANNEL, KERNEL_SPARSITY
 
     size = params.pop("psf_size", None)
     sparsity = params.pop("sparsity", KERNEL_SPARSITY)
+    dark_channel = params.pop("dark_channel", DARK_CHANNEL)
     motion_weights = params.pop("motion_weights", "motion-net")
     if plane.max() == plane.min():  # a flat frame has no blur to estimate; the identity kernel keeps it as it is
         params.pop("noise_sigma", None)
         return np.ones((1, 1), np.float32), "irc-net", 1.0, {}
     with _estimate_bar(progress) as advance:
-        kernel, info = estimate_psf_motion_net(plane, size, sparsity=sparsity, motion_weights=motion_weights,
-                                               callback=advance)
+        kernel, info = estimate_psf_motion_net(plane, size, sparsity=sparsity, dark_channel=dark_channel,
+                                               motion_weights=motion_weights, callback=advance)
     scale = blind_scale(plane)
     if "noise_sigma" in params:
         sigma = float(params["noise_sigma"]) / scale

@@ -13,7 +13,7 @@ import torch
 
 from .. import psf as psf_lib
 from ..data.noise import noise_sigma_per_item
-from ..psf.estimate import KERNEL_SPARSITY, near_sharp_warning
+from ..psf.estimate import DARK_CHANNEL, KERNEL_SPARSITY, near_sharp_warning
 from ..restore.registry import register
 from ..validation import MIN_IMAGE_SIDE, as_float_tensor, check_positive, resolve_device
 from .pretrained import load_pretrained
@@ -116,7 +116,8 @@ MOTION_SUPPORT = (2.0, 4.0)
 
 
 def estimate_psf_motion_net(image, psf_size: int | None = None, *, sparsity: float = KERNEL_SPARSITY,
-                            device="auto", motion_weights: str = "motion-net", callback=None):
+                            dark_channel: float = DARK_CHANNEL, device="auto", motion_weights: str = "motion-net",
+                            callback=None):
     """Paper 004's Motion-Net as the initialiser of a kernel refined against the data.
 
     Motion-Net (:func:`estimate_motion`) reads the blur's per-pixel linear motion; its median length
@@ -130,6 +131,7 @@ def estimate_psf_motion_net(image, psf_size: int | None = None, *, sparsity: flo
         psf_size: the largest odd support allowed; default 31, or the largest
             :func:`deblur_ops.estimate_psf` allows on smaller images.
         sparsity: the kernel's sparsity prior (:func:`deblur_ops.estimate_psf`).
+        dark_channel: the latent's dark-channel prior (:func:`deblur_ops.estimate_psf`; off by default).
         device: ``"auto"``, ``"cpu"``, ``"cuda"``.
         motion_weights: Motion-Net weights (registry name).
         callback: ``callback(done, total)`` after each pyramid level (see :func:`deblur_ops.estimate_psf`).
@@ -165,14 +167,16 @@ def estimate_psf_motion_net(image, psf_size: int | None = None, *, sparsity: flo
     angle = float(torch.rad2deg(torch.atan2(torch.sin(doubled).mean(), torch.cos(doubled).mean())) / 2) % 180.0
     support = int(round(MOTION_SUPPORT[0] * length + MOTION_SUPPORT[1])) | 1
     support = min(int(largest), max(5, support))
-    kernel = estimate_psf(image, support, sparsity=sparsity, source="edges", device=device, callback=callback)
+    kernel = estimate_psf(image, support, sparsity=sparsity, dark_channel=dark_channel, source="edges", device=device,
+                          callback=callback)
     return kernel, {"motion_length": length, "motion_angle": angle, "support": support}
 
 
 @register("blind-irc", "Blind (paper 004): Motion-Net sets the blur's extent, an L0 MAP estimate fits the kernel, "
           "IRC-Net restores; +0.6 to +2.6 dB on camera shake", needs_psf=False)
 def blind_irc(image: torch.Tensor, psf=None, *, psf_size: int | None = None, noise_sigma=None,
-              sparsity: float = KERNEL_SPARSITY, weights: str = "irc-motion", motion_weights: str = "motion-net",
+              sparsity: float = KERNEL_SPARSITY, dark_channel: float = DARK_CHANNEL, weights: str = "irc-motion",
+              motion_weights: str = "motion-net",
               end_to_end: str | None = None) -> torch.Tensor:
     """Blind motion deblurring with paper 004's networks: Motion-Net initialises, the data refine, IRC-Net restores.
 
@@ -194,6 +198,7 @@ def blind_irc(image: torch.Tensor, psf=None, *, psf_size: int | None = None, noi
             default 31, or the largest allowed on smaller images.
         noise_sigma: noise level in the image's units; estimated when None.
         sparsity: the kernel's sparsity prior (:func:`deblur_ops.estimate_psf`).
+        dark_channel: the latent's dark-channel prior (:func:`deblur_ops.estimate_psf`; off by default).
         weights: IRC-Net weights (registry name or path).
         motion_weights: Motion-Net weights (registry name).
         end_to_end: None, or the weights of a :class:`deblur_ops.models.BlindIRC` (e.g.
@@ -227,7 +232,8 @@ def blind_irc(image: torch.Tensor, psf=None, *, psf_size: int | None = None, noi
             out[b] = image[b]
             continue
         scale = blind_scale(plane)
-        kernel, _ = estimate_psf_motion_net(plane, psf_size, sparsity=sparsity, device=image.device,
+        kernel, _ = estimate_psf_motion_net(plane, psf_size, sparsity=sparsity, dark_channel=dark_channel,
+                                            device=image.device,
                                             motion_weights=motion_weights)
         _caution(kernel)
         item = image[b:b + 1].contiguous() / scale
@@ -495,7 +501,7 @@ def default_psf_size(shape) -> int:
           "TV + IRC-Net (Richardson-Lucy for point sources); +1.2 to +2.5 dB on camera shake", needs_psf=False)
 def blind(image: torch.Tensor, psf=None, *, psf_size: int | None = None, nonblind: str | None = None,
           source: str = "auto", psf_grid=None, noise_sigma=None,
-          sparsity: float = KERNEL_SPARSITY, region=None) -> torch.Tensor:
+          sparsity: float = KERNEL_SPARSITY, dark_channel: float = DARK_CHANNEL, region=None) -> torch.Tensor:
     """Blind deblurring of uniformly blurred images: :func:`deblur_ops.psf.estimate_psf`, then a non-blind method.
 
     On ``deblur evaluate --blind`` (held-out photos, Boracchi–Foi camera shake on 11-35 px supports,
@@ -531,6 +537,8 @@ def blind(image: torch.Tensor, psf=None, *, psf_size: int | None = None, nonblin
         sparsity: weight of the estimated kernel's sparsity prior (:func:`deblur_ops.estimate_psf`'s
             ``sparsity``, default :data:`deblur_ops.psf.estimate.KERNEL_SPARSITY`); 0 for the estimator
             without it, better on long camera shake spanning 27-35 px supports.
+        dark_channel: weight of the latent image's dark-channel prior (:func:`deblur_ops.estimate_psf`'s
+            ``dark_channel``; default 0, off: 1 helped on development photos, not on the held-out ones).
         region: estimate the kernel from this part of the picture only, ``"top:bottom,left:right"``
             in pixels (rows, then columns; :func:`blind_region`); the whole picture is restored with
             it. For blur that varies across the frame (pick the part you care about) or blown
@@ -582,8 +590,8 @@ def blind(image: torch.Tensor, psf=None, *, psf_size: int | None = None, nonblin
             params = {"noise_sigma": noise_sigma / scale} if noise_sigma is not None and name in NOISE_SIGMA_METHODS else {}
             out[b:b + 1] = get_method(name).function(image[b:b + 1].contiguous() / scale, grid, **params) * scale
             continue
-        kernel, used = estimate_psf(plane[area], psf_size, source=source, sparsity=sparsity, device=image.device,
-                                    return_source=True)
+        kernel, used = estimate_psf(plane[area], psf_size, source=source, sparsity=sparsity,
+                                    dark_channel=dark_channel, device=image.device, return_source=True)
         if used == "edges":
             _caution(kernel)
         name = blind_nonblind(nonblind, used)
