@@ -759,8 +759,8 @@ class DeconvolveWidget(RestoreRunner, QWidget):
         "slices across" for stacks; the colour picture of an RGB layer). When the method's form has
         "kernel sparsity" and "dark channel" fields (methods ``blind``, ``blind-irc``), the
         estimate uses their values: with method ``blind`` the kernel shown is the one Deconvolve
-        would estimate. With a rectangle
-        chosen as "ROI", the kernel is estimated from that part of the slice only: a region of
+        would estimate. With a rectangle chosen as "ROI", the kernel is estimated from that part
+        of the slice only: a region of
         uniform blur with strong edges, away from clipped highlights (recorded in the layer's
         history and ``estimated_from["region"]``); without one, method ``blind``'s own *region*
         field does the same, so that the kernel shown is the one its Deconvolve estimates.
