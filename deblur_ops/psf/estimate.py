@@ -153,7 +153,7 @@ def estimate_psf(image, size: int = 31, *, adaptive_support: bool = True, iterat
             gained on development images (84 camera-shake cases, 1 % noise: compact kernels +2.60
             -> +3.37 dB over the blurred input, spanning +3.11 -> +3.42; at 0.2 % noise +0.43 dB
             spanning, -0.02 compact) but not on the held-out protocol of ``deblur evaluate
-            --blind`` (+1.14 -> +1.06 dB, spanning kernels +2.54 -> +2.50; Levin ratios under 3:
+            --blind`` (+1.17 -> +1.06 dB, spanning kernels +2.54 -> +2.50; Levin ratios under 3:
             89 -> 91 % on both), with case-by-case changes from -3.2 to +3.4 dB, for 25-80 % more
             time. Try it on pictures with dark regions (text, night scenes, dark backgrounds).
         source: ``"edges"`` (the MAP estimator), ``"points"`` (point sources; the crops are
