@@ -16,6 +16,8 @@ from deblur_ops.data import sample_image
 from deblur_ops.data.scenes import astronomy_field
 from deblur_ops.psf import estimate_psf, find_point_sources, psf_from_point_sources
 
+from .conftest import requires_cuda
+
 
 def _ncc(a, b) -> float:
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
@@ -90,6 +92,15 @@ def test_estimate_psf_reads_a_star_field_from_its_stars(star_field):
     assert _ncc(edges, _true_psf(star_field, 25)) < _ncc(kernel, _true_psf(star_field, 25))
     k, latent, source = estimate_psf(torch.from_numpy(star_field.blurred), 25, return_latent=True, return_source=True)
     assert latent is None and source == "points" and isinstance(k, torch.Tensor)
+
+
+@requires_cuda
+def test_estimate_psf_reads_a_star_field_on_cuda(star_field):
+    """The point-source path measures on the CPU and hands the PSF back on the picture's device."""
+    cpu = estimate_psf(torch.from_numpy(star_field.blurred), 25)
+    kernel, source = estimate_psf(torch.from_numpy(star_field.blurred).cuda(), 25, return_source=True)
+    assert source == "points" and kernel.device.type == "cuda" and kernel.dtype == torch.float32
+    assert torch.allclose(kernel.cpu(), cpu, atol=1e-6)
 
 
 def test_auto_reads_a_textured_photo_from_its_edges():
