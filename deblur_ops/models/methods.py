@@ -187,9 +187,9 @@ def blind_irc(image: torch.Tensor, psf=None, *, psf_size: int | None = None, noi
     into IRC-Net) collapsed to a denoiser in training: it is kept as ``end_to_end="blind-irc"``.
     Method ``"blind"`` (the same kernel estimator on the full support ladder, restored by
     ``"tv-irc"``) is the better default on mild blur: on ``deblur evaluate --blind`` (held-out
-    photos, Boracchi–Foi camera shake, 1 % noise) ``blind-irc`` gains +0.60 dB over the blurred
-    input (80 % of Levin error ratios under 3; ``blind`` +1.17 dB, 89 %), and +2.56 dB (91 %;
-    ``blind`` +2.54 dB, 89 %) when the kernels span their 11-35 px supports.
+    photos, Boracchi–Foi camera shake, 1 % noise) ``blind-irc`` gains +1.59 dB over the blurred
+    input (97 % of Levin error ratios under 3; ``blind`` +1.95 dB, 100 %), and +3.11 dB (94 %;
+    ``blind`` +3.05 dB, 94 %) when the kernels span their 11-35 px supports.
 
     Args:
         image: (B, C, H, W); each item gets its own kernel, estimated on its channels' mean.
@@ -505,8 +505,8 @@ def blind(image: torch.Tensor, psf=None, *, psf_size: int | None = None, nonblin
     """Blind deblurring of uniformly blurred images: :func:`deblur_ops.psf.estimate_psf`, then a non-blind method.
 
     On ``deblur evaluate --blind`` (held-out photos, Boracchi–Foi camera shake on 11-35 px supports,
-    1 % noise) it gains +1.17 dB over the blurred input with 89 % of Levin error ratios under 3, and
-    +2.54 dB (89 %) when the kernels span their supports (``--span-kernels``; the true kernel with
+    1 % noise) it gains +1.95 dB over the blurred input with 100 % of Levin error ratios under 3, and
+    +3.05 dB (94 %) when the kernels span their supports (``--span-kernels``; the true kernel with
     ``irc-net`` gives +3.7 and +5.2 dB). Near-sharp and strongly textured pictures can get worse: check the kernel
     (``deblur run`` writes it) before trusting the result.
 
