@@ -373,6 +373,8 @@ def _best_window(y: torch.Tensor, window: int, size: int) -> tuple[int, int, int
 # over 1 dB (of the 23 cases losing over 1 dB); sharp, unblurred photos (coffee, brick,
 # immunohistochemistry) gave 0.97-1.25 px and lost 7-25 dB. Under 0.5 px the kernel is almost the
 # identity and its restoration harmless (a sharp binary picture: 0.26 px, +4.7 to +11.7 dB).
+# With the symmetric steps (2026-12-04) four of six unblurred development photos at 1 % noise lost
+# 5.2-8.4 dB (docs/methods.md).
 NEAR_SHARP_RADIUS = (0.5, 1.5)
 
 
@@ -405,8 +407,8 @@ def near_sharp_warning(kernel) -> str | None:
     if not NEAR_SHARP_RADIUS[0] <= radius <= NEAR_SHARP_RADIUS[1]:
         return None
     return (f"the estimated blur is small (RMS radius {radius:.2f} px): the picture may be nearly sharp, where blind "
-            f"deblurring most often over-sharpens it (half such development cases lost over 1 dB, sharp photos "
-            f"7-25 dB); compare the result with the input before using it")
+            f"deblurring most often over-sharpens it (half such development cases lost over 1 dB, unblurred photos "
+            f"5-25 dB); compare the result with the input before using it")
 
 
 def estimate_steps(shape, size: int, *, adaptive_support: bool = True, window: int | None = ESTIMATE_WINDOW) -> int:
