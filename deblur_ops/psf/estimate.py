@@ -5,10 +5,10 @@ latent image's gradients (Xu, Zheng & Jia 2013; Pan, Hu, Su & Yang 2014): at eac
 image pyramid it alternates
 
 1. the latent image: ``min_x ||k * x - y||^2 + lam (||d_x x||_0 + ||d_y x||_0)`` by half-quadratic
-   splitting (closed-form FFT solves and hard thresholding of each difference on its own), on a smooth periodic extension
-   of ``y`` so that the image borders do not ring; optionally (``dark_channel``, off by default)
-   with ``+ dark lam ||D(x)||_0`` on the dark channel ``D``, the minimum over 35 px windows (Pan,
-   Sun, Pfister & Yang 2016);
+   splitting (closed-form FFT solves and hard thresholding of each difference on its own), on a
+   smooth periodic extension of ``y`` so that the image borders do not ring; optionally
+   (``dark_channel``, off by default) with ``+ dark lam ||D(x)||_0`` on the dark channel ``D``, the
+   minimum over 35 px windows (Pan, Sun, Pfister & Yang 2016);
 2. the kernel, in the gradient domain: ``min_k sum_d ||valid(d x * k) - d y||^2 + gamma ||k||^2``
    over a ``size x size`` support by conjugate gradients (the "valid" convolution sees only the
    latent pixels that really reach the observed ones; a band of the kernel's side along the border,
@@ -31,10 +31,10 @@ al.'s start of two horizontal taps, a joint threshold on a pixel's two forward d
 angle bins made the estimate depend on the picture's orientation (on development images the
 transposed picture's kernels differed by up to 0.23 and restored 0.3 dB worse on average); with
 the symmetric steps the development images gained +0.48 dB on compact and on spanning camera
-shake (benchmarks/results/2026-12-04_intel-xeon_blind_symmetric_steps_dev.md). The final kernel is shifted so that its centre of
-mass is at its centre (a blind estimate is only defined up to a translation, which the
-restoration with it then does not add). The estimator runs on torch tensors (FFTs and
-elementwise maths), on the CPU or a CUDA device.
+shake (benchmarks/results/2026-12-04_intel-xeon_blind_symmetric_steps_dev.md). The final kernel
+is shifted so that its centre of mass is at its centre (a blind estimate is only defined up to a
+translation, which the restoration with it then does not add). The estimator runs on torch
+tensors (FFTs and elementwise maths), on the CPU or a CUDA device.
 
 Adaptive support (the default): a support much larger than the blur lets the estimate spread over
 all of it (on compact camera shake of 3-12 px estimated in 19-35 px supports, the kernels filled
